@@ -1,0 +1,310 @@
+"""The ``misp-ti`` command line.
+
+Core commands live here; ``transform``, ``simulator`` and ``demo`` live in
+their own modules of this package (listed in ``COMMAND_MODULES``), each
+exposing a click command named ``command``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from misp_ti import __version__
+from misp_ti.config import Config, load_config, render_reference
+from misp_ti.errors import MispTiError
+
+COMMAND_MODULES = ("misp_ti.cli.transform", "misp_ti.cli.simulator", "misp_ti.cli.demo")
+
+
+class Obj:
+    """Options shared by every command, resolved lazily."""
+
+    def __init__(self, config_path: str | None, plugins: tuple[str, ...], quiet: bool, log_format: str | None, verbose: bool):
+        self.config_path = config_path
+        self.plugins = plugins
+        self.quiet = quiet
+        self.log_format = log_format
+        self.verbose = verbose
+        self._config: Config | None = None
+
+    def config(self, overrides: dict[str, Any] | None = None) -> Config:
+        if self._config is None or overrides:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                config = load_config(self.config_path, overrides=overrides)
+            self.setup_logging(config)
+            for w in caught:
+                click.echo(f"warning: {w.message}", err=True)
+            if self._config is None:
+                self._config = config
+            return config
+        return self._config
+
+    def setup_logging(self, config: Config) -> None:
+        from misp_ti.logs import setup_logging
+
+        setup_logging(
+            level="debug" if self.verbose else config.log.level,
+            fmt=self.log_format or config.log.format,
+            secrets=config.secrets(),
+            quiet=self.quiet,
+        )
+
+    def engine(self, config: Config | None = None, **kwargs: Any) -> Any:
+        from misp_ti.engine import Engine
+
+        config = config or self.config()
+        _warn_insecure(config)
+        return Engine(config, extra_plugins=self.plugins, **kwargs)
+
+
+def _warn_insecure(config: Config) -> None:
+    import logging
+
+    log = logging.getLogger("misp_ti")
+    if not config.misp.verify:
+        log.warning("TLS verification of MISP (%s) is OFF: misp.verify = false; anyone on the path can read the API key", config.misp.url)
+    if "elasticsearch" in config.output.sinks and not config.output.elasticsearch.verify_certs:
+        log.warning("TLS verification of Elasticsearch is OFF: output.elasticsearch.verify_certs = false")
+
+
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn misp-ti errors into a clean message and exit code (no traceback)."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MispTiError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False), envvar="MISP_TI_CONFIG", help="TOML config file (default: $MISP_TI_CONFIG, else built-in defaults).")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE", help="Register a plugin module (repeatable).")
+@click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors; no progress.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None, help="Log line format (overrides log.format).")
+@click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
+@click.version_option(__version__, prog_name="misp-ti")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, plugins: tuple[str, ...], quiet: bool, log_format: str | None, verbose: bool) -> None:
+    """misp-ti: keep the IOCs that are valid right now in MISP in Elasticsearch or an embedded store."""
+    ctx.obj = Obj(config_path, plugins, quiet, log_format, verbose)
+
+
+def _install_stop_handlers(engine: Any) -> None:
+    def stop(signum: int, frame: Any) -> None:
+        click.echo(f"\n{signal.Signals(signum).name}: finishing the current batch, then stopping (again to abort)", err=True)
+        engine.request_stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+
+def _print_results(results: list[Any], as_json: bool) -> None:
+    for result in results:
+        data = result.as_dict()
+        if as_json:
+            click.echo(orjson.dumps(data).decode())
+        else:
+            state = "done" if result.completed else "interrupted (will resume)"
+            click.echo(
+                f"{result.stream}: {state}; {result.pages} pages, {result.records} records, "
+                f"{result.documents} documents, {result.pipeline_errors} pipeline errors, "
+                f"delivered {data['delivered']}, dead-lettered {data['dead_lettered']}, {data['seconds']}s"
+            )
+
+
+@cli.command()
+@click.option("--stream", "streams", multiple=True, help="Only this stream (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Print the requests sinks would send, one JSON object per line; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the cycle summary as JSON lines.")
+@click.pass_obj
+@handle_errors
+def once(obj: Obj, streams: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+    """Run one poll cycle per enabled stream, then exit."""
+    from misp_ti.progress import make_progress
+
+    progress = None if dry_run else make_progress(quiet=obj.quiet)
+    with obj.engine(progress=progress) as engine:
+        _install_stop_handlers(engine)
+        try:
+            results = engine.run_once(streams=streams or None, dry_run=dry_run)
+            if dry_run:
+                for request in engine.context(dry_run=True).dry_run_requests:
+                    click.echo(orjson.dumps(request).decode())
+        finally:
+            if hasattr(progress, "close"):
+                progress.close()
+    if not dry_run:
+        _print_results(results, as_json)
+
+
+@cli.command()
+@click.pass_obj
+@handle_errors
+def run(obj: Obj) -> None:
+    """Poll every enabled stream at its interval until SIGINT/SIGTERM.
+
+    A stop signal finishes the current batch, saves the cursor and exits 0.
+    A failed poll keeps its cursor and is tried again at the next interval.
+    """
+    import logging
+
+    from misp_ti.progress import LogProgress
+
+    log = logging.getLogger("misp_ti")
+    with obj.engine(progress=None if obj.quiet else LogProgress()) as engine:
+        _install_stop_handlers(engine)
+        engine.provision()
+        engine.run_forever(
+            on_error=lambda stream, exc: log.error("%s poll failed; cursor kept, retrying next interval: %s", stream, exc)
+        )
+    log.info("stopped")
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Print every request it would send, one JSON object per line; change nothing.")
+@click.pass_obj
+@handle_errors
+def provision(obj: Obj, dry_run: bool) -> None:
+    """Install what the enabled sinks need (idempotent)."""
+    with obj.engine() as engine:
+        for action in engine.provision(dry_run=dry_run):
+            click.echo(orjson.dumps(action).decode())
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+@handle_errors
+def plugins(obj: Obj, as_json: bool) -> None:
+    """List the hooks and the plugins implementing each, in call order."""
+    from misp_ti.manager import describe, make_plugin_manager, plugin_inventory
+
+    config = obj.config()
+    pm = make_plugin_manager(
+        extra_plugins=[*config.plugins.load, *obj.plugins],
+        blocked=config.plugins.block,
+        load_entrypoints=config.plugins.entrypoints,
+    )
+    hooks, inventory = describe(pm), plugin_inventory(pm)
+    if as_json:
+        click.echo(orjson.dumps({"hooks": hooks, "plugins": inventory}, option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo("Hooks (plugins in call order):")
+    for row in hooks:
+        kind = "first result" if row["firstresult"] else "every plugin"
+        click.echo(f"  {row['hook']:<15} [{kind}] {', '.join(row['plugins']) or '(none)'}")  # type: ignore[arg-type]
+    click.echo("Plugins:")
+    for row in inventory:
+        extras = []
+        if row["sinks"]:
+            extras.append("sinks: " + ", ".join(row["sinks"]))  # type: ignore[arg-type]
+        if row["expiry_policies"]:
+            extras.append("expiry policies: " + ", ".join(row["expiry_policies"]))  # type: ignore[arg-type]
+        suffix = f" ({'; '.join(extras)})" if extras else ""
+        click.echo(f"  {row['name']}: {', '.join(row['hooks']) or 'no hooks'}{suffix}")  # type: ignore[arg-type]
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Show, check or document the configuration."""
+
+
+@config_group.command("show")
+@click.pass_obj
+@handle_errors
+def config_show(obj: Obj) -> None:
+    """Print the effective configuration as JSON, secrets redacted."""
+    click.echo(orjson.dumps(obj.config().redacted(), option=orjson.OPT_INDENT_2).decode())
+
+
+@config_group.command("check")
+@click.pass_obj
+@handle_errors
+def config_check(obj: Obj) -> None:
+    """Validate the configuration and the plugins it names; exit non-zero if invalid."""
+    with obj.engine():
+        pass
+    click.echo("configuration OK")
+
+
+@config_group.command("reference")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file instead of stdout.")
+def config_reference(output: Path | None) -> None:
+    """Print the Markdown reference of every config key (generated from the schema)."""
+    text = render_reference()
+    if output:
+        output.write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.command()
+@click.argument("value")
+@click.option("--json", "as_json", is_flag=True, help="Print the matching documents as JSON lines.")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="Embedded store file (default: output.sqlite.path).")
+@click.pass_obj
+@handle_errors
+def lookup(obj: Obj, value: str, as_json: bool, db: Path | None) -> None:
+    """Is VALUE an active IOC in the embedded store? Exit 0 if found, 1 if not."""
+    from misp_ti.store import EmbeddedStore
+    from misp_ti.timeutil import utcnow
+
+    path = db or obj.config().output.sqlite.path
+    if not Path(path).exists():
+        raise MispTiError(f"no embedded store at {path} (run `misp-ti once` or `misp-ti demo` first)")
+    store = EmbeddedStore(path)
+    try:
+        docs = store.lookup(value, now=utcnow())
+    finally:
+        store.close()
+    if as_json:
+        for doc in docs:
+            click.echo(orjson.dumps(doc).decode())
+    elif docs:
+        click.echo(f"{value}: {len(docs)} active IOC(s)")
+        for doc in docs:
+            attr = doc.get("misp", {}).get("attribute", {})
+            event = doc.get("misp", {}).get("event", {})
+            click.echo(
+                f"  {doc.get('threat', {}).get('indicator', {}).get('type', '?')} "
+                f"[{attr.get('type', '?')}] uuid={attr.get('uuid')} "
+                f"event={event.get('info', event.get('uuid', '?'))!r} until {attr.get('decayed_at')}"
+            )
+    else:
+        click.echo(f"{value}: not an active IOC", err=not as_json)
+    sys.exit(0 if docs else 1)
+
+
+def _register_optional_commands() -> None:
+    for module_path in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_path)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_path:
+                continue  # that command is not built yet
+            raise
+        cli.add_command(module.command)
+
+
+_register_optional_commands()
+
+
+def main() -> None:
+    cli(prog_name="misp-ti")

@@ -1,0 +1,526 @@
+"""Configuration: one TOML file plus ``MISP_TI_*`` environment overrides.
+
+One schema (the pydantic models below) validates everything up front; the
+key reference in ``docs/configuration.md`` is generated from it
+(``misp-ti config reference``). Errors name the key, the bad value and what
+is allowed. Secrets are :class:`pydantic.SecretStr` and never printed.
+
+Environment overrides: ``MISP_TI_<SECTION>__<KEY>`` with ``__`` between
+levels, e.g. ``MISP_TI_MISP__API_KEY`` or
+``MISP_TI_STREAMS__THREAT__ENABLED=true``. Values are read as TOML values
+when they parse as one (``true``, ``5``, ``["a","b"]``), else as strings.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import tomllib
+import warnings
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from misp_ti.errors import ConfigError
+
+ENV_PREFIX = "MISP_TI_"
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``"90d"``, ``"1h30m"``, ``"10m"`` -> timedelta. Units: s, m, h, d, w.
+
+    A bare integer is read as seconds. Anything else is an error (the
+    reference silently turned a bad value into 90d).
+    """
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '90d', '10m' or '1h30m' (units s, m, h, d, w)")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        text = value.strip()
+        pos, total = 0, 0.0
+        for match in _DURATION_RE.finditer(text):
+            if match.start() != pos:
+                break
+            total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+            pos = match.end()
+        if text and pos == len(text):
+            return timedelta(seconds=total)
+    raise ValueError("expected a duration such as '90d', '10m' or '1h30m' (units s, m, h, d, w)")
+
+
+def format_duration(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    if seconds != value.total_seconds():
+        return f"{value.total_seconds()}s"
+    for unit in ("w", "d", "h", "m"):
+        size = _UNIT_SECONDS[unit]
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    Field(json_schema_extra={"format": "duration"}),
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _read_secret_file(path: Path | None, key: str) -> SecretStr | None:
+    if path is None:
+        return None
+    try:
+        return SecretStr(path.read_text(encoding="utf-8").strip())
+    except OSError as exc:
+        raise ValueError(f"cannot read the file given in {key}: {exc.strerror}") from None
+
+
+class MispSettings(_Section):
+    """How to reach MISP."""
+
+    url: str = Field("https://misp.example.org", description="Base URL of the MISP server.")
+    api_key: SecretStr | None = Field(
+        None, description="MISP automation key (secret). Prefer `MISP_TI_MISP__API_KEY` or `api_key_file`."
+    )
+    api_key_file: Path | None = Field(None, description="File holding the MISP key (secret).")
+    verify: bool = Field(True, description="Verify MISP's TLS certificate. Turning it off logs a warning on every start.")
+    ca_file: Path | None = Field(None, description="CA bundle used to verify MISP's certificate.")
+    client_cert: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
+    client_key: Path | None = Field(None, description="Key of the client certificate (PEM).")
+    timeout: Duration = Field(timedelta(seconds=30), description="Timeout of one HTTP request.")
+    proxy: str | None = Field(None, description="HTTP(S) proxy URL for MISP requests.")
+    rate_limit: float | None = Field(None, gt=0, description="Most requests per second sent to MISP (none: no limit).")
+    max_retries: int = Field(6, ge=0, le=100, description="Retries of a failed request (429, 5xx, timeouts, resets, bad bodies) before the poll fails.")
+    backoff_initial: Duration = Field(timedelta(seconds=1), description="First retry delay; doubles each retry, with jitter.")
+    backoff_max: Duration = Field(timedelta(seconds=60), description="Cap of the retry delay.")
+    page_size: int = Field(1000, ge=1, le=100_000, description="Records per request (`limit`).")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("expected an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _key_file(self) -> MispSettings:
+        if self.api_key is None and self.api_key_file is not None:
+            self.api_key = _read_secret_file(self.api_key_file, "misp.api_key_file")
+        return self
+
+
+class StreamSettings(_Section):
+    """One stream (`threat_attributes` or `threat`)."""
+
+    enabled: bool = Field(True, description="Poll this stream.")
+    initial_interval: Duration = Field(timedelta(hours=120), description="How far back the first poll (and every refetch) reads.")
+    interval: Duration = Field(timedelta(minutes=10), description="Time between polls in `misp-ti run`.")
+    page_size: int | None = Field(None, ge=1, le=100_000, description="Overrides `misp.page_size` for this stream.")
+    filters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra restSearch filters (e.g. `tags`, `type`, `to_ids`). Keys the engine controls (`page`, `limit`, `order`, `timestamp`...) are refused.",
+    )
+    enforce_warninglist: bool = Field(False, description="Ask MISP to drop values on its warninglists.")
+    include_deleted: bool = Field(True, description="Also read soft-deleted attributes so deletions reach the sinks.")
+    overlap: Duration = Field(timedelta(seconds=2), description="How far each poll re-reads before the cursor (MISP timestamps have 1 s resolution).")
+
+
+class Streams(_Section):
+    threat_attributes: StreamSettings = Field(default_factory=StreamSettings, description="`POST /attributes/restSearch`: one document per attribute.")
+    threat: StreamSettings = Field(
+        default_factory=lambda: StreamSettings(enabled=False),
+        description="`POST /events/restSearch`: one document per event attribute and object attribute.",
+    )
+
+    def enabled(self) -> list[str]:
+        return [name for name in type(self).model_fields if getattr(self, name).enabled]
+
+
+class ExpirySettings(_Section):
+    """When an IOC leaves the latest view."""
+
+    policy: str = Field("duration", description="`duration`, `refetch`, `decay-model`, or a policy a plugin declares.")
+    ioc_expiration_duration: Duration = Field(timedelta(days=90), description="`duration` policy: validity after `max(timestamp, last_seen)`.")
+    refetch_interval: Duration | None = Field(
+        None, description="Full re-read period. Default: 24h for `refetch`, 7d for `decay-model`, none for `duration`."
+    )
+    by_type: dict[str, Duration] = Field(default_factory=dict, description="Per MISP type (or ECS indicator type) validity, overriding `ioc_expiration_duration`.")
+    expire_deleted: bool = Field(True, description="A soft-deleted attribute expires at once.")
+    expire_when_not_to_ids: bool = Field(False, description="An attribute whose `to_ids` is off expires at once.")
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
+            raise ValueError("expected a policy name such as 'duration', 'refetch' or 'decay-model'")
+        return value
+
+    def effective_refetch_interval(self) -> timedelta | None:
+        if self.refetch_interval is not None:
+            return self.refetch_interval
+        return {"refetch": timedelta(hours=24), "decay-model": timedelta(days=7)}.get(self.policy)
+
+
+class SqliteSettings(_Section):
+    path: Path = Field(Path("misp-ti.db"), description="Embedded store file (SQLite, WAL). Also holds the cursor state unless `state.path` is set.")
+    retention: Duration = Field(timedelta(days=5), description="Source rows older than this (by ingest time) are deleted.")
+
+
+class NdjsonSettings(_Section):
+    path: str = Field("-", description="File to append NDJSON documents to, or `-` for stdout.")
+
+
+class ElasticsearchSettings(_Section):
+    hosts: list[str] = Field(default_factory=lambda: ["https://localhost:9200"], description="Elasticsearch URLs.")
+    cloud_id: str | None = Field(None, description="Elastic Cloud id (instead of `hosts`).")
+    api_key: SecretStr | None = Field(None, description="Elasticsearch API key, encoded form (secret).")
+    api_key_file: Path | None = Field(None, description="File holding the API key (secret).")
+    username: str | None = Field(None, description="Basic-auth user.")
+    password: SecretStr | None = Field(None, description="Basic-auth password (secret).")
+    password_file: Path | None = Field(None, description="File holding the password (secret).")
+    verify_certs: bool = Field(True, description="Verify the cluster's TLS certificate. Turning it off logs a warning.")
+    ca_file: Path | None = Field(None, description="CA bundle for the cluster.")
+    ssl_assert_fingerprint: str | None = Field(None, description="SHA-256 fingerprint of the cluster certificate (instead of a CA).")
+    request_timeout: Duration = Field(timedelta(seconds=30), description="Timeout of one request.")
+    max_retries: int = Field(5, ge=0, le=100, description="Retries of a failed request or bulk item (429/5xx).")
+    namespace: str = Field("default", description="Data stream namespace: documents go to `logs-ti_misp.<stream>-<namespace>`.")
+    chunk_size: int = Field(500, ge=1, le=100_000, description="Most documents per `_bulk` request.")
+    chunk_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Most bytes per `_bulk` request.")
+    ilm_rollover_max_age: Duration = Field(timedelta(days=2), description="Source ILM policy: roll over after this age.")
+    ilm_delete_after: Duration = Field(timedelta(days=3), description="Source ILM policy: delete this long after rollover.")
+    ingested_by: Literal["server", "client"] = Field(
+        "server", description="Who sets `event.ingested`: an ingest pipeline on the cluster, or misp-ti."
+    )
+    mode: Literal["ecs", "beats"] = Field(
+        "ecs", description="`ecs`: send our documents; `beats`: send raw MISP JSON as `message` to the ti_misp integration's own pipeline."
+    )
+    beats_pipeline: str | None = Field(None, description="`beats` mode: the integration's ingest pipeline name (default: the data stream's default pipeline).")
+
+    @model_validator(mode="after")
+    def _secret_files(self) -> ElasticsearchSettings:
+        if self.api_key is None and self.api_key_file is not None:
+            self.api_key = _read_secret_file(self.api_key_file, "output.elasticsearch.api_key_file")
+        if self.password is None and self.password_file is not None:
+            self.password = _read_secret_file(self.password_file, "output.elasticsearch.password_file")
+        return self
+
+
+class OutputSettings(BaseModel):
+    """Where documents go. Tables for sinks added by plugins may sit here too
+    (`[output.<sink name>]`); they are checked against the loaded plugins."""
+
+    model_config = ConfigDict(extra="allow", validate_default=True)
+
+    sinks: list[str] = Field(default_factory=lambda: ["sqlite"], min_length=1, description="Enabled sinks: `sqlite`, `elasticsearch`, `ndjson`, or a plugin's sink.")
+    batch_size: int = Field(1000, ge=1, le=100_000, description="Most documents handed to `emit` at once.")
+    preserve_original_event: bool = Field(False, description="Keep the raw MISP JSON in `event.original`.")
+    dead_letter_path: Path | None = Field(None, description="NDJSON file for documents a sink rejected (default: next to the embedded store).")
+    sqlite: SqliteSettings = Field(default_factory=SqliteSettings)
+    ndjson: NdjsonSettings = Field(default_factory=NdjsonSettings)
+    elasticsearch: ElasticsearchSettings = Field(default_factory=ElasticsearchSettings)
+
+    def plugin_section(self, name: str) -> dict[str, Any]:
+        extra = self.model_extra or {}
+        value = extra.get(name, {})
+        return value if isinstance(value, dict) else {}
+
+
+class StateSettings(_Section):
+    path: Path | None = Field(None, description="File holding cursors and schedules (SQLite). Default: `output.sqlite.path`.")
+
+
+class PluginSettings(_Section):
+    load: list[str] = Field(default_factory=list, description="Extra plugin modules to register (like `--plugin`).")
+    block: list[str] = Field(default_factory=list, description="Plugin names never to register (e.g. `sqlite_sink`).")
+    entrypoints: bool = Field(True, description="Load plugins installed under the `misp_ti` entry-point group.")
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    format: Literal["text", "json"] = Field("text", description="Log line format.")
+
+
+class Config(BaseModel):
+    """The whole configuration. `[plugin.<name>]` tables are free-form settings for third-party plugins."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    misp: MispSettings = Field(default_factory=MispSettings)
+    streams: Streams = Field(default_factory=Streams)
+    expiry: ExpirySettings = Field(default_factory=ExpirySettings)
+    output: OutputSettings = Field(default_factory=OutputSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
+    plugins: PluginSettings = Field(default_factory=PluginSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    plugin: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Settings for third-party plugins, one table each.")
+
+    def state_path(self) -> Path:
+        return self.state.path or self.output.sqlite.path
+
+    def secrets(self) -> list[str]:
+        """Every secret value in this config, for redaction filters."""
+        values = [
+            self.misp.api_key,
+            self.output.elasticsearch.api_key,
+            self.output.elasticsearch.password,
+        ]
+        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as plain data with secrets replaced by ``"**********"``."""
+        data = self.model_dump(mode="json")
+        data["misp"]["api_key"] = "**********" if self.misp.api_key else None
+        es = data["output"]["elasticsearch"]
+        es["api_key"] = "**********" if self.output.elasticsearch.api_key else None
+        es["password"] = "**********" if self.output.elasticsearch.password else None
+        return data
+
+
+# ---------------------------------------------------------------------------
+# loading
+
+
+def _env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def env_overrides(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
+    """Nested dict built from ``MISP_TI_A__B__C=value`` variables."""
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name[len(ENV_PREFIX):]:
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        if not all(parts):
+            continue
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            # secrets are never parsed as TOML: a key that looks like a number stays text
+            node[parts[-1]] = raw if parts[-1] in {"api_key", "password"} else _env_value(raw)
+    return tree
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe_error(err: Any, data: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        parent = err["loc"][:-1]
+        allowed = _allowed_keys(parent)
+        hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+        return f"{key}: unknown key{hint}"
+    if kind == "missing":
+        return f"{key}: required"
+    msg = err["msg"].removeprefix("Value error, ")
+    value = err.get("input")
+    if _is_secret_key(key):
+        shown = "(hidden)"
+    else:
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+    return f"{key}: bad value {shown}: {msg}"
+
+
+def _is_secret_key(key: str) -> bool:
+    return key.endswith("api_key") or key.endswith("password")
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: Any = Config
+    for part in loc:
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return []
+        model = field.annotation
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+    return sorted(model.model_fields)
+
+
+def build_config(data: dict[str, Any], *, source: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe_error(err, data) for err in exc.errors()]
+        raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(lines)) from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    environ: dict[str, str] | os._Environ[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """Read ``path`` (TOML; none: defaults), apply env overrides, validate.
+
+    ``MISP_TI_CONFIG`` names the file when ``path`` is ``None``.
+    """
+    environ = os.environ if environ is None else environ
+    if path is None and environ.get("MISP_TI_CONFIG"):
+        path = environ["MISP_TI_CONFIG"]
+    data: dict[str, Any] = {}
+    source = "configuration"
+    if path is not None:
+        path = Path(path)
+        source = f"configuration {path}"
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+        _warn_if_world_readable(path, data)
+    data = _merge(data, env_overrides(environ))
+    if overrides:
+        data = _merge(data, overrides)
+    return build_config(data, source=source)
+
+
+def _contains_secret(data: dict[str, Any]) -> bool:
+    for key, value in data.items():
+        if isinstance(value, dict):
+            if _contains_secret(value):
+                return True
+        elif key in {"api_key", "password"} and value:
+            return True
+    return False
+
+
+class InsecureConfigWarning(UserWarning):
+    pass
+
+
+def _warn_if_world_readable(path: Path, data: dict[str, Any]) -> None:
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IRGRP | stat.S_IROTH) and _contains_secret(data):
+        warnings.warn(
+            f"{path} contains secrets and is readable by other users; run: chmod 600 {path}",
+            InsecureConfigWarning,
+            stacklevel=3,
+        )
+
+
+# ---------------------------------------------------------------------------
+# reference docs
+
+
+def _type_name(field: Any) -> str:
+    extra = field.json_schema_extra or {}
+    if isinstance(extra, dict) and extra.get("format") == "duration":
+        return "duration"
+    text = str(field.annotation)
+    for old, new in (
+        ("typing.", ""), ("pathlib.", ""), ("pydantic.types.", ""), ("datetime.timedelta", "duration"),
+        ("<class '", ""), ("'>", ""), ("Annotated[duration, BeforeValidator(func=<function parse_duration", "duration"),
+        ("SecretStr", "secret"), ("Path", "path"), ("str", "string"), ("float", "number"), ("int", "integer"),
+        ("bool", "boolean"),
+    ):
+        text = text.replace(old, new)
+    if "duration" in text and "[" in text:
+        text = "duration" if "dict" not in text else "table of durations"
+    return text.replace(" | None", " (optional)").replace("|", " or ")
+
+
+def _default_text(field: Any) -> str:
+    if field.default_factory is not None:
+        try:
+            value = field.default_factory()
+        except TypeError:
+            return ""
+        if isinstance(value, BaseModel):
+            return ""
+    else:
+        value = field.default
+    if value is None:
+        return "none"
+    if isinstance(value, timedelta):
+        return f'`"{format_duration(value)}"`'
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, str | Path):
+        return f'`"{value}"`'
+    if isinstance(value, list | dict) and not value:
+        return f"`{'[]' if isinstance(value, list) else '{}'}`"
+    return f"`{value!r}`".replace("'", '"')
+
+
+def reference_rows(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    rows = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            rows.extend(reference_rows(ann, key + "."))
+            continue
+        rows.append((key, _type_name(field), _default_text(field), field.description or ""))
+    return rows
+
+
+def render_reference() -> str:
+    """Markdown reference of every config key, generated from the schema."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "<!-- generated by `misp-ti config reference`; do not edit by hand -->",
+        "",
+        "One TOML file (`--config FILE` or `MISP_TI_CONFIG`). Every key can be overridden",
+        "from the environment as `MISP_TI_<SECTION>__<KEY>` (upper case, `__` between",
+        "levels), for example `MISP_TI_MISP__API_KEY` or `MISP_TI_EXPIRY__POLICY=refetch`.",
+        "Durations are numbers with a unit: `s`, `m`, `h`, `d`, `w` (`90d`, `1h30m`);",
+        "anything else is an error. Secrets are never printed (`misp-ti config show`",
+        "redacts them).",
+        "",
+        "| key | type | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for key, type_name, default, doc in reference_rows():
+        lines.append(f"| `{key}` | {type_name} | {default} | {doc} |")
+    lines.append("")
+    return "\n".join(lines)

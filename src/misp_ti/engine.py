@@ -1,0 +1,359 @@
+"""The engine: one poll cycle per stream, batch by batch, at-least-once.
+
+A cycle is: ``fetch`` pages -> ``transform_doc`` + ``compute_expiry`` per
+record -> ``emit`` per batch to every enabled sink -> save the page's
+checkpoint. The cursor never moves past a batch that some sink did not
+confirm. A cycle interrupted by a crash, a stop request or an error stays
+recorded as *in progress* and is resumed (same window, same ingest time)
+on the next start, so its documents are reproduced identically and the
+latest view ends as if nothing had happened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import orjson
+import pluggy
+
+from misp_ti.config import Config
+from misp_ti.errors import ConfigError, PluginError, SinkError
+from misp_ti.manager import POLICIES_ATTR, SINKS_ATTR, declared_names, make_plugin_manager
+from misp_ti.model import Page, RunContext, SinkReport
+from misp_ti.state import Cycle, StateStore
+from misp_ti.timeutil import iso, utcnow
+
+log = logging.getLogger("misp_ti.engine")
+
+
+class Progress(Protocol):
+    """Receives progress events; the CLI renders them as a bar or log lines."""
+
+    def cycle_started(self, stream: str, *, refetch: bool, resumed: bool) -> None: ...
+
+    def page_done(self, stream: str, *, records: int, docs: int, errors: int) -> None: ...
+
+    def cycle_finished(self, stream: str, result: CycleResult) -> None: ...
+
+
+class _NoProgress:
+    def cycle_started(self, stream: str, *, refetch: bool, resumed: bool) -> None:
+        pass
+
+    def page_done(self, stream: str, *, records: int, docs: int, errors: int) -> None:
+        pass
+
+    def cycle_finished(self, stream: str, result: CycleResult) -> None:
+        pass
+
+
+@dataclass
+class CycleResult:
+    stream: str
+    now: datetime
+    refetch: bool = False
+    resumed: bool = False
+    completed: bool = False
+    pages: int = 0
+    records: int = 0
+    documents: int = 0
+    pipeline_errors: int = 0
+    delivered: dict[str, int] = field(default_factory=dict)
+    dead_lettered: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "now": iso(self.now),
+            "refetch": self.refetch,
+            "resumed": self.resumed,
+            "completed": self.completed,
+            "pages": self.pages,
+            "records": self.records,
+            "documents": self.documents,
+            "pipeline_errors": self.pipeline_errors,
+            "delivered": self.delivered,
+            "dead_lettered": self.dead_lettered,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def error_document(stream: str, record: Any, exc: BaseException, ctx: RunContext) -> dict[str, Any]:
+    """The document for a record the transform could not handle (as the reference does)."""
+    try:
+        original = orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        original = repr(record)
+    digest = hashlib.blake2b(f"{stream}\0{original}".encode(), digest_size=16).hexdigest()
+    return {
+        "_id": digest,
+        "@timestamp": iso(ctx.now),
+        "event": {
+            "kind": "pipeline_error",
+            "dataset": f"ti_misp.{stream}",
+            "original": original,
+        },
+        "error": {"message": f"{type(exc).__name__}: {exc}"[:1000]},
+        "tags": ["misp_ti-transform-error"],
+    }
+
+
+def _fold_id(base: str, decayed: bool, decayed_at: str) -> str:
+    # The expiry decision is part of a document's identity: a refetch that
+    # moves decayed_at must produce a new document (a same-id create would be
+    # ignored as a replay), while a replay of the same cycle reproduces it.
+    return hashlib.blake2b(f"{base}\0{int(decayed)}\0{decayed_at}".encode(), digest_size=16).hexdigest()
+
+
+def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class Engine:
+    """Runs poll cycles with a plugin manager, a config and a state store."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        pm: pluggy.PluginManager | None = None,
+        extra_plugins: Iterable[Any] = (),
+        clock: Callable[[], datetime] = utcnow,
+        progress: Progress | None = None,
+        state: StateStore | None = None,
+    ):
+        self.config = config
+        self.pm = pm or make_plugin_manager(
+            extra_plugins=[*config.plugins.load, *extra_plugins],
+            blocked=config.plugins.block,
+            load_entrypoints=config.plugins.entrypoints,
+        )
+        self.clock = clock
+        self.progress = progress or _NoProgress()
+        self._state = state
+        self.resources: dict[str, Any] = {}
+        self._stop = threading.Event()
+        self._provisioned = False
+        self.check_plugins()
+
+    # setup -----------------------------------------------------------------
+
+    @property
+    def state(self) -> StateStore:
+        if self._state is None:
+            self._state = StateStore(self.config.state_path())
+        return self._state
+
+    def check_plugins(self) -> None:
+        """Fail at start-up when the config names a sink or policy no plugin provides."""
+        sinks = declared_names(self.pm, SINKS_ATTR)
+        for name in self.config.output.sinks:
+            if name not in sinks:
+                raise ConfigError(
+                    f"output.sinks: unknown sink {name!r}; available: {', '.join(sorted(sinks)) or 'none'}"
+                )
+        for extra in (self.config.output.model_extra or {}):
+            if extra not in sinks:
+                raise ConfigError(f"output.{extra}: unknown key (not a setting and no plugin declares a sink {extra!r})")
+        policies = declared_names(self.pm, POLICIES_ATTR)
+        if self.config.expiry.policy not in policies:
+            raise ConfigError(
+                f"expiry.policy: unknown policy {self.config.expiry.policy!r}; "
+                f"available: {', '.join(sorted(policies)) or 'none'}"
+            )
+
+    def context(self, *, now: datetime | None = None, refetch: bool = False, dry_run: bool = False) -> RunContext:
+        return RunContext(
+            config=self.config,
+            now=now or self.clock(),
+            state=self._state if dry_run else self.state,
+            refetch=refetch,
+            dry_run=dry_run,
+            resources=self.resources,
+        )
+
+    def provision(self, *, dry_run: bool = False) -> list[dict[str, Any]]:
+        ctx = self.context(dry_run=dry_run)
+        actions: list[dict[str, Any]] = []
+        for result in self.pm.hook.provision(ctx=ctx):
+            actions.extend(result or ())
+        if not dry_run:
+            self._provisioned = True
+        return actions
+
+    def close(self) -> None:
+        ctx = self.context(dry_run=True)
+        ctx.close_resources()
+        if self._state is not None:
+            self._state.close()
+            self._state = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # stopping --------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Finish the current batch, save its checkpoint, then stop."""
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    # cycles ----------------------------------------------------------------
+
+    def refetch_due(self, stream: str, now: datetime) -> bool:
+        interval = self.config.expiry.effective_refetch_interval()
+        if interval is None:
+            return False
+        last = self.state.last_run(stream, "refetch")
+        return last is None or now >= last + interval
+
+    def _start(self, stream: str, *, dry_run: bool) -> tuple[Cycle, bool]:
+        if dry_run:
+            now = self.clock()
+            cursor = self._state.get_cursor(stream) if self._state else None
+            return Cycle(stream, now, False, cursor, None), False
+        pending = self.state.in_progress(stream)
+        if pending is not None:
+            return pending, True
+        now = self.clock()
+        refetch = self.refetch_due(stream, now)
+        cursor = None if refetch else self.state.get_cursor(stream)
+        return self.state.begin_cycle(stream, now=now, refetch=refetch, start_cursor=cursor), False
+
+    def run_cycle(self, stream: str, *, dry_run: bool = False) -> CycleResult:
+        """Run (or resume) one poll cycle of ``stream``."""
+        if not dry_run and not self._provisioned:
+            self.provision()
+        started = time.monotonic()
+        cycle, resumed = self._start(stream, dry_run=dry_run)
+        ctx = self.context(now=cycle.started_at, refetch=cycle.refetch, dry_run=dry_run)
+        result = CycleResult(stream, cycle.started_at, refetch=cycle.refetch, resumed=resumed)
+        self.progress.cycle_started(stream, refetch=cycle.refetch, resumed=resumed)
+        if resumed:
+            log.info("resuming the interrupted %s cycle of %s", stream, iso(cycle.started_at))
+        pages = self.pm.hook.fetch(stream=stream, cursor=cycle.resume_cursor, ctx=ctx)
+        if pages is None:
+            raise PluginError(f"no fetch plugin serves the stream {stream!r}")
+        last_cursor = None
+        for page in pages:
+            self._deliver_page(stream, page, ctx, result)
+            if page.cursor is not None:
+                last_cursor = page.cursor
+                if not dry_run:
+                    self.state.save_checkpoint(stream, page.cursor)
+            if self.stop_requested:
+                log.info("stop requested: %s cycle left in progress after %d pages", stream, result.pages)
+                break
+        else:
+            if not dry_run:
+                self.state.finish_cycle(stream, cursor=last_cursor, cycle=cycle)
+            result.completed = True
+        result.seconds = time.monotonic() - started
+        self.progress.cycle_finished(stream, result)
+        return result
+
+    def _deliver_page(self, stream: str, page: Page, ctx: RunContext, result: CycleResult) -> None:
+        docs = self.process(stream, page.records, ctx)
+        errors = sum(1 for d in docs if d.get("event", {}).get("kind") == "pipeline_error")
+        for batch in _chunks(docs, self.config.output.batch_size):
+            self.emit(stream, batch, ctx, result)
+        result.pages += 1
+        result.records += len(page.records)
+        result.documents += len(docs)
+        result.pipeline_errors += errors
+        self.progress.page_done(stream, records=len(page.records), docs=len(docs), errors=errors)
+
+    def process(self, stream: str, records: Iterable[Any], ctx: RunContext) -> list[dict[str, Any]]:
+        """Transform and expire records (the hot path)."""
+        hook = self.pm.hook
+        transform = hook.transform_doc
+        expire = hook.compute_expiry
+        docs = []
+        for record in records:
+            try:
+                doc = transform(stream=stream, record=record, ctx=ctx)
+                if doc is None:
+                    raise PluginError(f"no transform_doc plugin handles the stream {stream!r}")
+            except PluginError:
+                raise
+            except Exception as exc:  # a bad record never stops the stream
+                docs.append(error_document(stream, record, exc, ctx))
+                continue
+            if doc.get("event", {}).get("kind") != "pipeline_error":
+                try:
+                    decision = expire(stream=stream, record=record, doc=doc, ctx=ctx)
+                except Exception as exc:
+                    docs.append(error_document(stream, record, exc, ctx))
+                    continue
+                if decision is None:
+                    raise PluginError(f"no compute_expiry plugin answers for the policy {ctx.policy!r}")
+                decayed_at = iso(decision.decayed_at)
+                attribute = doc.setdefault("misp", {}).setdefault("attribute", {})
+                attribute["decayed"] = decision.decayed
+                attribute["decayed_at"] = decayed_at
+                doc["_id"] = _fold_id(doc["_id"], decision.decayed, decayed_at)
+            docs.append(doc)
+        return docs
+
+    def emit(self, stream: str, docs: list[dict[str, Any]], ctx: RunContext, result: CycleResult | None = None) -> list[SinkReport]:
+        """Hand one batch to every enabled sink; raise unless all confirmed."""
+        reports = [r for r in self.pm.hook.emit(stream=stream, docs=docs, ctx=ctx) if r is not None]
+        confirmed = {r.sink for r in reports}
+        missing = [s for s in self.config.output.sinks if s not in confirmed]
+        if missing:
+            raise SinkError(f"sink(s) {', '.join(missing)} did not confirm a batch of {len(docs)} documents")
+        if result is not None:
+            for report in reports:
+                result.delivered[report.sink] = result.delivered.get(report.sink, 0) + report.delivered
+                result.dead_lettered[report.sink] = result.dead_lettered.get(report.sink, 0) + report.dead_lettered
+        return reports
+
+    def run_once(self, *, streams: Iterable[str] | None = None, dry_run: bool = False) -> list[CycleResult]:
+        """One cycle for each enabled stream (an interrupted one is resumed first)."""
+        results = []
+        for stream in streams or self.config.streams.enabled():
+            if self.stop_requested:
+                break
+            results.append(self.run_cycle(stream, dry_run=dry_run))
+        return results
+
+    def run_forever(self, *, on_error: Callable[[str, BaseException], None] | None = None) -> None:
+        """Poll every stream at its interval until :meth:`request_stop`.
+
+        A failed cycle is logged and tried again at the stream's next turn;
+        its cursor has not moved.
+        """
+        streams = self.config.streams.enabled()
+        next_due = {stream: 0.0 for stream in streams}
+        while not self.stop_requested:
+            for stream in streams:
+                if self.stop_requested or time.monotonic() < next_due[stream]:
+                    continue
+                interval = getattr(self.config.streams, stream).interval.total_seconds()
+                try:
+                    self.run_cycle(stream)
+                except Exception as exc:
+                    if on_error is not None:
+                        on_error(stream, exc)
+                    else:
+                        log.error("%s poll failed, cursor kept; next try in %ss: %s", stream, interval, exc)
+                next_due[stream] = time.monotonic() + interval
+            if streams:
+                self._stop.wait(max(0.0, min(next_due.values()) - time.monotonic()))
+            else:
+                break

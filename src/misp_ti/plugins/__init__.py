@@ -1,0 +1,15 @@
+"""The default plugins, one module per concern.
+
+They are registered through the same plugin manager as third-party plugins,
+in this order, before any entry-point or ``--plugin`` module (so those are
+asked first). Block one with ``plugins.block = ["<short name>"]``.
+"""
+
+DEFAULT_PLUGINS = (
+    "misp_ti.plugins.misp_fetch",
+    "misp_ti.plugins.ecs_transform",
+    "misp_ti.plugins.expiry",
+    "misp_ti.plugins.sqlite_sink",
+    "misp_ti.plugins.ndjson_sink",
+    "misp_ti.plugins.elasticsearch_sink",
+)

@@ -1,0 +1,45 @@
+"""Sink ``sqlite``: the embedded store (see :mod:`misp_ti.store`)."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from misp_ti import hookimpl
+from misp_ti.errors import SinkError
+from misp_ti.model import RunContext, SinkReport
+from misp_ti.store import EmbeddedStore
+
+NAME = "sqlite"
+MISP_TI_SINKS = (NAME,)
+
+
+def _store(ctx: RunContext) -> EmbeddedStore:
+    return ctx.resource("sqlite_sink.store", lambda: EmbeddedStore(ctx.config.output.sqlite.path))
+
+
+@hookimpl
+def provision(ctx: RunContext) -> list[dict[str, Any]] | None:
+    if not ctx.sink_enabled(NAME):
+        return None
+    if ctx.dry_run:
+        return [{"sink": NAME, "action": "would create schema", "path": str(ctx.config.output.sqlite.path)}]
+    try:
+        return _store(ctx).provision()
+    except sqlite3.Error as exc:
+        raise SinkError(f"sqlite store {ctx.config.output.sqlite.path}: {exc}") from exc
+
+
+@hookimpl
+def emit(stream: str, docs: list[dict[str, Any]], ctx: RunContext) -> SinkReport | None:
+    if not ctx.sink_enabled(NAME):
+        return None
+    if ctx.dry_run:
+        return SinkReport(NAME, delivered=len(docs))
+    settings = ctx.config.output.sqlite
+    try:
+        written = _store(ctx).write(docs, ingested=ctx.now, retention_cutoff=ctx.now - settings.retention)
+    except sqlite3.Error as exc:
+        # disk full, database locked, read-only file...: the batch is not confirmed
+        raise SinkError(f"sqlite store {settings.path} refused a batch of {len(docs)} {stream} documents: {exc}") from exc
+    return SinkReport(NAME, delivered=written)

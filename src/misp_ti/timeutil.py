@@ -1,0 +1,32 @@
+"""Time helpers shared by the transform, expiry and sinks (hot path: keep cheap)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    """The current time, UTC, whole seconds (MISP timestamps have 1 s resolution)."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def iso(value: datetime) -> str:
+    """``2021-04-08T09:52:48.000Z``: the date format the reference writes."""
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def from_epoch(seconds: float) -> datetime:
+    return EPOCH + timedelta(seconds=seconds)
+
+
+def parse_iso(text: str) -> datetime:
+    """Parse an ISO-8601 timestamp; a value without zone is UTC."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def epoch_ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
