@@ -172,6 +172,14 @@ class ExpirySettings(_Section):
     by_type: dict[str, Duration] = Field(default_factory=dict, description="Per MISP type (or ECS indicator type) validity, overriding `ioc_expiration_duration`.")
     expire_deleted: bool = Field(True, description="A soft-deleted attribute expires at once.")
     expire_when_not_to_ids: bool = Field(False, description="An attribute whose `to_ids` is off expires at once.")
+    refetch_grace: Duration | None = Field(
+        None,
+        description="`refetch` policy: slack added to `ingest + refetch_interval`, so documents outlive the wait until the next refetch re-reads them (it fires at the first poll after it is due). Default: twice the stream's `interval`; `0s` gives the reference's exact behaviour.",
+    )
+    decay_models_path: Path | None = Field(
+        None,
+        description="`decay-model` policy: a JSON file holding the answer of MISP's `GET /decayingModel/index`, used instead of asking MISP (offline `misp-ti transform`, or a MISP key without access to the index).",
+    )
 
     @field_validator("policy")
     @classmethod
@@ -220,6 +228,11 @@ class ElasticsearchSettings(_Section):
         "ecs", description="`ecs`: send our documents; `beats`: send raw MISP JSON as `message` to the ti_misp integration's own pipeline."
     )
     beats_pipeline: str | None = Field(None, description="`beats` mode: the integration's ingest pipeline name (default: the data stream's default pipeline).")
+    backoff_initial: Duration = Field(timedelta(seconds=2), description="First wait before retrying rejected bulk items (429/5xx); doubles each retry.")
+    backoff_max: Duration = Field(timedelta(seconds=60), description="Cap of the bulk retry wait.")
+    transform_frequency: Duration = Field(timedelta(seconds=30), description="How often the `latest` transform checks for new documents (1s to 1h).")
+    transform_sync_delay: Duration = Field(timedelta(seconds=120), description="How long the `latest` transform waits for documents to become searchable before it reads them.")
+    transform_retention_max_age: Duration = Field(timedelta(minutes=1), description="The latest view drops an indicator this long after its `misp.attribute.decayed_at`.")
 
     @model_validator(mode="after")
     def _secret_files(self) -> ElasticsearchSettings:
@@ -468,16 +481,7 @@ def _type_name(field: Any) -> str:
     return text.replace(" | None", " (optional)").replace("|", " or ")
 
 
-def _default_text(field: Any) -> str:
-    if field.default_factory is not None:
-        try:
-            value = field.default_factory()
-        except TypeError:
-            return ""
-        if isinstance(value, BaseModel):
-            return ""
-    else:
-        value = field.default
+def _default_text(value: Any) -> str:
     if value is None:
         return "none"
     if isinstance(value, timedelta):
@@ -486,20 +490,24 @@ def _default_text(field: Any) -> str:
         return f"`{str(value).lower()}`"
     if isinstance(value, str | Path):
         return f'`"{value}"`'
+    if isinstance(value, SecretStr):
+        return "(secret)"
     if isinstance(value, list | dict) and not value:
         return f"`{'[]' if isinstance(value, list) else '{}'}`"
     return f"`{value!r}`".replace("'", '"')
 
 
-def reference_rows(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, str, str, str]]:
+def reference_rows(instance: BaseModel | None = None, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(key, type, default, meaning) for every key, defaults read from a default instance."""
+    instance = instance if instance is not None else Config()
     rows = []
-    for name, field in model.model_fields.items():
+    for name, field in type(instance).model_fields.items():
         key = f"{prefix}{name}"
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            rows.extend(reference_rows(ann, key + "."))
+        value = getattr(instance, name)
+        if isinstance(value, BaseModel):
+            rows.extend(reference_rows(value, key + "."))
             continue
-        rows.append((key, _type_name(field), _default_text(field), field.description or ""))
+        rows.append((key, _type_name(field), _default_text(value), field.description or ""))
     return rows
 
 

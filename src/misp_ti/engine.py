@@ -28,7 +28,7 @@ from misp_ti.errors import ConfigError, PluginError, SinkError
 from misp_ti.manager import POLICIES_ATTR, SINKS_ATTR, declared_names, make_plugin_manager
 from misp_ti.model import Page, RunContext, SinkReport
 from misp_ti.state import Cycle, StateStore
-from misp_ti.timeutil import iso, utcnow
+from misp_ti.timeutil import EPOCH, iso, utcnow
 
 log = logging.getLogger("misp_ti.engine")
 
@@ -191,8 +191,7 @@ class Engine:
         return actions
 
     def close(self) -> None:
-        ctx = self.context(dry_run=True)
-        ctx.close_resources()
+        RunContext(config=self.config, now=EPOCH, resources=self.resources).close_resources()
         if self._state is not None:
             self._state.close()
             self._state = None

@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from misp_ti.errors import MispTiError
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS misp_ti_cursor (
     stream TEXT PRIMARY KEY,
@@ -41,6 +43,10 @@ CREATE TABLE IF NOT EXISTS misp_ti_kv (
     value TEXT NOT NULL
 );
 """
+
+
+class StateError(MispTiError):
+    """The state file cannot be read or written; nothing was recorded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,14 +97,19 @@ class StateStore:
 
     def _write(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StateError(f"state store {self.path} cannot be written: {exc}") from exc
             try:
                 for sql, args in statements:
                     self._conn.execute(sql, args)
-            except BaseException:
+                self._conn.execute("COMMIT")
+            except BaseException as exc:
                 self._conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StateError(f"state store {self.path} cannot be written: {exc}") from exc
                 raise
-            self._conn.execute("COMMIT")
 
     # cursors ---------------------------------------------------------------
 

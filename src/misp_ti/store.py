@@ -6,7 +6,8 @@
   newest ingest wins (ties: the newer attribute timestamp). A row is
   *active* while ``decayed`` is false and ``decayed_at`` is in the future,
   which is what the Elasticsearch ``latest`` transform plus its retention on
-  ``decayed_at`` give.
+  ``decayed_at`` give. Expired rows stay (inactive) until they are both
+  expired and not re-read for the retention age, then they are deleted.
 * ``latest_value``: the indicator values of each latest row, lower-cased,
   for ``misp-ti lookup``.
 """
@@ -187,11 +188,12 @@ class EmbeddedStore:
             if retention_cutoff is not None:
                 cutoff = epoch_ms(retention_cutoff)
                 conn.execute("DELETE FROM source WHERE ingested < ?", (cutoff,))
+                # an expired row is forgotten once it has also not been re-read for the retention age
                 conn.execute(
                     "DELETE FROM latest_value WHERE (dataset, uuid) IN "
-                    "(SELECT dataset, uuid FROM latest WHERE decayed_at < ?)", (cutoff,)
+                    "(SELECT dataset, uuid FROM latest WHERE decayed_at < ? AND ingested < ?)", (cutoff, cutoff)
                 )
-                conn.execute("DELETE FROM latest WHERE decayed_at < ?", (cutoff,))
+                conn.execute("DELETE FROM latest WHERE decayed_at < ? AND ingested < ?", (cutoff, cutoff))
         except BaseException:
             conn.execute("ROLLBACK")
             raise

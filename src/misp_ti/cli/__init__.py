@@ -105,6 +105,15 @@ def cli(ctx: click.Context, config_path: str | None, plugins: tuple[str, ...], q
     ctx.obj = Obj(config_path, plugins, quiet, log_format, verbose)
 
 
+def _parse_now(text: str) -> Any:
+    from misp_ti.timeutil import parse_iso
+
+    try:
+        return parse_iso(text).replace(microsecond=0)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an ISO-8601 time such as 2026-01-31T12:00:00Z", param_hint="--now") from None
+
+
 def _install_stop_handlers(engine: Any) -> None:
     def stop(signum: int, frame: Any) -> None:
         click.echo(f"\n{signal.Signals(signum).name}: finishing the current batch, then stopping (again to abort)", err=True)
@@ -133,14 +142,23 @@ def _print_results(results: list[Any], as_json: bool) -> None:
 @click.option("--stream", "streams", multiple=True, help="Only this stream (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Print the requests sinks would send, one JSON object per line; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the cycle summary as JSON lines.")
+@click.option("--now", "now", metavar="ISO-8601", help="Use this as the cycle time instead of the clock (reproducible runs).")
 @click.pass_obj
 @handle_errors
-def once(obj: Obj, streams: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
-    """Run one poll cycle per enabled stream, then exit."""
+def once(obj: Obj, streams: tuple[str, ...], dry_run: bool, as_json: bool, now: str | None) -> None:
+    """Run one poll cycle per enabled stream, then exit.
+
+    An interrupted cycle (crash, stop, failure) is resumed first, with its
+    original window and ingest time.
+    """
     from misp_ti.progress import make_progress
 
     progress = None if dry_run else make_progress(quiet=obj.quiet)
-    with obj.engine(progress=progress) as engine:
+    kwargs: dict[str, Any] = {"progress": progress}
+    if now:
+        fixed = _parse_now(now)
+        kwargs["clock"] = lambda: fixed
+    with obj.engine(**kwargs) as engine:
         _install_stop_handlers(engine)
         try:
             results = engine.run_once(streams=streams or None, dry_run=dry_run)

@@ -1,0 +1,3 @@
+from misp_ti.cli import main
+
+main()
