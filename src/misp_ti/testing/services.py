@@ -1,0 +1,85 @@
+"""Services a test may need: an Elasticsearch to talk to.
+
+Where the cluster comes from, in order:
+
+1. ``MISP_TI_ES_URL`` (e.g. ``http://localhost:9200`` or a URL with
+   credentials): used as given;
+2. a throw-away container started with testcontainers, when a Docker engine
+   answers (image from ``MISP_TI_ES_IMAGE``, default below);
+3. otherwise the test is **skipped with the reason**; with
+   ``MISP_TI_REQUIRE_ES=1`` it **fails** instead, so a CI job that must run
+   the Elasticsearch tests cannot pass by skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+DEFAULT_ES_IMAGE = "docker.elastic.co/elasticsearch/elasticsearch:8.15.3"
+ES_URL_ENV = "MISP_TI_ES_URL"
+REQUIRE_ES_ENV = "MISP_TI_REQUIRE_ES"
+ES_IMAGE_ENV = "MISP_TI_ES_IMAGE"
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def docker_unavailable_reason() -> str | None:
+    """``None`` when a Docker engine answers a ping, else why not (short, for a skip reason)."""
+    try:
+        import docker
+    except ImportError:
+        return "the 'docker' package is not installed (pip install 'misp-ti[testing]')"
+    try:
+        client = docker.from_env(timeout=5)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:  # DockerException, connection errors, bad DOCKER_HOST...
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"no Docker engine answers ({first_line[:160]})"
+    return None
+
+
+def _no_cluster(reason: str) -> None:
+    message = (
+        f"no Elasticsearch for this test: {ES_URL_ENV} is not set and {reason}. "
+        f"Set {ES_URL_ENV}=http://host:9200 or start Docker"
+    )
+    if _truthy(os.environ.get(REQUIRE_ES_ENV)):
+        pytest.fail(f"{message} ({REQUIRE_ES_ENV}=1 turns this skip into a failure)", pytrace=False)
+    pytest.skip(f"{message} ({REQUIRE_ES_ENV}=1 makes this a failure)")
+
+
+@pytest.fixture(scope="session")
+def elasticsearch_url() -> Iterator[str]:
+    """The URL of an Elasticsearch cluster the tests may write to (see module docs)."""
+    url = os.environ.get(ES_URL_ENV, "").strip()
+    if url:
+        yield url
+        return
+    reason = docker_unavailable_reason()
+    if reason is not None:
+        _no_cluster(reason)
+    try:
+        from testcontainers.community.elasticsearch import ElasticSearchContainer
+    except ImportError:
+        _no_cluster("testcontainers is not installed (pip install 'misp-ti[testing]')")
+    image = os.environ.get(ES_IMAGE_ENV, DEFAULT_ES_IMAGE)
+    container = ElasticSearchContainer(image, mem_limit="1G")
+    # a single test node: no TLS, no auth, small heap
+    container.with_env("xpack.security.enabled", "false")
+    container.with_env("ES_JAVA_OPTS", "-Xms512m -Xmx512m")
+    try:
+        container.start()
+    except Exception as exc:
+        _no_cluster(f"the Elasticsearch container ({image}) did not start: {exc}")
+    try:
+        yield container.get_url()
+    finally:
+        container.stop()
