@@ -9,6 +9,7 @@ DEFAULT_PLUGINS = (
     "misp_ti.plugins.misp_fetch",
     "misp_ti.plugins.ecs_transform",
     "misp_ti.plugins.expiry",
+    "misp_ti.plugins.expiry_decay_model",
     "misp_ti.plugins.sqlite_sink",
     "misp_ti.plugins.ndjson_sink",
     "misp_ti.plugins.elasticsearch_sink",

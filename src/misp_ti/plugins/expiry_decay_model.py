@@ -1,0 +1,234 @@
+"""Expiry policy ``decay-model``: expire at the exact moment MISP's decay vote flips.
+
+For each ``decay_score`` entry, the model's parameters (from
+``GET /decayingModel/index``) and the entry's current score give the moment
+that model says decayed (:func:`misp_ti.decay.flip_time`); the attribute
+leaves the latest view when half of them do (:func:`misp_ti.decay.vote_flip`).
+New sightings and model edits are picked up by the periodic refetch
+(``expiry.refetch_interval``, default 7d), which also reloads the models.
+
+An attribute falls back to the ``duration`` rule when its models cannot be
+predicted: a formula other than Polynomial, missing parameters, a model
+absent from the index, no ``decay_score`` at all, or models that never decay.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from misp_ti import hookimpl
+from misp_ti.decay import DecayModel, Unpredictable, flip_time, misp_reference_time, parse_index, vote_flip
+from misp_ti.errors import ConfigError
+from misp_ti.model import Expiry, RunContext
+from misp_ti.plugins.expiry import attribute_of, duration_expiry, immediate_expiry
+from misp_ti.timeutil import from_epoch, iso
+
+NAME = "decay-model"
+MISP_TI_EXPIRY_POLICIES = (NAME,)
+
+#: Where the last index is kept in the state store, so a restart needs no request.
+STATE_KEY = "expiry.decay_models"
+#: MISP pages ``/decayingModel/index`` by 50 (CakePHP ``$paginate``).
+INDEX_PAGE_SIZE = 50
+
+log = logging.getLogger("misp_ti.expiry")
+
+
+class IndexUnavailable(RuntimeError):
+    pass
+
+
+class ModelCache:
+    """The decaying models of one engine: loaded once, reloaded on each refetch
+    cycle and (at most once per cycle) when a score names an unknown model."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, DecayModel] | None = None
+        self.loaded_for: datetime | None = None  # ``ctx.now`` of the cycle that last (re)loaded
+        self.warned: set[str] = set()
+
+    def for_cycle(self, ctx: RunContext) -> dict[str, DecayModel]:
+        if self.models is None and not ctx.refetch:
+            self.models = self._from_state(ctx)
+        if self.models is None or (ctx.refetch and self.loaded_for != ctx.now):
+            self.reload(ctx)
+        return self.models or {}
+
+    def lookup(self, model_id: str, ctx: RunContext) -> DecayModel | None:
+        models = self.for_cycle(ctx)
+        if model_id not in models and self.loaded_for != ctx.now:
+            models = self.reload(ctx)
+        return models.get(model_id)
+
+    def reload(self, ctx: RunContext) -> dict[str, DecayModel]:
+        self.loaded_for = ctx.now
+        try:
+            payload = load_index(ctx)
+            models = parse_index(payload)
+        except (IndexUnavailable, ConfigError, ValueError) as exc:
+            # keep the models we had: predicting with week-old parameters beats
+            # dropping to the duration rule for every attribute
+            log.error("decay-model: cannot read the decaying models (%s); %s", exc,
+                        "keeping the previous ones" if self.models else "attributes fall back to the duration rule")
+            if self.models is None:
+                self.models = {}
+            return self.models
+        self.models = models
+        if ctx.state is not None and not ctx.dry_run:
+            ctx.state.set_value(STATE_KEY, {"loaded_at": iso(ctx.now), "index": payload})
+        log.info("decay-model: %d decaying model(s) loaded", len(models))
+        return models
+
+    @staticmethod
+    def _from_state(ctx: RunContext) -> dict[str, DecayModel] | None:
+        if ctx.state is None or ctx.config.expiry.decay_models_path is not None:
+            return None
+        saved = ctx.state.get_value(STATE_KEY)
+        if not isinstance(saved, Mapping):
+            return None
+        try:
+            return parse_index(saved.get("index"))
+        except ValueError:
+            return None
+
+    def warn_once(self, key: str, message: str) -> None:
+        if key not in self.warned:
+            self.warned.add(key)
+            log.warning("%s", message)
+
+
+def load_index(ctx: RunContext) -> Any:
+    """The decaying-model index: from ``expiry.decay_models_path`` or from MISP."""
+    path = ctx.config.expiry.decay_models_path
+    if path is not None:
+        return _read_file(Path(path))
+    return _request_index(ctx)
+
+
+def _read_file(path: Path) -> Any:
+    try:
+        return orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise ConfigError(f"expiry.decay_models_path: {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"expiry.decay_models_path: {path} cannot be read: {exc.strerror}") from None
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"expiry.decay_models_path: {path} is not JSON: {exc}") from None
+
+
+def _client(ctx: RunContext) -> httpx.Client:
+    misp = ctx.config.misp
+    verify: Any = str(misp.ca_file) if misp.ca_file else misp.verify
+    cert = (str(misp.client_cert), str(misp.client_key)) if misp.client_cert and misp.client_key else (
+        str(misp.client_cert) if misp.client_cert else None
+    )
+    headers = {"Accept": "application/json", "Content-Type": "application/json", "User-Agent": "misp-ti"}
+    if misp.api_key is not None:
+        headers["Authorization"] = misp.api_key.get_secret_value()
+    return httpx.Client(
+        base_url=misp.url, headers=headers, verify=verify, cert=cert,
+        timeout=misp.timeout.total_seconds(), proxy=misp.proxy,
+    )
+
+
+def _request_index(ctx: RunContext) -> list[Any]:
+    client = ctx.resource("expiry_decay_model.http", lambda: _client(ctx))
+    models: list[Any] = []
+    for page in range(1, 21):
+        path = "/decayingModel/index" if page == 1 else f"/decayingModel/index/page:{page}"
+        batch = _get_json(client, path, ctx)
+        if not isinstance(batch, list):
+            raise IndexUnavailable(f"GET {path} did not answer a JSON list")
+        models.extend(batch)
+        if len(batch) < INDEX_PAGE_SIZE:
+            break
+    return models
+
+
+def _get_json(client: httpx.Client, path: str, ctx: RunContext) -> Any:
+    misp = ctx.config.misp
+    delay = misp.backoff_initial.total_seconds()
+    problem = ""
+    for attempt in range(misp.max_retries + 1):
+        if attempt:
+            time.sleep(min(delay, misp.backoff_max.total_seconds()))
+            delay *= 2
+        try:
+            response = client.get(path)
+        except httpx.HTTPError as exc:  # the message names the URL, never the key
+            problem = f"{type(exc).__name__}: {exc}"
+            continue
+        if response.status_code == 429 or response.status_code >= 500:
+            problem = f"HTTP {response.status_code}"
+            continue
+        if response.status_code != 200:
+            raise IndexUnavailable(f"GET {path} answered HTTP {response.status_code}")
+        try:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            problem = "a body that is not JSON"
+    raise IndexUnavailable(f"GET {path} failed after {misp.max_retries + 1} attempts: {problem}")
+
+
+def _threshold_override(stream: str, ctx: RunContext) -> float | None:
+    # restSearch `modelOverrides: {threshold}` makes MISP score with another threshold
+    settings = getattr(ctx.config.streams, stream, None)
+    overrides = (getattr(settings, "filters", None) or {}).get("modelOverrides")
+    if isinstance(overrides, Mapping) and overrides.get("threshold") is not None:
+        try:
+            return float(overrides["threshold"])
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def predict(stream: str, record: Any, ctx: RunContext, cache: ModelCache) -> float:
+    """Epoch seconds at which the decay vote flips; raises :class:`Unpredictable`."""
+    attribute = attribute_of(record)
+    entries = attribute.get("decay_score")
+    if not isinstance(entries, list) or not entries:
+        raise Unpredictable("no decay_score (is includeDecayScore on, and a model mapped to this type?)")
+    threshold = _threshold_override(stream, ctx)
+    hint = misp_reference_time(attribute)
+    scored_at = ctx.now.timestamp()
+    moments = []
+    for entry in entries:
+        info = entry.get("DecayingModel") if isinstance(entry, Mapping) else None
+        if not isinstance(info, Mapping) or info.get("id") is None:
+            raise Unpredictable("a decay_score entry names no DecayingModel id")
+        model = cache.lookup(str(info["id"]), ctx)
+        if model is None:
+            raise Unpredictable(f"model {info['id']} ({info.get('name', '?')}) is not in /decayingModel/index")
+        if threshold is not None:
+            model = model.with_threshold(threshold)
+        moments.append(flip_time(entry, model, scored_at=scored_at, reference_hint=hint))
+    return vote_flip(moments)
+
+
+@hookimpl
+def compute_expiry(stream: str, record: dict[str, Any], doc: dict[str, Any], ctx: RunContext) -> Expiry | None:
+    if ctx.policy != NAME:
+        return None
+    decided = immediate_expiry(record, doc, ctx)
+    if decided is not None:
+        return decided
+    cache: ModelCache = ctx.resource("expiry_decay_model.cache", ModelCache)
+    try:
+        flip = predict(stream, record, ctx, cache)
+    except Unpredictable as exc:
+        cache.warn_once(str(exc), f"decay-model: {exc}; such attributes expire by the duration rule")
+        return duration_expiry(record, doc, ctx, reason="decay-model:duration")
+    if flip == math.inf:
+        return duration_expiry(record, doc, ctx, reason="decay-model:never-decays:duration")
+    # the vote said "not decayed" at ctx.now, so a flip before it is float noise
+    decayed_at = max(from_epoch(flip), ctx.now) if flip != -math.inf else ctx.now
+    return Expiry(False, decayed_at, NAME)
