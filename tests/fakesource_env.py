@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 from fakeplugins import CrashAfterEmit, ListSource, MiniTransform, load_records
-
 from misp_ti import hookimpl
 
 _source = ListSource(load_records(os.environ["FAKE_RECORDS"]), page_size=int(os.environ.get("FAKE_PAGE_SIZE", "10")))

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from misp_ti.config import InsecureConfigWarning, build_config, load_config, parse_duration, render_reference
+from misp_ti.config import (
+    InsecureConfigWarning,
+    build_config,
+    load_config,
+    parse_duration,
+    render_reference,
+)
 from misp_ti.errors import ConfigError
 
 ROOT = Path(__file__).parents[1]

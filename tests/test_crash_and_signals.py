@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from fakeplugins import make_attributes
 
+from fakeplugins import make_attributes
 from misp_ti.state import StateStore
 from misp_ti.store import EmbeddedStore
 from misp_ti.timeutil import parse_iso

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+import misp_ti.hookspecs as hookspecs
 from misp_ti.cli import cli
 from misp_ti.config import reference_rows, render_reference
 from misp_ti.hookspecs import HOOK_NAMES
-import misp_ti.hookspecs as hookspecs
 
 ROOT = Path(__file__).parents[1]
 

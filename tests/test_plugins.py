@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from fakeplugins import ListSource, make_attributes
 
+from fakeplugins import ListSource, make_attributes
 from misp_ti.config import build_config
 from misp_ti.engine import Engine
 from misp_ti.errors import PluginError
@@ -139,3 +139,16 @@ def test_cli_plugins_lists_every_hook_and_its_plugins(tmp_path: Path) -> None:
     assert "local_plugin" in lines["transform_doc"] and "local_plugin" in lines["compute_expiry"]
     assert "sqlite_sink" in lines["emit"]
     assert "expiry policies: one-hour" in done.stdout
+
+
+def test_cli_block_option_removes_a_plugin() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "misp_ti", "--block", "ndjson_sink", "plugins", "--json"],
+        capture_output=True, text=True, timeout=60, env=dict(os.environ),
+    )
+    assert done.returncode == 0, done.stderr
+    import json
+
+    data = json.loads(done.stdout)
+    assert "ndjson_sink" not in [p["name"] for p in data["plugins"]]
+    assert "sqlite_sink" in [p["name"] for p in data["plugins"]]

@@ -101,7 +101,7 @@ def describe(pm: pluggy.PluginManager) -> list[dict[str, object]]:
 
 def plugin_inventory(pm: pluggy.PluginManager) -> list[dict[str, object]]:
     """Every registered plugin with the hooks and names it provides."""
-    rows = []
+    rows: list[dict[str, object]] = []
     for name, plugin in pm.list_name_plugin():
         if plugin is None:
             continue

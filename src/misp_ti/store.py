@@ -150,7 +150,7 @@ class EmbeddedStore:
         ingested_ms = epoch_ms(ingested)
         source_rows = []
         latest_rows = []
-        value_rows = []
+        value_rows: list[tuple[str, str, str, str, str, str]] = []
         touched = []
         count = 0
         for doc in docs:

@@ -28,8 +28,9 @@ COMMAND_MODULES = ("misp_ti.cli.transform", "misp_ti.cli.simulator", "misp_ti.cl
 class Obj:
     """Options shared by every command, resolved lazily."""
 
-    def __init__(self, config_path: str | None, plugins: tuple[str, ...], quiet: bool, log_format: str | None, verbose: bool):
+    def __init__(self, config_path: str | None, plugins: tuple[str, ...], quiet: bool, log_format: str | None, verbose: bool, blocked: tuple[str, ...] = ()):
         self.config_path = config_path
+        self.blocked = blocked
         self.plugins = plugins
         self.quiet = quiet
         self.log_format = log_format
@@ -41,6 +42,8 @@ class Obj:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 config = load_config(self.config_path, overrides=overrides)
+                if self.blocked:
+                    config.plugins.block = sorted({*config.plugins.block, *self.blocked})
             self.setup_logging(config)
             for w in caught:
                 click.echo(f"warning: {w.message}", err=True)
@@ -95,14 +98,15 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False), envvar="MISP_TI_CONFIG", help="TOML config file (default: $MISP_TI_CONFIG, else built-in defaults).")
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE", help="Register a plugin module (repeatable).")
+@click.option("--block", "blocked", multiple=True, metavar="NAME", help="Never register the plugin with this name (repeatable; adds to plugins.block).")
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors; no progress.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None, help="Log line format (overrides log.format).")
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
 @click.version_option(__version__, prog_name="misp-ti")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, plugins: tuple[str, ...], quiet: bool, log_format: str | None, verbose: bool) -> None:
+def cli(ctx: click.Context, config_path: str | None, plugins: tuple[str, ...], blocked: tuple[str, ...], quiet: bool, log_format: str | None, verbose: bool) -> None:
     """misp-ti: keep the IOCs that are valid right now in MISP in Elasticsearch or an embedded store."""
-    ctx.obj = Obj(config_path, plugins, quiet, log_format, verbose)
+    ctx.obj = Obj(config_path, plugins, quiet, log_format, verbose, blocked)
 
 
 def _parse_now(text: str) -> Any:
@@ -166,8 +170,9 @@ def once(obj: Obj, streams: tuple[str, ...], dry_run: bool, as_json: bool, now: 
                 for request in engine.context(dry_run=True).dry_run_requests:
                     click.echo(orjson.dumps(request).decode())
         finally:
-            if hasattr(progress, "close"):
-                progress.close()
+            close = getattr(progress, "close", None)
+            if close is not None:
+                close()
     if not dry_run:
         _print_results(results, as_json)
 
