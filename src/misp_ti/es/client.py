@@ -1,0 +1,90 @@
+"""The Elasticsearch client built from ``output.elasticsearch``, and a safe sender.
+
+Nothing built here ever puts a credential into a message: errors name the
+request and Elasticsearch's error type and reason, never headers or URLs
+with user info.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from misp_ti.config import ElasticsearchSettings
+from misp_ti.errors import ConfigError, SinkError
+from misp_ti.es.provision import Answer, Request
+
+JSON_HEADERS = {"accept": "application/json", "content-type": "application/json"}
+
+
+def client_options(settings: ElasticsearchSettings) -> dict[str, Any]:
+    """Keyword arguments for :class:`elasticsearch.Elasticsearch` (tested without a cluster)."""
+    options: dict[str, Any] = {
+        "request_timeout": settings.request_timeout.total_seconds(),
+        "max_retries": settings.max_retries,
+        "retry_on_timeout": True,
+        "verify_certs": settings.verify_certs,
+    }
+    if settings.cloud_id:
+        options["cloud_id"] = settings.cloud_id
+    else:
+        for host in settings.hosts:
+            parts = urlsplit(host)
+            if parts.username or parts.password:
+                raise ConfigError("output.elasticsearch.hosts: put credentials in api_key or username/password, not in the URL")
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigError(f"output.elasticsearch.hosts: {host!r} is not an http:// or https:// URL")
+        options["hosts"] = list(settings.hosts)
+    if settings.api_key is not None:
+        options["api_key"] = settings.api_key.get_secret_value()
+    elif settings.username:
+        if settings.password is None:
+            raise ConfigError("output.elasticsearch.password: required with username (or use password_file)")
+        options["basic_auth"] = (settings.username, settings.password.get_secret_value())
+    if settings.ca_file is not None:
+        options["ca_certs"] = str(settings.ca_file)
+    if settings.ssl_assert_fingerprint:
+        options["ssl_assert_fingerprint"] = settings.ssl_assert_fingerprint
+    if not settings.verify_certs:
+        options["ssl_show_warn"] = False  # the CLI warns once, on start
+    return options
+
+
+def make_client(settings: ElasticsearchSettings) -> Any:
+    from elasticsearch import Elasticsearch
+
+    try:
+        return Elasticsearch(**client_options(settings))
+    except ValueError as exc:  # bad cloud_id, bad host...: the message holds no secret
+        raise ConfigError(f"output.elasticsearch: {exc}") from None
+
+
+def describe_error(exc: BaseException) -> str:
+    """Elasticsearch's error type and reason, or the transport error's kind."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        error = body["error"]
+        cause = (error.get("root_cause") or [error])[0]
+        return f"{error.get('type', 'error')}: {cause.get('reason') or error.get('reason') or ''}"[:500]
+    status = getattr(exc, "status_code", None) or getattr(getattr(exc, "meta", None), "status", None)
+    if status:
+        return f"HTTP {status}"
+    return type(exc).__name__  # connection refused, timeout, TLS failure...
+
+
+def send(client: Any, req: Request) -> Answer:
+    """Send one planned request; 404 is an answer, every other failure a SinkError."""
+    from elasticsearch import ApiError, NotFoundError, TransportError
+
+    try:
+        resp = client.perform_request(
+            req["method"], req["path"], params=req["params"] or None, body=req["body"],
+            headers=JSON_HEADERS if req["body"] is not None else {"accept": "application/json"},
+        )
+    except NotFoundError as exc:
+        return Answer(404, exc.body)
+    except ApiError as exc:
+        raise SinkError(f"Elasticsearch refused {req['method']} {req['path']} (HTTP {exc.status_code}): {describe_error(exc)}") from None
+    except TransportError as exc:
+        raise SinkError(f"Elasticsearch is unreachable ({describe_error(exc)}) on {req['method']} {req['path']}") from None
+    return Answer(resp.meta.status, resp.body)
