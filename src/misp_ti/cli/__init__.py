@@ -19,7 +19,8 @@ import click
 import orjson
 
 from misp_ti import __version__
-from misp_ti.config import Config, load_config, render_reference
+from misp_ti.config import Config, load_config
+from misp_ti.config_reference import render_reference
 from misp_ti.errors import MispTiError
 
 COMMAND_MODULES = ("misp_ti.cli.transform", "misp_ti.cli.simulator", "misp_ti.cli.demo")
