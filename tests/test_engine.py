@@ -195,3 +195,47 @@ def test_duration_policy_sets_decayed_at_and_folds_it_into_the_id(tmp_path: Path
     # 100 days old with the default 90 d validity: expired 10 days ago
     assert decayed == 1
     assert decayed_at == int((NOW - timedelta(days=10)).timestamp() * 1000)
+
+
+def test_fast_first_result_dispatch_matches_pluggy() -> None:
+    import misp_ti
+    from misp_ti.engine import first_result_caller
+    from misp_ti.manager import make_plugin_manager
+
+    calls: list[str] = []
+
+    class Passes:
+        @misp_ti.hookimpl(tryfirst=True)
+        def transform_doc(self, record: Any) -> None:  # names only what it needs
+            calls.append("passes")
+
+    class Answers:
+        @misp_ti.hookimpl
+        def transform_doc(self, stream: str, record: Any, ctx: Any) -> dict[str, Any]:
+            calls.append("answers")
+            return {"stream": stream, "record": record}
+
+    class Late:
+        @misp_ti.hookimpl(trylast=True)
+        def transform_doc(self, stream: str) -> dict[str, Any]:
+            calls.append("late")
+            return {"late": True}
+
+    pm = make_plugin_manager(load_entrypoints=False, extra_plugins=[Late(), Answers(), Passes()])
+    fast = first_result_caller(pm.hook.transform_doc)
+    assert fast is not pm.hook.transform_doc
+    expected = pm.hook.transform_doc(stream="s", record=1, ctx=None)
+    assert calls == ["passes", "answers"]
+    calls.clear()
+    assert fast(stream="s", record=1, ctx=None) == expected == {"stream": "s", "record": 1}
+    assert calls == ["passes", "answers"]
+
+    class Wraps:
+        @misp_ti.hookimpl(wrapper=True)
+        def transform_doc(self) -> Any:
+            result = yield
+            return {**result, "wrapped": True}
+
+    pm.register(Wraps())
+    wrapped = first_result_caller(pm.hook.transform_doc)
+    assert wrapped(stream="s", record=1, ctx=None)["wrapped"] is True

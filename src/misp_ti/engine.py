@@ -113,6 +113,32 @@ def _fold_id(base: str, decayed: bool, decayed_at: str) -> str:
     return hashlib.blake2b(f"{base}\0{int(decayed)}\0{decayed_at}".encode(), digest_size=16).hexdigest()
 
 
+def first_result_caller(hook: Any) -> Callable[..., Any]:
+    """A faster equivalent of calling a first-result ``hook`` with keywords.
+
+    ``transform_doc`` and ``compute_expiry`` run for every record; pluggy's
+    generic dispatch costs about 1.7 µs a call, more than a small transform.
+    Without wrappers, first-result dispatch is just: ask each implementation in
+    call order, with the arguments it names, until one answers. With wrappers
+    (or old-style hookwrappers) the hook itself is returned, so their
+    semantics are untouched. Resolved once per page, so plugins registered
+    later are still seen.
+    """
+    impls = list(reversed(hook.get_hookimpls()))
+    if any(impl.hookwrapper or impl.wrapper for impl in impls):
+        return hook  # type: ignore[no-any-return]
+    chain = [(impl.function, tuple(impl.argnames)) for impl in impls]
+
+    def call(**kwargs: Any) -> Any:
+        for function, names in chain:
+            result = function(*[kwargs[name] for name in names])
+            if result is not None:
+                return result
+        return None
+
+    return call
+
+
 def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -279,9 +305,8 @@ class Engine:
 
     def process(self, stream: str, records: Iterable[Any], ctx: RunContext) -> list[dict[str, Any]]:
         """Transform and expire records (the hot path)."""
-        hook = self.pm.hook
-        transform = hook.transform_doc
-        expire = hook.compute_expiry
+        transform = first_result_caller(self.pm.hook.transform_doc)
+        expire = first_result_caller(self.pm.hook.compute_expiry)
         docs = []
         for record in records:
             try:
