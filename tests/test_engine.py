@@ -239,3 +239,32 @@ def test_fast_first_result_dispatch_matches_pluggy() -> None:
     pm.register(Wraps())
     wrapped = first_result_caller(pm.hook.transform_doc)
     assert wrapped(stream="s", record=1, ctx=None)["wrapped"] is True
+
+
+def test_run_forever_retries_a_failed_poll_at_the_next_interval(tmp_path: Path) -> None:
+    source = ListSource(make_attributes(20, start_ts=RECENT), page_size=10, fail_at_page=2)
+    config = build_config({
+        "output": {"sqlite": {"path": str(tmp_path / "store.db")}},
+        "streams": {"threat_attributes": {"interval": "0.2s"}},
+        "plugins": {"entrypoints": False},
+    })
+    errors: list[str] = []
+    with Engine(config, extra_plugins=[source, MiniTransform()], clock=lambda: NOW) as engine:
+
+        def on_error(stream: str, exc: BaseException) -> None:
+            errors.append(str(exc))
+            assert engine.state.get_cursor(stream) is None  # nothing moved past page 1
+            source.fail_at_page = None  # MISP recovers
+
+        class StopWhenDone:
+            def cycle_started(self, stream: str, **kw: Any) -> None: ...
+            def page_done(self, stream: str, **kw: Any) -> None: ...
+            def cycle_finished(self, stream: str, result: Any) -> None:
+                if result.completed:
+                    engine.request_stop()
+
+        engine.progress = StopWhenDone()
+        engine.run_forever(on_error=on_error)
+        assert errors == ["simulated MISP failure on page 2"]
+        assert engine.state.get_cursor("threat_attributes") == {"offset": 20}
+    assert len(store(tmp_path).active_keys(now=NOW)) == 20
