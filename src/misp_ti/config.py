@@ -160,6 +160,38 @@ class Streams(_Section):
     def enabled(self) -> list[str]:
         return [name for name in type(self).model_fields if getattr(self, name).enabled]
 
+    @model_validator(mode="after")
+    def _engine_controlled_filters(self) -> Streams:
+        # Raised as ConfigError directly (pydantic lets it through) so that the
+        # message names the exact key; a ValueError's location stops at `filters`.
+        for name in type(self).model_fields:
+            for key in getattr(self, name).filters:
+                reason = ENGINE_CONTROLLED_FILTERS.get(key) or (
+                    THREAT_ONLY_CONTROLLED_FILTERS.get(key) if name == "threat" else None
+                )
+                if reason:
+                    raise ConfigError(f"streams.{name}.filters.{key}: not allowed: {reason}")
+        return self
+
+
+#: restSearch keys misp-ti sets itself (paging, window, format); a user value would break paging.
+ENGINE_CONTROLLED_FILTERS = {
+    "page": "misp-ti pages through the results itself",
+    "limit": "set the page size with streams.<stream>.page_size or misp.page_size",
+    "order": "misp-ti orders by timestamp, then id, so that paging is stable",
+    "timestamp": "misp-ti reads the window [cursor - overlap, now] (see initial_interval and overlap)",
+    "attribute_timestamp": "misp-ti reads the window [cursor - overlap, now] (see initial_interval and overlap)",
+    "returnFormat": "misp-ti reads MISP's JSON format",
+    "includeDecayScore": "misp-ti always asks for decay scores (the expiry needs them)",
+    "deleted": "use streams.<stream>.include_deleted",
+    "enforceWarninglist": "use streams.<stream>.enforce_warninglist",
+}
+#: The same for the `threat` stream (`/events/restSearch`), where the window is on the event timestamp.
+THREAT_ONLY_CONTROLLED_FILTERS = {
+    "event_timestamp": "misp-ti reads the window [cursor - overlap, now] on the event timestamp",
+    "metadata": "the threat stream needs the attributes of each event",
+}
+
 
 class ExpirySettings(_Section):
     """When an IOC leaves the latest view."""

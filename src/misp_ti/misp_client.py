@@ -1,0 +1,387 @@
+"""HTTP client for MISP's ``restSearch`` endpoints (httpx).
+
+One :class:`MispClient` per engine: it owns the connection pool, the
+``Authorization`` header, TLS, proxy, the request-rate limit and the retry
+policy. It answers with validated data or raises
+:class:`~misp_ti.errors.FetchError`; it never returns an empty result for a
+response it could not understand.
+
+How failures are classified (facts from MISP's ``AppController`` and
+``RestResponseComponent``):
+
+* retried with capped exponential backoff and jitter, at most
+  ``misp.max_retries`` times: 429 (waiting ``Retry-After`` or MISP's
+  ``X-Rate-Limit-Reset``, which is a number of seconds), 500/502/503/504,
+  timeouts, refused or reset connections, truncated bodies, bodies that are
+  not JSON (an HTML error page from a proxy) and JSON of the wrong shape;
+* not retried: 403 (MISP answers 403, never 401, for a bad key), 404 (wrong
+  URL), 405 (MISP's answer to a body it cannot parse, or not a MISP URL),
+  other 4xx, redirects (usually a login page: wrong URL or key), TLS
+  verification failures.
+
+The key never appears in a message, a log line or a repr: it lives only in
+the httpx client's default headers.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from misp_ti.config import MispSettings
+from misp_ti.errors import ConfigError, FetchError
+
+log = logging.getLogger("misp_ti.misp_client")
+
+#: The two restSearch scopes and the path each is served at.
+PATHS = {"attributes": "/attributes/restSearch", "events": "/events/restSearch"}
+_RETRY_STATUSES = {500, 502, 503, 504}
+
+
+@dataclass(slots=True)
+class SearchResult:
+    """One answered restSearch request."""
+
+    #: Attribute dicts (scope ``attributes``) or event dicts without their
+    #: ``{"Event": ...}`` wrapper (scope ``events``).
+    items: list[dict[str, Any]]
+    #: ``X-Result-Count`` (``None`` when MISP did not send it).
+    result_count: int | None
+    #: ``X-Skipped-Elements-Count`` (MISP >= 2.4.196; ``None`` otherwise).
+    skipped: int | None
+    #: Requests sent for this answer (1 + retries).
+    attempts: int
+
+
+class _Retryable(Exception):
+    """A failure worth another try; ``wait`` overrides the backoff delay."""
+
+    def __init__(self, message: str, wait: float | None = None):
+        super().__init__(message)
+        self.wait = wait
+
+
+def _preview(body: bytes, limit: int = 120) -> str:
+    text = body[:limit].decode("utf-8", "replace")
+    text = " ".join(text.split())
+    return repr(text + ("..." if len(body) > limit else ""))
+
+
+def _describe_body(response: httpx.Response) -> str:
+    ctype = response.headers.get("content-type", "no content type")
+    return f"{ctype}, {len(response.content)} bytes, starting {_preview(response.content)}"
+
+
+def _misp_message(response: httpx.Response) -> str:
+    """MISP's own explanation from a ``{"name", "message", "url"}`` error body, if any."""
+    try:
+        data = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return ""
+    if isinstance(data, dict):
+        for key in ("message", "name", "errors"):
+            value = data.get(key)
+            if isinstance(value, str) and value:
+                return f": {value[:300]}"
+    return ""
+
+
+def _header_int(response: httpx.Response, name: str) -> int | None:
+    raw = response.headers.get(name)
+    if raw is None:
+        return None
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise _Retryable(f"MISP sent a {name} header that is not a whole number: {raw[:40]!r}") from None
+    if value < 0:
+        raise _Retryable(f"MISP sent a negative {name} header: {value}")
+    return value
+
+
+def _retry_after(response: httpx.Response, *, now: float) -> float | None:
+    """Seconds to wait before retrying a 429, from ``Retry-After`` or ``X-Rate-Limit-Reset``."""
+    raw = response.headers.get("retry-after")
+    if raw:
+        raw = raw.strip()
+        try:
+            return max(0.0, float(raw))
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(raw)
+            except (TypeError, ValueError):
+                when = None
+            if when is not None and when.tzinfo is not None:
+                return max(0.0, when.timestamp() - now)
+    raw = response.headers.get("x-rate-limit-reset")
+    if raw:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            return None
+        # MISP sends the Redis TTL (seconds left); tolerate an epoch time too
+        return max(0.0, value - now) if value > 1_000_000_000 else max(0.0, value)
+    return None
+
+
+def _ssl_context(settings: MispSettings) -> ssl.SSLContext:
+    try:
+        if settings.verify:
+            context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
+        else:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"misp.ca_file: cannot load CA bundle {settings.ca_file}: {exc}") from None
+    if settings.client_cert is not None:
+        try:
+            context.load_cert_chain(str(settings.client_cert), str(settings.client_key) if settings.client_key else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"misp.client_cert / misp.client_key: cannot load {settings.client_cert}: {exc}"
+            ) from None
+    elif settings.client_key is not None:
+        raise ConfigError("misp.client_key is set but misp.client_cert is not")
+    return context
+
+
+class MispClient:
+    """Sends restSearch requests to one MISP server.
+
+    :param settings: the ``[misp]`` section.
+    :param transport: an httpx transport (tests pass ``httpx.MockTransport``).
+    :param sleep: how to wait (tests pass a recorder so retries take no time).
+    """
+
+    def __init__(
+        self,
+        settings: MispSettings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: Callable[[], float] = random.random,
+    ):
+        self.settings = settings
+        self.sleep = sleep
+        self.rng = rng
+        key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
+        if not key:
+            raise ConfigError(
+                "misp.api_key: not set (use MISP_TI_MISP__API_KEY, misp.api_key or misp.api_key_file)"
+            )
+        if not key.isascii() or any(c in key for c in "\r\n\0") or key != key.strip():
+            # say what is wrong without showing the key
+            raise ConfigError("misp.api_key: contains characters an HTTP header cannot carry (spaces, line breaks or non-ASCII)")
+        if not settings.verify:
+            log.warning(
+                "TLS certificate verification for %s is OFF (misp.verify = false): "
+                "anyone on the network path can read and alter the indicators",
+                settings.url,
+            )
+        self._min_gap = 1.0 / settings.rate_limit if settings.rate_limit else 0.0
+        self._next_slot = 0.0
+        self._lock = threading.Lock()
+        self._http = httpx.Client(
+            base_url=settings.url,
+            headers={
+                "Authorization": key,
+                "Accept": "application/json",
+                "Content-Type": "application/json",
+                "User-Agent": "misp-ti",
+            },
+            timeout=settings.timeout.total_seconds(),
+            verify=_ssl_context(settings) if settings.url.startswith("https:") else True,
+            proxy=settings.proxy,
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"MispClient(url={self.settings.url!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -------------------------------------------------------------------
+
+    def search(self, scope: str, body: Mapping[str, Any]) -> SearchResult:
+        """POST ``body`` to the restSearch endpoint of ``scope``, with retries.
+
+        :raises FetchError: a permanent failure, or the retry budget is spent.
+        """
+        path = PATHS[scope]
+        payload = orjson.dumps(body)
+        settings = self.settings
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self._send(path, payload)
+                items, count, skipped = self._parse(scope, response)
+                return SearchResult(items, count, skipped, attempt)
+            except _Retryable as exc:
+                if attempt > settings.max_retries:
+                    raise FetchError(
+                        f"POST {settings.url}{path} failed after {attempt} attempts; last error: {exc}"
+                    ) from None
+                delay = self._delay(attempt, exc.wait)
+                log.warning(
+                    "POST %s%s: %s; retry %d of %d in %.2fs",
+                    settings.url, path, exc, attempt, settings.max_retries, delay,
+                )
+                self.sleep(delay)
+
+    def _delay(self, attempt: int, wait: float | None) -> float:
+        cap = self.settings.backoff_max.total_seconds()
+        if wait is not None:
+            if wait > cap:
+                raise FetchError(
+                    f"MISP asks to wait {wait:.0f}s before the next request, longer than "
+                    f"misp.backoff_max ({cap:.0f}s); the poll will be retried at the next interval"
+                )
+            return wait
+        base = min(cap, self.settings.backoff_initial.total_seconds() * 2 ** (attempt - 1))
+        # "equal jitter": at least half the delay, so retries never hammer
+        return base / 2 + self.rng() * base / 2
+
+    def _pace(self) -> None:
+        if not self._min_gap:
+            return
+        with self._lock:
+            now = time.monotonic()
+            wait = self._next_slot - now
+            self._next_slot = max(now, self._next_slot) + self._min_gap
+        if wait > 0:
+            self.sleep(wait)
+
+    def _send(self, path: str, payload: bytes) -> httpx.Response:
+        url = f"{self.settings.url}{path}"
+        self._pace()
+        try:
+            response = self._http.post(path, content=payload)
+        except httpx.TimeoutException as exc:
+            raise _Retryable(f"timed out after {self.settings.timeout.total_seconds():g}s ({type(exc).__name__})") from None
+        except httpx.ConnectError as exc:
+            reason = str(exc)
+            if "CERTIFICATE_VERIFY_FAILED" in reason or "certificate verify failed" in reason:
+                raise FetchError(
+                    f"TLS certificate verification of {url} failed ({reason}); "
+                    "point misp.ca_file at the CA that signed MISP's certificate"
+                ) from None
+            raise _Retryable(f"cannot connect: {reason or type(exc).__name__}") from None
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            raise _Retryable(f"connection broken: {exc or type(exc).__name__}") from None
+        except httpx.TransportError as exc:
+            raise _Retryable(f"transport error: {type(exc).__name__}: {exc}") from None
+
+        status = response.status_code
+        if status == 200:
+            return response
+        if status == 429:
+            wait = _retry_after(response, now=time.time())
+            raise _Retryable("MISP is rate-limiting us (429)", wait=wait)
+        if status in _RETRY_STATUSES:
+            raise _Retryable(f"MISP answered {status}{_misp_message(response)}")
+        if status == 403:
+            raise FetchError(
+                f"MISP rejected the API key (403 on POST {url}); check misp.api_key and that its user may use the API"
+            )
+        if status == 401:
+            raise FetchError(f"MISP refused the request as unauthenticated (401 on POST {url}); check misp.api_key")
+        if status == 404:
+            raise FetchError(
+                f"MISP answered 404 Not Found for POST {url}: check misp.url "
+                "(the MISP base URL, e.g. https://misp.example.org, without /attributes/...)"
+            )
+        if status == 405:
+            raise FetchError(
+                f"MISP answered 405 Method Not Allowed for POST {url}{_misp_message(response)}: "
+                "MISP sends this for a request body it cannot parse, or misp.url does not point at MISP"
+            )
+        if 300 <= status < 400:
+            where = response.headers.get("location", "?")
+            raise FetchError(
+                f"MISP redirected POST {url} to {where[:200]} ({status}): misp.url is probably wrong "
+                "(http instead of https, or a path that ends at a login page)"
+            )
+        if 400 <= status < 500:
+            raise FetchError(f"MISP refused POST {url} with {status}{_misp_message(response)}")
+        raise _Retryable(f"unexpected HTTP status {status} ({_describe_body(response)})")
+
+    # -------------------------------------------------------------------
+
+    def _parse(self, scope: str, response: httpx.Response) -> tuple[list[dict[str, Any]], int | None, int | None]:
+        """The validated items and counters of a 200 answer; :class:`_Retryable` if it makes no sense."""
+        count = _header_int(response, "X-Result-Count")
+        skipped = _header_int(response, "X-Skipped-Elements-Count")
+        try:
+            data = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise _Retryable(f"MISP sent a body that is not JSON ({_describe_body(response)})") from None
+        response_part = data.get("response") if isinstance(data, dict) else None
+        if scope == "attributes":
+            items = response_part.get("Attribute") if isinstance(response_part, dict) else None
+            # MISP's JSON export writes {"response": {"Attribute": [...]}}; an
+            # empty result is the same shape with an empty list.
+            if not isinstance(items, list):
+                raise _Retryable(
+                    'MISP sent JSON without the {"response": {"Attribute": [...]}} list '
+                    f"({_describe_body(response)})"
+                )
+            for index, item in enumerate(items):
+                _check_record(item, f"response.Attribute[{index}]")
+            return items, count, skipped
+        if not isinstance(response_part, list):
+            raise _Retryable(f'MISP sent JSON without the {{"response": [...]}} event list ({_describe_body(response)})')
+        events = []
+        for index, item in enumerate(response_part):
+            event = item.get("Event") if isinstance(item, dict) else None
+            where = f"response[{index}].Event"
+            _check_record(event, where)
+            for key in ("Attribute", "Object"):
+                members = event.get(key, [])  # type: ignore[union-attr]
+                if not isinstance(members, list):
+                    raise _Retryable(f"MISP sent an event whose {key} is not a list ({where}.{key})")
+            for a_index, attribute in enumerate(event.get("Attribute", [])):  # type: ignore[union-attr]
+                if not isinstance(attribute, dict):
+                    raise _Retryable(f"MISP sent {type(attribute).__name__} where an attribute belongs ({where}.Attribute[{a_index}])")
+            for o_index, obj in enumerate(event.get("Object", [])):  # type: ignore[union-attr]
+                members = obj.get("Attribute", []) if isinstance(obj, dict) else None
+                if not isinstance(members, list) or not all(isinstance(a, dict) for a in members):
+                    raise _Retryable(f"MISP sent a malformed object at {where}.Object[{o_index}]")
+            events.append(event)
+        return events, count, skipped  # type: ignore[return-value]
+
+
+def _check_record(item: Any, where: str) -> None:
+    """A record must carry what paging relies on: a uuid and a numeric timestamp."""
+    if not isinstance(item, dict):
+        raise _Retryable(f"MISP sent {type(item).__name__} where an object belongs ({where})")
+    uuid = item.get("uuid")
+    if not isinstance(uuid, str) or not uuid:
+        raise _Retryable(f"MISP sent a record without a uuid ({where})")
+    if record_timestamp(item) is None:
+        raise _Retryable(f"MISP sent a record without a numeric timestamp ({where}.timestamp = {item.get('timestamp')!r:.40})")
+
+
+def record_timestamp(item: Mapping[str, Any]) -> int | None:
+    """MISP sends timestamps as strings of epoch seconds; ``None`` if unusable."""
+    raw = item.get("timestamp")
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw if raw >= 0 else None
+    if isinstance(raw, str) and raw.isdigit() and len(raw) <= 12:
+        return int(raw)
+    return None

@@ -1,0 +1,257 @@
+"""Reading one fixed time window from MISP restSearch without losing or repeating rows.
+
+The problem
+-----------
+MISP pages with ``limit`` + ``page`` (an SQL ``OFFSET``) and filters the
+timestamp with ``timestamp: [from, to]``. Plain offset paging over a window
+is not safe while MISP is written to: when a row on an already-read page is
+modified, its timestamp jumps to "now", it leaves its place in the
+``timestamp, id`` order, every later row shifts one place towards the start,
+and the row that crossed the page boundary is never read. Post-filters
+(``enforceWarninglist``, ``excludeDecayed``) drop rows *after* the SQL page
+was cut, so a short or even empty page does not mean the end (MISP #9175).
+
+The algorithm (keyset on the timestamp, offset only where it must)
+-----------------------------------------------------------------
+State: ``lo`` (lower timestamp bound of the next query), ``page``, and
+``seen``: uuid -> timestamp of the rows already delivered whose timestamp is
+at or after ``safe`` (the point below which everything is delivered).
+
+1. Ask for ``timestamp: [lo, end]`` ordered ``timestamp asc, id asc``, page 1.
+2. Deliver every row not in ``seen`` with the same or a newer timestamp
+   (a row modified while we page comes back with a newer timestamp and is
+   delivered again, newest last: that is the de-duplication "keep the newest").
+3. Decide from the counters MISP sent whether the *SQL* page was full
+   (:func:`sql_page_full`); if not, the window is done.
+4. If the page shows a row newer than ``lo`` (its newest timestamp ``m``),
+   move ``lo = m`` and go back to page 1 (keyset step). Rows at ``m`` that
+   were delivered are in ``seen`` and skipped next time. Nothing can shift:
+   every query starts afresh at ``lo``.
+5. Otherwise (a crowded second holding a whole page, or a page emptied by
+   post-filters) the keyset cannot move: ask for ``page + 1`` of the same
+   query (offset mode). When offset mode ends (step 4 or 3 again), the span
+   it covered, ``[start of offset mode, m - 1]`` (or ``[..., end]``), is read
+   again from page 1 (a *re-scan*) and unseen rows are delivered; a re-scan
+   that still finds rows is repeated, at most :data:`MAX_RESCANS` times.
+   This repairs the one-row skips a modification can cause in offset mode.
+
+Checkpoints: after each page the safe point ``safe`` (every row of the
+window below it delivered) is reported; a resumed cycle restarts at
+``safe`` with the same window end, and re-delivers at most the rows at
+``safe`` itself (document ids make that idempotent).
+
+Memory stays flat: ``seen`` only holds the rows at or after ``safe``, i.e.
+the current second, or the span of one offset-mode episode.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from misp_ti.errors import FetchError
+from misp_ti.misp_client import SearchResult, record_timestamp
+
+log = logging.getLogger("misp_ti.misp_fetch")
+
+#: Re-scans of one offset-mode span before giving up on it with a warning.
+MAX_RESCANS = 3
+#: Consecutive pages said to be full yet showing no usable row, before the
+#: poll is failed as a runaway (MISP would need to have post-filtered this
+#: many full pages in a row).
+MAX_BLIND_PAGES = 1000
+
+
+def sql_page_full(scope: str, page: int, limit: int, result: SearchResult) -> bool:
+    """Whether MISP's SQL page was full, i.e. more rows may follow.
+
+    ``attributes`` (MISP ``MispAttribute::__iteratedFetch``): since 2.4.195
+    ``X-Result-Count`` is the number of SQL rows of this page, plus one when
+    the post-filtered page came back exactly full or empty. 2.4.165-2.4.194
+    add ``limit * (page - 1)`` to that, and older versions send the total
+    count; both are recognised at page >= 2 by a count above ``limit + 1``.
+    ``X-Skipped-Elements-Count`` (2.4.196+) settles the one ambiguous case.
+    Without any header a short page is taken as the end (a post-filtered
+    window may then end early; :class:`WindowReader` warns).
+
+    ``events`` (``Event::filterEventIds``): ``X-Result-Count`` is the total
+    number of matching events.
+    """
+    returned = len(result.items)
+    if returned >= limit:
+        return True
+    count = result.result_count
+    if scope == "events":
+        return count is not None and count > page * limit
+    if count is None:
+        return result.skipped is not None and returned + result.skipped >= limit
+    if page >= 2 and count > limit + 1:
+        count -= limit * (page - 1)
+    if count > limit:
+        return True
+    if count < limit:
+        return False
+    # count == limit: either a full SQL page partly post-filtered, or
+    # limit - 1 rows all post-filtered (then nothing came back)
+    if returned > 0:
+        return True
+    return result.skipped is not None and result.skipped >= limit
+
+
+@dataclass
+class ReadStats:
+    requests: int = 0
+    retries: int = 0
+    rows: int = 0
+    duplicates: int = 0
+    post_filtered: int = 0
+    rescans: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Chunk:
+    """Rows to deliver and the safe point once they are delivered."""
+
+    rows: list[dict[str, Any]]
+    safe: int
+    done: bool = False
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+Search = Callable[[Mapping[str, Any]], SearchResult]
+
+
+class WindowReader:
+    """Reads rows with ``start <= timestamp <= end`` as :class:`Chunk` s (see module doc).
+
+    :param search: sends one restSearch body, returns the answer (retries inside).
+    :param body: the request body without ``timestamp``, ``page`` and ``limit``.
+    :param key: returns ``(uuid, timestamp)`` of a row.
+    """
+
+    def __init__(
+        self,
+        *,
+        scope: str,
+        search: Search,
+        body: Mapping[str, Any],
+        start: int,
+        end: int,
+        limit: int,
+        key: Callable[[Mapping[str, Any]], tuple[str, int]],
+        post_filtered: bool = False,
+    ):
+        self.scope = scope
+        self.search = search
+        self.body = dict(body)
+        self.start, self.end, self.limit = start, end, limit
+        self.key = key
+        self.post_filtered = post_filtered
+        self.stats = ReadStats()
+        self._seen: dict[str, int] = {}
+        self._warned_no_header = False
+
+    def _query(self, lo: int, hi: int, page: int) -> SearchResult:
+        body = {**self.body, "timestamp": [lo, hi], "limit": self.limit, "page": page}
+        result = self.search(body)
+        self.stats.requests += 1
+        self.stats.retries += result.attempts - 1
+        self.stats.post_filtered += result.skipped or 0
+        if result.result_count is None and self.post_filtered and not self._warned_no_header:
+            self._warned_no_header = True
+            log.warning(
+                "MISP sent no X-Result-Count header: a page shortened by warninglist or decay "
+                "filtering cannot be told from the last page; some rows may be read only by the next poll"
+            )
+        return result
+
+    def _fresh(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for row in rows:
+            uuid, ts = self.key(row)
+            if self._seen.get(uuid, -1) >= ts:
+                self.stats.duplicates += 1
+                continue
+            self._seen[uuid] = ts
+            out.append(row)
+        self.stats.rows += len(out)
+        return out
+
+    def _advance(self, safe: int) -> None:
+        self._seen = {u: t for u, t in self._seen.items() if t >= safe}
+
+    def _chunk(self, rows: list[dict[str, Any]], safe: int, done: bool = False) -> Chunk:
+        return Chunk(rows, safe, done, self.stats.as_dict())
+
+    def chunks(self, resume_from: int | None = None) -> Iterator[Chunk]:
+        lo = self.start if resume_from is None else max(self.start, resume_from)
+        safe = lo
+        page = 1
+        episode: int | None = None  # where offset mode began
+        blind = 0
+        while True:
+            result = self._query(lo, self.end, page)
+            rows = self._fresh(result.items)
+            full = sql_page_full(self.scope, page, self.limit, result)
+            newest = max((self.key(r)[1] for r in result.items), default=-1)
+            if not full or newest > lo:
+                if episode is not None:
+                    # offset mode ends here: deliver this page, then repair its span
+                    yield self._chunk(rows, safe)
+                    rows = []
+                    hi = self.end if not full else newest - 1
+                    yield from self._rescan(episode, hi, safe)
+                    episode = None
+                if not full:
+                    self._advance(self.end + 1)
+                    yield self._chunk(rows, self.end + 1, done=True)
+                    return
+                lo = safe = newest
+                page = 1
+                blind = 0
+                self._advance(safe)
+                yield self._chunk(rows, safe)
+                continue
+            # a full page that does not move the keyset: offset mode
+            if episode is None:
+                episode = lo
+            blind = 0 if rows else blind + 1
+            if blind >= MAX_BLIND_PAGES:
+                raise FetchError(
+                    f"MISP kept saying more {self.scope} follow at timestamp >= {lo} but sent "
+                    f"{MAX_BLIND_PAGES} pages in a row without a new row "
+                    f"(last: {len(result.items)} rows, X-Result-Count {result.result_count}); giving up"
+                )
+            page += 1
+            yield self._chunk(rows, safe)
+
+    def _rescan(self, lo: int, hi: int, safe: int) -> Iterator[Chunk]:
+        for _ in range(MAX_RESCANS):
+            self.stats.rescans += 1
+            found = 0
+            page = 1
+            while True:
+                result = self._query(lo, hi, page)
+                rows = self._fresh(result.items)
+                found += len(rows)
+                yield self._chunk(rows, safe)
+                if not sql_page_full(self.scope, page, self.limit, result):
+                    break
+                page += 1
+            if not found:
+                return
+            log.info("re-scan of timestamps %d..%d found %d rows that offset paging skipped", lo, hi, found)
+        log.warning(
+            "timestamps %d..%d kept changing during %d re-scans; rows modified there again are read by the next poll",
+            lo, hi, MAX_RESCANS,
+        )
+
+
+def row_key(row: Mapping[str, Any]) -> tuple[str, int]:
+    """``(uuid, timestamp)`` of a validated attribute or event."""
+    return row["uuid"], record_timestamp(row) or 0
