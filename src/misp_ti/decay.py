@@ -85,10 +85,14 @@ class DecayModel:
             return "decay_speed must be positive"
         return None
 
-    def with_threshold(self, threshold: float) -> DecayModel:
-        """The model as a restSearch ``modelOverrides: {threshold}`` makes MISP use it."""
+    def with_overrides(self, overrides: Mapping[str, float]) -> DecayModel:
+        """The model as restSearch ``modelOverrides`` (``threshold``, ``lifetime``,
+        ``decay_speed``: MISP's ``allowed_overrides``) make MISP apply it."""
         return DecayModel(
-            self.id, self.name, self.formula, self.lifetime_days, self.decay_speed, threshold,
+            self.id, self.name, self.formula,
+            overrides.get("lifetime", self.lifetime_days),
+            overrides.get("decay_speed", self.decay_speed),
+            overrides.get("threshold", self.threshold),
             self.default_base_score, self.enabled, self.raw,
         )
 
@@ -221,17 +225,25 @@ def _epoch(value: Any) -> int | None:
     """Whole epoch seconds from MISP's epoch strings or ISO dates (PHP's ``format('U')`` truncates)."""
     if value is None or value == "" or isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        return int(value)
+    if isinstance(value, int | float) or (isinstance(value, str) and value.strip().isdigit()):
+        return epoch_seconds(int(value))
     text = str(value).strip()
-    if text.isdigit():
-        return int(text)
     from misp_ti.timeutil import parse_iso
 
     try:
         return math.floor(parse_iso(text).timestamp())
     except ValueError:
         return None
+
+
+def epoch_seconds(number: int) -> int:
+    """Whole seconds from an epoch number in s, ms or µs (MISP stores
+    ``first_seen``/``last_seen`` in microseconds; ``timestamp`` in seconds)."""
+    if abs(number) >= 10**14:
+        return number // 1_000_000
+    if abs(number) >= 10**11:
+        return number // 1000
+    return number
 
 
 def flip_time(

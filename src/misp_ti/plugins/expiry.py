@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from misp_ti import hookimpl
+from misp_ti.decay import epoch_seconds
 from misp_ti.model import Expiry, RunContext
 from misp_ti.timeutil import from_epoch, parse_iso
 
@@ -100,7 +101,7 @@ def _when(value: Any) -> datetime | None:
     if value is None or value == "" or isinstance(value, bool):
         return None
     if isinstance(value, int | float) or (isinstance(value, str) and value.strip().isdigit()):
-        return from_epoch(int(value))
+        return from_epoch(epoch_seconds(int(value)))
     if isinstance(value, str):
         try:
             return parse_iso(value)

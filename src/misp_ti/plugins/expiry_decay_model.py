@@ -179,16 +179,21 @@ def _get_json(client: httpx.Client, path: str, ctx: RunContext) -> Any:
     raise IndexUnavailable(f"GET {path} failed after {misp.max_retries + 1} attempts: {problem}")
 
 
-def _threshold_override(stream: str, ctx: RunContext) -> float | None:
-    # restSearch `modelOverrides: {threshold}` makes MISP score with another threshold
+def model_overrides(stream: str, ctx: RunContext) -> dict[str, float]:
+    """The restSearch ``modelOverrides`` (and ``score``, MISP's shorthand for a
+    threshold) of the stream's filters: MISP scores with these parameters."""
     settings = getattr(ctx.config.streams, stream, None)
-    overrides = (getattr(settings, "filters", None) or {}).get("modelOverrides")
-    if isinstance(overrides, Mapping) and overrides.get("threshold") is not None:
+    filters = getattr(settings, "filters", None) or {}
+    raw = dict(filters.get("modelOverrides") or {}) if isinstance(filters.get("modelOverrides"), Mapping) else {}
+    if filters.get("score") is not None:
+        raw["threshold"] = filters["score"]
+    overrides = {}
+    for key in ("threshold", "lifetime", "decay_speed"):
         try:
-            return float(overrides["threshold"])
-        except (TypeError, ValueError):
-            return None
-    return None
+            overrides[key] = float(raw[key])
+        except (KeyError, TypeError, ValueError):
+            continue
+    return overrides
 
 
 def predict(stream: str, record: Any, ctx: RunContext, cache: ModelCache) -> float:
@@ -197,7 +202,7 @@ def predict(stream: str, record: Any, ctx: RunContext, cache: ModelCache) -> flo
     entries = attribute.get("decay_score")
     if not isinstance(entries, list) or not entries:
         raise Unpredictable("no decay_score (is includeDecayScore on, and a model mapped to this type?)")
-    threshold = _threshold_override(stream, ctx)
+    overrides = model_overrides(stream, ctx)
     hint = misp_reference_time(attribute)
     scored_at = ctx.now.timestamp()
     moments = []
@@ -208,8 +213,8 @@ def predict(stream: str, record: Any, ctx: RunContext, cache: ModelCache) -> flo
         model = cache.lookup(str(info["id"]), ctx)
         if model is None:
             raise Unpredictable(f"model {info['id']} ({info.get('name', '?')}) is not in /decayingModel/index")
-        if threshold is not None:
-            model = model.with_threshold(threshold)
+        if overrides:
+            model = model.with_overrides(overrides)
         moments.append(flip_time(entry, model, scored_at=scored_at, reference_hint=hint))
     return vote_flip(moments)
 
