@@ -69,8 +69,10 @@ class Endpoint:
 
 
 def _path_regex(pattern: str) -> re.Pattern[str]:
+    # A path parameter never starts with "_" (Elasticsearch reserves those
+    # names for APIs: "/_aliases" is not an index), except "_all".
     parts = re.split(r"\{[^}]+\}", pattern)
-    return re.compile("^" + "[^/]+".join(re.escape(p) for p in parts) + "$")
+    return re.compile("^" + "(?:_all|[^/_][^/]*)".join(re.escape(p) for p in parts) + "$")
 
 
 class Spec:
