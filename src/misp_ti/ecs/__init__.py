@@ -4,13 +4,14 @@ use :func:`transform`; the Elasticsearch sink maps :data:`EXTENSION_FIELDS`.
 """
 
 from misp_ti.ecs.documents import MAX_VALUE_CHARS, Options, error_document, transform
-from misp_ti.ecs.fields import ECS_VERSION, EXTENSION_FIELDS, EXTENSION_HASHES
+from misp_ti.ecs.fields import ECS_VERSION, EXTENSION_FIELDS, EXTENSION_HASHES, EXTENSION_VALUES
 from misp_ti.ecs.types import TYPE_RULES
 
 __all__ = [
     "ECS_VERSION",
     "EXTENSION_FIELDS",
     "EXTENSION_HASHES",
+    "EXTENSION_VALUES",
     "MAX_VALUE_CHARS",
     "TYPE_RULES",
     "Options",

@@ -19,7 +19,6 @@ here: the engine asks ``compute_expiry`` and folds them into ``_id``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Any
 
@@ -51,19 +50,27 @@ _EVENT_DATES = ("timestamp", "publish_timestamp", "sighting_timestamp")
 _EVENT_LONGS = ("distribution", "attribute_count", "threat_level_id")
 
 
-@dataclass(frozen=True, slots=True)
 class Options:
     """Per-run settings, resolved once per cycle rather than per record."""
 
-    stream: str
-    namespace: str = "default"
-    preserve_original: bool = False
-    #: The cycle's fixed ingest time, ISO 8601: ``event.ingested`` of every document.
-    ingested: str = "1970-01-01T00:00:00.000Z"
+    __slots__ = ("stream", "dataset", "namespace", "preserve_original", "ingested")
 
-    @property
-    def dataset(self) -> str:
-        return f"ti_misp.{self.stream}"
+    def __init__(
+        self,
+        stream: str,
+        namespace: str = "default",
+        preserve_original: bool = False,
+        ingested: str = "1970-01-01T00:00:00.000Z",
+    ):
+        self.stream = stream
+        self.dataset = f"ti_misp.{stream}"
+        self.namespace = namespace
+        self.preserve_original = preserve_original
+        #: The cycle's fixed ingest time, ISO 8601: ``event.ingested`` of every document.
+        self.ingested = ingested
+
+    def __repr__(self) -> str:
+        return f"Options({self.stream!r}, namespace={self.namespace!r}, preserve_original={self.preserve_original}, ingested={self.ingested!r})"
 
 
 def _prune(value: Any) -> Any:
@@ -98,20 +105,32 @@ def _value(attribute: dict) -> str | None:
     raise Malformed(f"value: expected a string, got {type(value).__name__}")
 
 
+#: raw tag name -> (cleaned name, TLP marking or None); tag names repeat across a feed
+_TAG_CACHE: dict[str, tuple[str, str | None]] = {}
+
+
+def _tag_info(name: str) -> tuple[str, str | None]:
+    clean = name.replace("\\", "").replace('"', "") if "\\" in name or '"' in name else name
+    info = (clean, clean[4:].upper() if clean.startswith("tlp:") else None)
+    if len(_TAG_CACHE) >= 4096:
+        _TAG_CACHE.clear()
+    _TAG_CACHE[name] = info
+    return info
+
+
 def _tags(tags: object, out: list[str], tlp: list[str]) -> None:
-    """MISP ``Tag`` objects -> ``tags`` (de-duplicated, ``\\`` and ``"`` removed) and TLP markings."""
+    """MISP ``Tag`` objects -> ``tags`` (``\\`` and ``"`` removed) and TLP markings."""
     if type(tags) is not list:
         raise Malformed(f"Tag: expected a list, got {type(tags).__name__}")
+    cache = _TAG_CACHE
     for tag in tags:
         name = tag.get("name") if type(tag) is dict else None
         if type(name) is not str:
             raise Malformed(f"Tag: expected objects with a string name, got {tag!r:.60}")
-        if "\\" in name or '"' in name:
-            name = name.replace("\\", "").replace('"', "")
-        if name.startswith("tlp:"):
-            tlp.append(name[4:].upper())
-        if name not in out:
-            out.append(name)
+        clean, marking = cache.get(name) or _tag_info(name)
+        out.append(clean)
+        if marking is not None:
+            tlp.append(marking)
 
 
 def _indicator(attribute: dict, value: str | None, misp_attr: dict) -> dict:
@@ -168,7 +187,9 @@ def _finish_tags(doc: dict, indicator: dict, tag_lists: tuple[object, ...]) -> N
             _tags(tag_list, tags, tlp)
     if present:  # the reference writes marking.tlp (maybe []) whenever MISP sent tags
         indicator["marking"] = {"tlp": tlp}
-    if not tags:
+    if tags:
+        doc["tags"] = list(dict.fromkeys(tags))  # de-duplicated, first occurrence kept
+    else:
         del doc["tags"]
 
 

@@ -40,4 +40,10 @@ EXTENSION_FIELDS: dict[str, str] = {
     **{f"threat.indicator.file.hash.{name}": "keyword" for name in EXTENSION_HASHES.values()},
 }
 
-__all__ = ["ECS_VERSION", "EXTENSION_FIELDS", "EXTENSION_HASHES"]
+#: Values outside ECS's expected values that the transform writes, as the reference's
+#: threat stream does: STIX 2.1 names the observable of a message part ``email-message``.
+EXTENSION_VALUES: dict[str, tuple[str, ...]] = {
+    "threat.indicator.type": ("email-message",),
+}
+
+__all__ = ["ECS_VERSION", "EXTENSION_FIELDS", "EXTENSION_HASHES", "EXTENSION_VALUES"]

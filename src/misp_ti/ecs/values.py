@@ -37,8 +37,21 @@ class Malformed(ValueError):
 # dates and numbers
 
 
+#: epoch seconds -> ISO text; the attributes of one event share a few timestamps
+_ISO_CACHE: dict[int, str] = {}
+
+
 def iso_seconds(seconds: int) -> str:
     """Epoch seconds -> ``2021-04-08T09:52:48.000Z`` (the reference's date format)."""
+    text = _ISO_CACHE.get(seconds)
+    if text is None:
+        if len(_ISO_CACHE) >= 4096:
+            _ISO_CACHE.clear()
+        text = _ISO_CACHE[seconds] = _format_seconds(seconds)
+    return text
+
+
+def _format_seconds(seconds: int) -> str:
     try:
         t = time.gmtime(seconds)
     except (OverflowError, OSError, ValueError):
@@ -70,13 +83,15 @@ def epoch_seconds(value: object, name: str) -> int:
 
 def to_long(value: object, name: str) -> int:
     """The reference's ``convert: long`` (``"5"`` -> 5)."""
-    if type(value) is int:
-        return value
     if type(value) is str:
+        if value.isdigit() and value.isascii():
+            return int(value)
         text = value.strip()
         digits = text[1:] if text[:1] == "-" else text
         if digits.isascii() and digits.isdigit():
             return int(text)
+    elif type(value) is int:
+        return value
     raise Malformed(f"{name}: expected an integer, got {_show(value)}")
 
 
