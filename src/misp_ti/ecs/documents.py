@@ -357,9 +357,13 @@ def dump_original(record: Any) -> str:
             return repr(record)
 
 
-def error_document(record: Any, message: str, opts: Options) -> dict:
-    """A ``pipeline_error`` document: the raw record in ``event.original`` and the reason."""
-    original = dump_original(record)
+def error_document(record: Any, message: str, opts: Options, *, original: str | None = None) -> dict:
+    """A ``pipeline_error`` document: the raw record in ``event.original`` and the reason.
+
+    ``original`` is the raw text when there is no parsed record (a line that is not JSON).
+    """
+    if original is None:
+        original = dump_original(record)
     event = {"kind": "pipeline_error", "dataset": opts.dataset, "ingested": opts.ingested, "original": original}
     return {
         "_id": _doc_id(opts.dataset, "error", original),

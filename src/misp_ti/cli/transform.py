@@ -1,0 +1,112 @@
+"""``misp-ti transform``: MISP JSON lines on stdin -> ECS NDJSON on stdout.
+
+Records go through the engine's own per-record path (``transform_doc`` then
+``compute_expiry``, with the configured policy), in a dry-run context that
+opens no store, so the documents and ids are the ones ``misp-ti once`` would
+write for the same ingest time.
+
+Exit status: 0 when every line became a normal document; 3 when some lines
+became ``pipeline_error`` documents (they are still written, and counted on
+stderr); 1 or 2 for an unusable config or plugin.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from typing import IO, Any
+
+import click
+import orjson
+
+from misp_ti.cli import Obj, handle_errors
+from misp_ti.model import STREAMS
+
+#: Exit status when some input lines became pipeline_error documents.
+EXIT_PIPELINE_ERRORS = 3
+BATCH_LINES = 1000
+
+
+def _parse_now(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO-8601 date-time (e.g. 2024-06-01T00:00:00Z)") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _batches(stream: IO[bytes]) -> Any:
+    batch: list[bytes] = []
+    for line in stream:
+        if line.strip():
+            batch.append(line.rstrip(b"\r\n"))
+            if len(batch) >= BATCH_LINES:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+@click.command(name="transform")
+@click.option("--stream", type=click.Choice(STREAMS), default="threat_attributes", show_default=True,
+              help="threat_attributes: one attribute per line; threat: one split event record per line.")
+@click.option("--now", callback=_parse_now, metavar="ISO-8601",
+              help="Ingest time (default: the current time); fixes event.ingested and expiry for reproducible output.")
+@click.option("--format", "fmt", type=click.Choice(["docs", "bulk"]), default="docs", show_default=True,
+              help="docs: one document per line (with its _id); bulk: Elasticsearch _bulk create lines.")
+@click.pass_obj
+@handle_errors
+def command(obj: Obj, stream: str, now: datetime | None, fmt: str) -> None:
+    """Transform MISP JSON lines (stdin) into ECS documents (stdout).
+
+    Lines that are not JSON, and records the transform rejects, become
+    pipeline_error documents; their count goes to stderr and the exit status
+    is 3. Blank lines are skipped.
+    """
+    from misp_ti.ecs import error_document
+    from misp_ti.plugins.ecs_transform import options_for
+
+    config = obj.config()
+    engine = obj.engine(config)
+    ctx = engine.context(now=now, dry_run=True)
+    opts = options_for(stream, ctx)
+    index = f"logs-{opts.dataset}-{opts.namespace}"
+    out = sys.stdout.buffer
+    records = documents = errors = 0
+    try:
+        for batch in _batches(sys.stdin.buffer):
+            parsed: list[Any] = []
+            slots: list[dict[str, Any] | None] = []
+            for line in batch:
+                try:
+                    parsed.append(orjson.loads(line))
+                    slots.append(None)
+                except orjson.JSONDecodeError as exc:
+                    text = line.decode("utf-8", errors="backslashreplace")
+                    slots.append(error_document(None, f"not a JSON line: {exc}", opts, original=text))
+            docs = iter(engine.process(stream, parsed, ctx))
+            chunk = bytearray()
+            for slot in slots:
+                doc = next(docs) if slot is None else slot
+                if doc.get("event", {}).get("kind") == "pipeline_error":
+                    errors += 1
+                if fmt == "bulk":
+                    body = {k: v for k, v in doc.items() if k != "_id"}
+                    chunk += orjson.dumps({"create": {"_index": index, "_id": doc["_id"]}})
+                    chunk += b"\n" + orjson.dumps(body) + b"\n"
+                else:
+                    chunk += orjson.dumps(doc) + b"\n"
+            out.write(chunk)
+            records += len(batch)
+            documents += len(slots)
+        out.flush()
+    except BrokenPipeError:  # e.g. `| head`: the reader has gone, stop quietly
+        sys.stderr.close()
+        sys.exit(0)
+    finally:
+        engine.close()
+    click.echo(f"transform: {records} records, {documents} documents, {errors} pipeline errors", err=True)
+    if errors:
+        sys.exit(EXIT_PIPELINE_ERRORS)
