@@ -128,12 +128,12 @@ def template_name(stream: str) -> str:
     return f"misp-ti.logs-ti_misp.{stream}"
 
 
-def transform_id(version: int = ASSET_VERSION) -> str:
-    return f"{TRANSFORM_PREFIX}{version}"
+def transform_id(version: int | None = None) -> str:
+    return f"{TRANSFORM_PREFIX}{ASSET_VERSION if version is None else version}"
 
 
-def dest_index(version: int = ASSET_VERSION) -> str:
-    return f"{DEST_PREFIX}{version}"
+def dest_index(version: int | None = None) -> str:
+    return f"{DEST_PREFIX}{ASSET_VERSION if version is None else version}"
 
 
 def es_duration(value: timedelta) -> str:
@@ -209,9 +209,9 @@ def index_template(stream: str, settings: ElasticsearchSettings, *, ecs_mappings
     return {**body, "_meta": meta(body)}
 
 
-def dest_index_body(version: int = ASSET_VERSION) -> dict[str, Any]:
+def dest_index_body() -> dict[str, Any]:
     mappings = _doc_mappings(source=False, stream=LATEST_STREAM)
-    mappings["_meta"] = meta(mappings) | {"version": version}
+    mappings["_meta"] = meta(mappings)
     return {"settings": {"index": {"number_of_shards": 1, "auto_expand_replicas": "0-1"}}, "mappings": mappings}
 
 
