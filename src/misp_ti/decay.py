@@ -183,6 +183,32 @@ def seconds_to_decay(base_score: float, threshold: float, lifetime_days: float, 
     return lifetime_days * DAY * (1 - threshold / base_score) ** decay_speed
 
 
+def float_seconds_to_decay(base_score: float, threshold: float, lifetime_days: float, decay_speed: float) -> float:
+    """:func:`seconds_to_decay` as MISP's double arithmetic sees it.
+
+    Where ``threshold/B`` is within float noise of 1 and ``decay_speed`` is
+    small, ``1 - (t/L)^(1/delta)`` rounds to exactly 1 for a while past the
+    exact moment, so MISP flips seconds later than the algebra says. Found by
+    bisection on the score itself; costs two evaluations when nothing rounds.
+    """
+    exact = seconds_to_decay(base_score, threshold, lifetime_days, decay_speed)
+    if not math.isfinite(exact):
+        return exact
+
+    def decayed(elapsed: float) -> bool:
+        return is_decayed(polynomial_score(base_score, elapsed, lifetime_days, decay_speed), threshold)
+
+    if decayed(exact + 0.5):
+        return exact
+    low, high = exact + 0.5, max(2 * exact, exact + 2)
+    while not decayed(high):  # ends: past the lifetime the score is 0 < threshold
+        low, high = high, high * 2
+    while high - low > 0.05:
+        middle = (low + high) / 2
+        low, high = (low, middle) if decayed(middle) else (middle, high)
+    return low
+
+
 def elapsed_bounds(score: float, base_score: float, lifetime_days: float, decay_speed: float) -> tuple[float, float]:
     """The elapsed seconds a reported (non-zero) score is consistent with.
 
@@ -269,7 +295,7 @@ def flip_time(
     base = _number(entry.get("base_score"))
     if score is None or base is None:
         raise Unpredictable(f"decay_score entry of model {model.id} lacks a numeric score or base_score")
-    horizon = seconds_to_decay(base, model.threshold, model.lifetime_days, model.decay_speed)
+    horizon = float_seconds_to_decay(base, model.threshold, model.lifetime_days, model.decay_speed)
     if horizon == math.inf:
         return math.inf
     if flag is None and is_decayed(score, model.threshold):
@@ -278,7 +304,8 @@ def flip_time(
         raise Unpredictable(f"model {model.id} ({model.name}): MISP says not decayed, its parameters say decayed")
     low, high = elapsed_bounds(score, base, model.lifetime_days, model.decay_speed)
     elapsed = high  # the longest elapsed time the score allows: the earliest flip
-    if reference_hint is not None and low - 1 <= scored_at - reference_hint <= high + 1:
+    # times are whole seconds, so a wrong hint is off by a second or more
+    if reference_hint is not None and low - 0.5 <= scored_at - reference_hint <= high + 0.5:
         elapsed = scored_at - reference_hint
     if low > horizon + 1:
         raise Unpredictable(f"model {model.id} ({model.name}): score {score} is past the threshold yet not decayed")

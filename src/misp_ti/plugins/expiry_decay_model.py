@@ -126,26 +126,35 @@ def _read_file(path: Path) -> Any:
 
 
 def _client(ctx: RunContext) -> httpx.Client:
+    # Same key handling and TLS settings as the restSearch client (misp_client);
+    # that client only speaks restSearch (POST), the index is a GET.
+    from misp_ti.misp_client import _ssl_context
+
     misp = ctx.config.misp
-    verify: Any = str(misp.ca_file) if misp.ca_file else misp.verify
-    cert = (str(misp.client_cert), str(misp.client_key)) if misp.client_cert and misp.client_key else (
-        str(misp.client_cert) if misp.client_cert else None
-    )
     headers = {"Accept": "application/json", "Content-Type": "application/json", "User-Agent": "misp-ti"}
     if misp.api_key is not None:
         headers["Authorization"] = misp.api_key.get_secret_value()
     return httpx.Client(
-        base_url=misp.url, headers=headers, verify=verify, cert=cert,
-        timeout=misp.timeout.total_seconds(), proxy=misp.proxy,
+        base_url=misp.url, headers=headers, timeout=misp.timeout.total_seconds(), proxy=misp.proxy,
+        verify=_ssl_context(misp) if misp.url.startswith("https:") else True, follow_redirects=False,
     )
 
 
 def _request_index(ctx: RunContext) -> list[Any]:
-    client = ctx.resource("expiry_decay_model.http", lambda: _client(ctx))
+    shared = ctx.resources.get("misp_fetch.client")
+    get_json = getattr(shared, "get_json", None)  # if the MISP client learns GET, use its retries
+    if not callable(get_json):
+        client = ctx.resource("expiry_decay_model.http", lambda: _client(ctx))
+        get_json = lambda path: _get_json(client, path, ctx)  # noqa: E731
     models: list[Any] = []
     for page in range(1, 21):
         path = "/decayingModel/index" if page == 1 else f"/decayingModel/index/page:{page}"
-        batch = _get_json(client, path, ctx)
+        try:
+            batch = get_json(path)
+        except IndexUnavailable:
+            raise
+        except Exception as exc:  # FetchError and friends: the message never holds the key
+            raise IndexUnavailable(f"GET {path}: {exc}") from None
         if not isinstance(batch, list):
             raise IndexUnavailable(f"GET {path} did not answer a JSON list")
         models.extend(batch)
@@ -196,6 +205,20 @@ def model_overrides(stream: str, ctx: RunContext) -> dict[str, float]:
     return overrides
 
 
+def _has_retention_tag(record: Any) -> bool:
+    # PolynomialExtended zeroes the score past the age a `retention:` tag gives
+    attribute = attribute_of(record)
+    event = attribute.get("Event") if isinstance(attribute.get("Event"), Mapping) else None
+    if event is None and isinstance(record, Mapping) and isinstance(record.get("Event"), Mapping):
+        event = record["Event"]
+    for holder in (attribute, event or {}):
+        for tag in holder.get("Tag") or ():
+            name = tag.get("name") if isinstance(tag, Mapping) else None
+            if isinstance(name, str) and name.lower().startswith("retention:"):
+                return True
+    return False
+
+
 def predict(stream: str, record: Any, ctx: RunContext, cache: ModelCache) -> float:
     """Epoch seconds at which the decay vote flips; raises :class:`Unpredictable`."""
     attribute = attribute_of(record)
@@ -213,6 +236,8 @@ def predict(stream: str, record: Any, ctx: RunContext, cache: ModelCache) -> flo
         model = cache.lookup(str(info["id"]), ctx)
         if model is None:
             raise Unpredictable(f"model {info['id']} ({info.get('name', '?')}) is not in /decayingModel/index")
+        if model.formula.lower() == "polynomialextended" and _has_retention_tag(record):
+            raise Unpredictable(f"model {model.id} ({model.name}): a retention tag cuts its score to 0")
         if overrides:
             model = model.with_overrides(overrides)
         moments.append(flip_time(entry, model, scored_at=scored_at, reference_hint=hint))
