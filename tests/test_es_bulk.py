@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakeplugins import ListSource, MiniTransform, make_attributes
 
+from fakeplugins import ListSource, MiniTransform, make_attributes
 from misp_ti.config import build_config
 from misp_ti.engine import Engine
 from misp_ti.errors import ConfigError, SinkError

@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 import pytest
 from click.testing import CliRunner
-from es_spec_cache import fetch_schema
 
+from es_spec_cache import fetch_schema
 from misp_ti import hookimpl
 from misp_ti.cli import cli
 from misp_ti.config import build_config

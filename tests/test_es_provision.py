@@ -15,7 +15,8 @@ import pytest
 
 from misp_ti.config import Config, build_config
 from misp_ti.errors import ConfigError, SinkError
-from misp_ti.es import assets, provision as prov
+from misp_ti.es import assets
+from misp_ti.es import provision as prov
 from misp_ti.plugins import elasticsearch_sink
 
 

@@ -83,7 +83,7 @@ _MISP_FIELDS: dict[str, str] = {
 def extension_fields() -> dict[str, dict[str, Any]]:
     fields = dict(_OWN_EXTENSION_FIELDS)
     try:
-        from misp_ti.ecs import EXTENSION_FIELDS  # type: ignore[import-not-found,attr-defined]
+        from misp_ti.ecs import EXTENSION_FIELDS
     except ImportError:
         return fields
     for name in EXTENSION_FIELDS:

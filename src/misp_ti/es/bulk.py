@@ -128,10 +128,10 @@ def write(client: Any, stream: str, docs: list[dict[str, Any]], config: Config) 
     failed: dict[int | str, int] = {}
     try:
         for ok, info in streaming_bulk(
-            client, pairs,
+            client, pairs,  # type: ignore[arg-type]  # (action, source) pairs, see expand_action_callback
             chunk_size=settings.chunk_size,
             max_chunk_bytes=settings.chunk_bytes,
-            expand_action_callback=lambda pair: pair,
+            expand_action_callback=lambda pair: pair,  # type: ignore[arg-type,return-value]  # already expanded
             raise_on_error=False,
             max_retries=settings.max_retries,
             initial_backoff=settings.backoff_initial.total_seconds(),

@@ -60,7 +60,7 @@ def plan(settings: ElasticsearchSettings, streams: tuple[str, ...] = A.STREAMS) 
     ecs = yield _get("/_component_template/ecs@mappings", assume=200)
     yield from _put_if_changed(f"/_ilm/policy/{A.ILM_POLICY}", A.ilm_policy(settings), lambda b: b[A.ILM_POLICY]["policy"].get("_meta"), lambda body: body["policy"]["_meta"])
     for name, body in ((A.PIPELINE_INGESTED, A.ingested_pipeline()), (A.PIPELINE_LATEST_DEST, A.latest_dest_pipeline())):
-        yield from _put_if_changed(f"/_ingest/pipeline/{name}", body, lambda b, n=name: b[n].get("_meta"), lambda body: body["_meta"])
+        yield from _put_if_changed(f"/_ingest/pipeline/{name}", body, _pipeline_meta(name), lambda body: body["_meta"])
     for stream in streams:
         template = A.index_template(stream, settings, ecs_mappings=ecs.found)
         changed = yield from _put_if_changed(
@@ -70,6 +70,10 @@ def plan(settings: ElasticsearchSettings, streams: tuple[str, ...] = A.STREAMS) 
         yield from _data_stream(A.data_stream(stream, settings.namespace), rollover=changed)
     yield from _latest_view(settings)
     yield from _cleanup()
+
+
+def _pipeline_meta(name: str) -> Callable[[Any], Any]:
+    return lambda found: found[name].get("_meta")
 
 
 def _put_if_changed(path: str, body: dict[str, Any], found_meta: Callable[[Any], Any], wanted_meta: Callable[[Any], Any]) -> Generator[tuple[Request, int], Answer, bool]:

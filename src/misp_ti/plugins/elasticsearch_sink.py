@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from misp_ti import hookimpl
-from misp_ti.es import bulk, provision as prov
+from misp_ti.es import bulk
+from misp_ti.es import provision as prov
 from misp_ti.es.client import make_client, send
 from misp_ti.model import RunContext, SinkReport
 
