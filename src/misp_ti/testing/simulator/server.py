@@ -95,8 +95,9 @@ class SimulatorHTTPServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: SimulatorHTTPServer
-    server_version = "Apache"
-    sys_version = ""
+
+    def version_string(self) -> str:
+        return "Apache"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         log.debug(

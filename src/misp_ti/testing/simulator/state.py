@@ -7,7 +7,6 @@ exactly; see :func:`attribute_result_count`.
 from __future__ import annotations
 
 import bisect
-import copy
 import random
 import threading
 import uuid as uuid_module
@@ -16,7 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from misp_ti.testing.simulator.dataset import Dataset
+import orjson
+
+from misp_ti.testing.simulator.dataset import Dataset, no_gc
 from misp_ti.testing.simulator.decay import DecayScorer
 from misp_ti.testing.simulator.filters import Query
 from misp_ti.testing.simulator.render import render_attribute, render_event
@@ -116,8 +117,11 @@ class SimState:
         self.sightings: dict[int, list[dict[str, Any]]] = {}
         self.version = 0
         self._cache: OrderedDict[tuple[int, str], list[Row]] = OrderedDict()
-        for event in copy.deepcopy(dataset._raw_events()):
-            self._add_event(event)
+        with no_gc():
+            for event in orjson.loads(
+                orjson.dumps(dataset._raw_events())
+            ):  # a deep copy, 10x faster
+                self._add_event(event)
         self.ts_index.sort()
         self.next_attribute_id = max(self.rows, default=0) + 1
         self.next_event_id = max(self.events, default=0) + 1

@@ -10,6 +10,7 @@ priority-level, retention, targeted-threat-index).
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -70,6 +71,7 @@ _TLP_COLOURS = {
 }
 
 
+@functools.lru_cache(maxsize=4096)
 def tag_base_name(name: str) -> str:
     """The key a decaying model's ``base_score_config`` uses for a tag (MISP's rules).
 
