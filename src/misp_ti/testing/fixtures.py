@@ -69,13 +69,14 @@ def make_client_config(
             "api_key": api_key,
             "page_size": 500,
             "backoff_initial": "0.01s",
-            "backoff_max": "0.1s",
+            "backoff_max": "1s",
             "timeout": "10s",
         },
-        # read back far enough that the whole (shifted) sample data is fetched
+        # read back far enough that the whole (shifted) sample data is fetched; a
+        # table given for a stream switches it on unless `enabled` says otherwise
         "streams": {
-            "threat_attributes": {"initial_interval": "3650d"},
-            "threat": {"initial_interval": "3650d"},
+            "threat_attributes": {"enabled": True, "initial_interval": "3650d"},
+            "threat": {"enabled": False, "initial_interval": "3650d"},
         },
         "output": {"sinks": ["sqlite"], "sqlite": {"path": str(directory / STORE_FILE)}},
         "plugins": {"entrypoints": False},
@@ -243,7 +244,7 @@ def misp_client_config(misp_server: MispServerFactory, tmp_path: Path) -> Config
 
 @pytest.fixture
 def make_engine(
-    misp_client_config: Config, misp_clock: ManualClock, request: pytest.FixtureRequest
+    misp_clock: ManualClock, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., Engine]]:
     """A factory of :class:`~misp_ti.engine.Engine` objects wired to the simulator.
 
@@ -266,7 +267,9 @@ def make_engine(
         load_entrypoints: bool = False,
         progress: Any = None,
     ) -> Engine:
-        cfg = config or misp_client_config
+        # the default simulator starts only when no config is given (a replayed
+        # cassette needs none)
+        cfg = config or request.getfixturevalue("misp_client_config")
         if overrides:
             from misp_ti.config import build_config
 
