@@ -19,7 +19,12 @@ from misp_ti.model import RunContext
 from misp_ti.plugins import expiry_decay_model as plugin
 from misp_ti.state import StateStore
 from misp_ti.testing.clock import ManualClock
-from misp_ti.testing.simulator.decay import DecayScorer, default_models, index_rows, normalise_models
+from misp_ti.testing.simulator.decay import (
+    DecayScorer,
+    default_models,
+    index_rows,
+    normalise_models,
+)
 from misp_ti.timeutil import from_epoch
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -236,6 +241,19 @@ def test_unpredictable_attributes_fall_back_to_duration(index: list[dict[str, An
     result = decide(record, make_ctx(START, decay_models_path=str(path), ioc_expiration_duration="3d"))
     assert result.reason == "decay-model:duration"
     assert result.decayed_at == START - timedelta(days=1) + timedelta(days=3)
+
+
+def test_polynomial_extended_is_predicted_unless_a_retention_tag_cuts_it(tmp_path: Path) -> None:
+    path = tmp_path / "models.json"
+    extended = nids()
+    extended["DecayingModel"]["formula"] = "PolynomialExtended"
+    path.write_text(json.dumps([extended]))
+    ctx = make_ctx(START, decay_models_path=str(path))
+    assert decide(live_record(), ctx).reason == "decay-model"
+    tagged = {**live_record(), "Tag": [{"name": "retention:2w"}]}
+    assert decide(tagged, ctx).reason == "decay-model:duration"
+    event_tagged = {**live_record(), "Event": {"Tag": [{"name": "Retention:1d"}]}}
+    assert decide(event_tagged, ctx).reason == "decay-model:duration"
 
 
 def test_models_that_never_decay_fall_back_to_duration(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakeplugins import ListSource, MiniTransform, make_attributes
 
+from fakeplugins import ListSource, MiniTransform, make_attributes
 from misp_ti import hookimpl
 from misp_ti.config import build_config
 from misp_ti.engine import Engine

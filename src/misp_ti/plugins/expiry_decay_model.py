@@ -26,7 +26,14 @@ import httpx
 import orjson
 
 from misp_ti import hookimpl
-from misp_ti.decay import DecayModel, Unpredictable, flip_time, misp_reference_time, parse_index, vote_flip
+from misp_ti.decay import (
+    DecayModel,
+    Unpredictable,
+    flip_time,
+    misp_reference_time,
+    parse_index,
+    vote_flip,
+)
 from misp_ti.errors import ConfigError
 from misp_ti.model import Expiry, RunContext
 from misp_ti.plugins.expiry import attribute_of, duration_expiry, immediate_expiry
@@ -107,10 +114,16 @@ class ModelCache:
 
 
 def load_index(ctx: RunContext) -> Any:
-    """The decaying-model index: from ``expiry.decay_models_path`` or from MISP."""
+    """The decaying-model index: from ``expiry.decay_models_path`` or from MISP.
+
+    A dry run (``misp-ti transform``) never asks MISP: its output must depend
+    only on its input, the config and ``--now``.
+    """
     path = ctx.config.expiry.decay_models_path
     if path is not None:
         return _read_file(Path(path))
+    if ctx.dry_run:
+        raise IndexUnavailable("a dry run does not ask MISP; set expiry.decay_models_path")
     return _request_index(ctx)
 
 
