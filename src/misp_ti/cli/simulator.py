@@ -124,7 +124,9 @@ def command(
         host=host,
         port=port,
         timeout_delay=timeout_delay,
+        adopt_dataset=True,  # halves memory for --synthetic 100000
     )
+    del dataset
     try:
         simulator.start()
     except OSError as exc:

@@ -39,6 +39,8 @@ class MispSimulator:
     ``clock`` is any callable returning an aware datetime (a ``ManualClock``
     for deterministic tests); relative filters, decay scores and mutation
     timestamps use it. ``seed`` drives fault draws and generated uuids.
+    ``adopt_dataset=True`` serves ``dataset``'s own objects instead of a copy
+    (half the memory for 100k+ attributes; do not use that Dataset afterwards).
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class MispSimulator:
         retry_after: int = 1,
         models: Iterable[Mapping[str, Any]] | None = None,
         warninglist: Warninglist | None = None,
+        adopt_dataset: bool = False,
     ) -> None:
         if not api_key:
             raise ValueError("MispSimulator needs a non-empty api_key")
@@ -70,6 +73,7 @@ class MispSimulator:
             seed=seed,
             models=self.models,
             warninglist=warninglist or DEFAULT_WARNINGLIST,
+            adopt=adopt_dataset,
         )
         self.requests: list[RecordedRequest] = []
         self._faults = faults if isinstance(faults, FaultPlan) else FaultPlan.parse(faults, seed)
