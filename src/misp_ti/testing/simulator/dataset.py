@@ -230,7 +230,7 @@ class Dataset:
 
     def __init__(self, events: Iterable[Mapping[str, Any]], *, _normalised: bool = False) -> None:
         if _normalised:
-            self._events = list(events)  # type: ignore[arg-type]
+            self._events: list[dict[str, Any]] = [e for e in events]  # type: ignore[misc]
         else:
             builder = _Builder()
             with no_gc():

@@ -152,13 +152,16 @@ def base_score(
         except (TypeError, ValueError):
             return None
 
-    matching = [(tag_base_name(t["name"]), numeric(t)) for t in tags]
-    matching = [(name, value) for name, value in matching if name in config and value is not None]
+    matching: list[tuple[str, float]] = []
+    for tag in tags:
+        name, value = tag_base_name(tag["name"]), numeric(tag)
+        if name in config and value is not None:
+            matching.append((name, value))
     if not matching:
         return float(params.get("default_base_score", 0))
     total = sum(float(config[name]) for name, _ in matching)
     ratios = {name: float(config[name]) / total for name, _ in matching}
-    return sum(ratios[name] * value for name, value in matching)  # type: ignore[operator]
+    return float(sum(ratios[name] * value for name, value in matching))
 
 
 class DecayScorer:

@@ -29,6 +29,7 @@ Facts from MISP (``AppModel::convert_filters``, ``generic_add_filter``,
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -293,7 +294,7 @@ def compile_query(
             add(
                 attr_p,
                 _field_predicate(
-                    convert_filters(body[name]), lambda row, n=name: [row.attribute[n] or ""]
+                    convert_filters(body[name]), functools.partial(_attribute_field, name)
                 ),
             )
     if php_truthy(body.get("value")):
@@ -357,18 +358,14 @@ def compile_query(
     for key, event_field in event_time_keys.items():
         if php_truthy(body.get(key)):
             bounds = time_range(body[key], now)
-            event_p.append(lambda event, b=bounds, f=event_field: _in_range(b, int(event[f])))
+            event_p.append(functools.partial(_event_time_in, bounds, event_field))
     for key, op in (("from", ">="), ("to", "<=")):
         if php_truthy(body.get(key)):
             day = _as_date(body[key])
-            event_p.append(
-                (lambda e, d=day: e["date"] >= d)
-                if op == ">="
-                else (lambda e, d=day: e["date"] <= d)
-            )
+            event_p.append(functools.partial(_event_date_cmp, op, day))
 
     if scope == "Event" and query.timestamp_range != (None, None):
-        attr_p.append(lambda row, b=query.timestamp_range: _in_range(b, row.ts))
+        attr_p.append(functools.partial(_row_time_in, query.timestamp_range))
         query.attribute_filtered = True
     query.order = parse_order(body.get("order"), scope) if body.get("order") else None
     query.limit = php_intval(body["limit"]) if "limit" in body and body["limit"] is not None else 0
@@ -384,7 +381,8 @@ def compile_query(
             else [body["decayingModel"]]
         )
         query.decaying_model = {str(i) for i in ids}
-    overrides = body.get("modelOverrides") if isinstance(body.get("modelOverrides"), dict) else {}
+    raw_overrides = body.get("modelOverrides")
+    overrides: dict[str, Any] = dict(raw_overrides) if isinstance(raw_overrides, dict) else {}
     if php_truthy(body.get("score")):
         overrides = {**overrides, "threshold": body["score"]}
     query.model_overrides = dict(overrides)
@@ -395,6 +393,22 @@ def compile_query(
         f"@{now}" if relative else ""
     )
     return query
+
+
+def _attribute_field(name: str, row: Any) -> list[str]:
+    return [row.attribute[name] or ""]
+
+
+def _event_time_in(bounds: tuple[int | None, int | None], event_field: str, event: Any) -> bool:
+    return _in_range(bounds, int(event[event_field]))
+
+
+def _event_date_cmp(op: str, day: str, event: Any) -> bool:
+    return bool(event["date"] >= day) if op == ">=" else bool(event["date"] <= day)
+
+
+def _row_time_in(bounds: tuple[int | None, int | None], row: Any) -> bool:
+    return _in_range(bounds, row.ts)
 
 
 def _flatten(value: Any) -> list[Any]:

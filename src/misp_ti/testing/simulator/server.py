@@ -128,7 +128,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- plumbing ------------------------------------------------------------------------------
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
@@ -269,7 +269,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(500, _PHP_ERROR_PAGE.encode(), "text/html")
             return 500
         if fault == "shape":
-            wrong = {"response": []} if route == "attributes" else {"response": {"Attribute": []}}
+            wrong: dict[str, Any] = (
+                {"response": []} if route == "attributes" else {"response": {"Attribute": []}}
+            )
             self._send(200, orjson.dumps(wrong), headers={"X-Result-Count": 0})
             return 200
         if fault == "truncate":

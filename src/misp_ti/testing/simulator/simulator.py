@@ -164,7 +164,7 @@ class MispSimulator:
         if route == "attributes":
             result = self.state.search_attributes(query, now)
             payload = orjson.dumps({"response": {"Attribute": result.records}})
-            headers = {
+            headers: dict[str, Any] = {
                 "X-Result-Count": result.result_count,
                 "X-Skipped-Elements-Count": result.skipped,
             }

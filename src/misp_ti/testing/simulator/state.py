@@ -7,6 +7,7 @@ exactly; see :func:`attribute_result_count`.
 from __future__ import annotations
 
 import bisect
+import functools
 import random
 import threading
 import uuid as uuid_module
@@ -261,7 +262,9 @@ class SimState:
                 selected.append(event)
             if query.order:
                 for _, name, descending in reversed(query.order):
-                    selected.sort(key=lambda e, n=name: _event_sort_value(e, n), reverse=descending)
+                    selected.sort(
+                        key=functools.partial(_event_sort_value, name=name), reverse=descending
+                    )
             total = len(selected)
             if query.limit > 0:
                 offset = query.limit * (query.page - 1)
@@ -305,7 +308,7 @@ class SimState:
         )
         event_id = self.next_event_id
         self.next_event_id += 1
-        event = {
+        event: dict[str, Any] = {
             "id": str(event_id), "orgc_id": org["id"], "org_id": org["id"],
             "date": _date(now), "info": info or f"Simulated event {event_id}", "published": True,
             "uuid": self.new_uuid(), "attribute_count": "0", "timestamp": str(now), "publish_timestamp": str(now),
@@ -315,7 +318,7 @@ class SimState:
             "Tag": [self.tags.normalise(t) for t in tags or []],
         }  # fmt: skip
         self.events[event_id] = event
-        self.event_by_uuid[event["uuid"]] = event
+        self.event_by_uuid[str(event["uuid"])] = event
         return event
 
     def add_attribute(self, event_uuid: str | None, fields: dict[str, Any], now: int) -> Row:
@@ -328,9 +331,10 @@ class SimState:
             if event_uuid is None:
                 event = self.create_event(now)
             else:
-                event = self.event_by_uuid.get(str(event_uuid).lower())
-                if event is None:
+                found = self.event_by_uuid.get(str(event_uuid).lower())
+                if found is None:
                     raise KeyError(f"no event with uuid {event_uuid}")
+                event = found
             attribute_id = self.next_attribute_id
             self.next_attribute_id += 1
             tags = fields.get("tags", fields.get("Tag")) or []
@@ -456,5 +460,5 @@ def _sort_key(model: str, name: str) -> Callable[[Row], Any]:
     return lambda row: (row.attribute[name] or "").lower()
 
 
-def _event_sort_value(event: dict[str, Any], name: str) -> Any:
+def _event_sort_value(event: dict[str, Any], *, name: str) -> Any:
     return int(event[name]) if name in _NUMERIC else str(event[name]).lower()
