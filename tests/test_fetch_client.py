@@ -1,0 +1,231 @@
+"""MispClient against httpx.MockTransport: request shape and error classification.
+
+MockTransport is the honest tool here: these tests pin what goes on the
+wire and how each kind of answer is classified, which no real server can be
+told to produce on demand. Behaviour against a realistic MISP is covered by
+the simulator tests (test_fetch_simulator.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from misp_ti.config import build_config
+from misp_ti.errors import ConfigError, FetchError
+from misp_ti.misp_client import MispClient
+
+KEY = "s3cret-Key-0123456789abcdef0123456789abcdef"
+
+
+def settings(**misp: Any) -> Any:
+    base = {
+        "url": "https://misp.test",
+        "api_key": KEY,
+        "max_retries": 3,
+        "backoff_initial": "10s",
+        "backoff_max": "60s",
+    }
+    return build_config({"misp": {**base, **misp}}).misp
+
+
+def attributes(*uuids: str, ts: int = 1_700_000_000) -> bytes:
+    return orjson.dumps({"response": {"Attribute": [{"uuid": u, "timestamp": str(ts)} for u in uuids]}})
+
+
+def make_client(handler: Any, sleeps: list[float] | None = None, **misp: Any) -> MispClient:
+    slept = sleeps if sleeps is not None else []
+    return MispClient(settings(**misp), transport=httpx.MockTransport(handler), sleep=slept.append, rng=lambda: 0.5)
+
+
+def test_request_shape_headers_and_body() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=attributes("a"), headers={"X-Result-Count": "1"})
+
+    client = make_client(handler)
+    result = client.search("attributes", {"returnFormat": "json", "limit": 10, "page": 1})
+    request = seen[0]
+    assert request.method == "POST"
+    assert str(request.url) == "https://misp.test/attributes/restSearch"
+    assert request.headers["Authorization"] == KEY  # no "Bearer"
+    assert request.headers["Accept"] == "application/json"
+    assert request.headers["Content-Type"] == "application/json"
+    assert orjson.loads(request.content) == {"returnFormat": "json", "limit": 10, "page": 1}
+    assert [r["uuid"] for r in result.items] == ["a"]
+    assert result.result_count == 1 and result.skipped is None and result.attempts == 1
+
+
+def test_events_scope_path_and_shape() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/events/restSearch"
+        event = {"uuid": "e1", "timestamp": "5", "Attribute": [{"uuid": "a"}], "Object": []}
+        return httpx.Response(200, content=orjson.dumps({"response": [{"Event": event}]}))
+
+    result = make_client(handler).search("events", {})
+    assert result.items[0]["uuid"] == "e1"
+
+
+@pytest.mark.parametrize(
+    ("status", "needle"),
+    [
+        (403, "MISP rejected the API key"),
+        (404, "check misp.url"),
+        (405, "405 Method Not Allowed"),
+        (401, "401"),
+        (400, "refused"),
+        (302, "redirected"),
+    ],
+)
+def test_permanent_errors_are_not_retried_and_never_show_the_key(status: int, needle: str) -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        body = {"name": "Authentication failed.", "message": "Authentication failed.", "url": "/attributes/restSearch"}
+        return httpx.Response(status, json=body, headers={"Location": "https://misp.test/users/login"})
+
+    with pytest.raises(FetchError) as info:
+        make_client(handler).search("attributes", {})
+    assert needle in str(info.value)
+    assert KEY not in str(info.value) and KEY not in repr(info.value)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(500, json={"name": "Internal error", "message": "boom", "url": "/x"}),
+        httpx.Response(502, text="bad gateway"),
+        httpx.Response(503, text="unavailable"),
+        httpx.Response(200, text="<!DOCTYPE html><html><body>Login</body></html>", headers={"content-type": "text/html"}),
+        httpx.Response(200, content=b'{"response": {"Attribute": [{"uuid": "a", "timest'),
+        httpx.Response(200, json={"response": []}),
+        httpx.Response(200, json={"name": "x", "message": "y"}),
+        httpx.Response(200, json={"response": {"Attribute": [{"uuid": "a"}]}}),
+        httpx.Response(200, json={"response": {"Attribute": []}}, headers={"X-Result-Count": "many"}),
+    ],
+    ids=["500", "502", "503", "html", "truncated", "wrong-scope-shape", "error-json", "no-timestamp", "bad-count-header"],
+)
+def test_transient_failures_are_retried_with_capped_backoff_then_fail(response: httpx.Response) -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return response
+
+    sleeps: list[float] = []
+    with pytest.raises(FetchError) as info:
+        make_client(handler, sleeps, max_retries=4, backoff_initial="10s", backoff_max="30s").search("attributes", {})
+    assert len(calls) == 5
+    # equal jitter with rng=0.5: 3/4 of 10, 20, 30 (capped), 30 (capped)
+    assert sleeps == [7.5, 15.0, 22.5, 22.5]
+    assert "after 5 attempts" in str(info.value)
+
+
+def test_html_error_page_says_what_it_got() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text="<html><title>Proxy error</title></html>", headers={"content-type": "text/html"})
+
+    with pytest.raises(FetchError) as info:
+        make_client(handler, max_retries=0).search("attributes", {})
+    assert "not JSON" in str(info.value) and "text/html" in str(info.value) and "Proxy error" in str(info.value)
+
+
+def test_recovers_after_transient_failures() -> None:
+    answers = iter([
+        httpx.Response(503, text="busy"),
+        httpx.Response(200, text="<html>oops</html>"),
+        httpx.Response(200, content=attributes("a", "b"), headers={"X-Result-Count": "2"}),
+    ])
+    client = make_client(lambda request: next(answers))
+    result = client.search("attributes", {})
+    assert [r["uuid"] for r in result.items] == ["a", "b"] and result.attempts == 3
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [({"Retry-After": "7"}, 7.0), ({"X-Rate-Limit-Reset": "12"}, 12.0), ({}, 7.5)],
+)
+def test_429_waits_as_told(headers: dict[str, str], expected: float) -> None:
+    answers = iter([httpx.Response(429, json={"message": "Rate limit exceeded."}, headers=headers),
+                    httpx.Response(200, content=attributes("a"))])
+    sleeps: list[float] = []
+    make_client(lambda request: next(answers), sleeps).search("attributes", {})
+    assert sleeps == [expected]
+
+
+def test_429_asking_longer_than_backoff_max_fails_the_poll() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(429, headers={"Retry-After": "3600"})
+
+    with pytest.raises(FetchError, match="longer than misp.backoff_max"):
+        make_client(handler).search("attributes", {})
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [httpx.ReadTimeout("slow"), httpx.ConnectError("refused"), httpx.RemoteProtocolError("peer closed connection"),
+     httpx.ReadError("connection reset by peer")],
+    ids=["timeout", "refused", "truncated", "reset"],
+)
+def test_network_failures_are_retried(exc: Exception) -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if len(calls) < 3:
+            raise exc
+        return httpx.Response(200, content=attributes("a"))
+
+    assert make_client(handler).search("attributes", {}).attempts == 3
+
+
+def test_rate_limit_spaces_requests() -> None:
+    sleeps: list[float] = []
+    client = make_client(lambda request: httpx.Response(200, content=attributes()), sleeps, rate_limit=4)
+    for _ in range(3):
+        client.search("attributes", {})
+    # the 2nd and 3rd request each wait most of the 0.25 s slot
+    assert len(sleeps) == 2 and all(0.2 < s <= 0.5 for s in sleeps)
+
+
+def test_key_never_in_logs_or_repr(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    answers = iter([httpx.Response(500, text="x"), httpx.Response(200, content=attributes("a"))])
+    client = make_client(lambda request: next(answers))
+    client.search("attributes", {})
+    assert KEY not in caplog.text and KEY not in repr(client) and KEY not in repr(client.settings)
+
+
+def test_missing_or_unsendable_key_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="misp.api_key: not set"):
+        MispClient(build_config({"misp": {"url": "https://misp.test"}}).misp)
+    with pytest.raises(ConfigError, match="HTTP header") as info:
+        MispClient(settings(api_key="abc\ndef-secret"))
+    assert "def-secret" not in str(info.value)
+
+
+def test_verify_off_warns_loudly(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    make_client(lambda request: httpx.Response(200, content=attributes()), verify=False)
+    assert "verification" in caplog.text and "OFF" in caplog.text
+
+
+def test_bad_ca_file_is_a_config_error(tmp_path: Any) -> None:
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate")
+    with pytest.raises(ConfigError, match="misp.ca_file"):
+        make_client(lambda request: httpx.Response(200), ca_file=str(bad))
+
+
+def test_timeout_setting_reaches_httpx() -> None:
+    client = make_client(lambda request: httpx.Response(200), timeout="7s")
+    assert client._http.timeout.read == timedelta(seconds=7).total_seconds()
