@@ -1,0 +1,24 @@
+"""The ``csv`` sink against the simulated MISP (misp-ti's ``make_engine`` fixture)."""
+
+import csv
+
+import pytest
+
+from misp_ti.errors import ConfigError
+from misp_ti_example.csv_sink import HEADER
+
+
+def test_every_document_gets_a_row(make_engine, example_plugins, misp_dataset, tmp_path):
+    out = tmp_path / "iocs.csv"
+    engine = make_engine(*example_plugins, overrides={"output": {"sinks": ["sqlite", "csv"], "csv": {"path": str(out)}}})
+    [result] = engine.run_once()
+    rows = list(csv.reader(out.open(encoding="utf-8")))
+    assert tuple(rows[0]) == HEADER
+    assert len(rows) - 1 == result.delivered["csv"] == len(misp_dataset)
+    assert {r[0] for r in rows[1:]} == {a["uuid"] for a in misp_dataset.attributes()}
+
+
+def test_a_missing_path_is_a_config_error(make_engine, example_plugins):
+    engine = make_engine(*example_plugins, overrides={"output": {"sinks": ["csv"], "csv": {}}})
+    with pytest.raises(ConfigError, match="output.csv.path"):
+        engine.provision()
