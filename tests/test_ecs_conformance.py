@@ -74,7 +74,7 @@ def differences(ours: dict[str, Any], expected: dict[str, Any]) -> dict[str, str
         elif field == "event.original" and orjson.loads(mine) == orjson.loads(theirs):
             found[field] = "same JSON"
         else:
-            found[field] = f"changed"
+            found[field] = "changed"
     return found
 
 

@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 import pytest
-from ecs_validation import ecs_errors, ecs_fields
 
+from ecs_validation import ecs_errors, ecs_fields
 from misp_ti.ecs import EXTENSION_FIELDS, TYPE_RULES, Options, transform
 from misp_ti.ecs.documents import MAX_VALUE_CHARS
 from misp_ti.testing.values import describe_types
