@@ -95,6 +95,8 @@ class SimulatorHTTPServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: SimulatorHTTPServer
+    #: (method, path, body, fault, number) of the request being answered; recorded once.
+    _pending: tuple[Any, ...] | None = None
 
     def version_string(self) -> str:
         return "Apache"
@@ -154,6 +156,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for key, value in (headers or {}).items():
             self.send_header(key, str(value))
+        # Record before the client can see the answer, so a test never races the record.
+        self._record(status)
         self.end_headers()
         try:
             self.wfile.write(body)
@@ -179,6 +183,14 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         self.connection.close()
 
+    def _record(self, status: int) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            method, path, body, fault, number = pending
+            self.server.simulator._record(
+                RecordedRequest(method, path, body, status, fault, number)
+            )
+
     # -- dispatch --------------------------------------------------------------------------------
     def _dispatch(self, method: str) -> None:
         sim = self.server.simulator
@@ -191,9 +203,9 @@ class _Handler(BaseHTTPRequestHandler):
                 body = orjson.loads(raw)
             except orjson.JSONDecodeError:
                 body = _UNPARSABLE
+        self._pending = (method, path, _loggable(body), None, None)
         if route is None:
-            status = self._error(404, "Not Found", path)
-            sim._record(RecordedRequest(method, path, _loggable(body), status))
+            self._error(404, "Not Found", path)
             return
         fault = None
         number = None
@@ -207,12 +219,14 @@ class _Handler(BaseHTTPRequestHandler):
                 _safe_headers(self.headers),
             )
             sim._notify(info)
+            self._pending = (method, path, _loggable(body), fault, number)
             if fault is not None:
-                status = self._fault(fault, route, path, body)
-                sim._record(RecordedRequest(method, path, _loggable(body), status, fault, number))
+                self._fault(fault, route, path, body)
+                if fault == "reset" or self._pending is not None:
+                    self._record(0)  # no answer went out
+                    self._reset()
                 return
-        status = self._answer(method, route, path, body)
-        sim._record(RecordedRequest(method, path, _loggable(body), status, None, number))
+        self._answer(method, route, path, body)
 
     def _authorised(self) -> bool:
         given = self.headers.get("Authorization")
@@ -240,13 +254,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _fault(self, fault: str, route: str, path: str, body: Any) -> int:
         sim = self.server.simulator
         if fault == "reset":
-            self._reset()
-            return 0
+            return 0  # _dispatch records the request, then resets (so tests never race the record)
         if fault == "timeout":
             sim._stopping.wait(sim.timeout_delay)
             if sim._stopping.is_set():
-                self._reset()
-                return 0
+                return 0  # shutting down: _dispatch resets the connection
             return self._answer("POST", route, path, body)
         if fault == "429":
             wait = sim.retry_after
