@@ -59,17 +59,22 @@ _OWN_EXTENSION_FIELDS: dict[str, dict[str, Any]] = {
     "error.message": {"type": "match_only_text"},
 }
 
-_MISP_FIELDS: dict[str, str] = {
+_MISP_FIELDS: dict[str, str | dict[str, Any]] = {
     **{f"event.{k}": "keyword" for k in ("id", "info", "orgc_id", "org_id", "uuid", "extends_uuid", "sharing_group_id")},
     **{f"event.{k}": "long" for k in ("distribution", "attribute_count", "threat_level_id")},
     **{f"event.{k}": "date" for k in ("date", "timestamp", "publish_timestamp", "sighting_timestamp")},
     **{f"event.{k}": "boolean" for k in ("disable_correlation", "locked", "proposal_email_lock", "published")},
-    **{f"attribute.{k}": "keyword" for k in ("id", "type", "category", "uuid", "event_id", "event_uuid", "comment", "sharing_group_id", "object_id", "object_relation", "value", "data")},
+    **{f"attribute.{k}": "keyword" for k in ("id", "type", "category", "uuid", "event_id", "event_uuid", "comment", "sharing_group_id", "object_id", "object_relation")},
+    # values may be far longer than Lucene's 32 766-byte term limit (the
+    # transform keeps up to 128 KiB): index a prefix, keep the whole in _source
+    "attribute.value": {"type": "keyword", "ignore_above": 8191},
+    "attribute.data": {"type": "keyword", "index": False, "doc_values": False},
     "attribute.distribution": "long",
     **{f"attribute.{k}": "boolean" for k in ("to_ids", "deleted", "disable_correlation", "decayed")},
     **{f"attribute.{k}": "date" for k in ("timestamp", "first_seen", "last_seen", "decayed_at")},
     "attribute.decay_score": "flattened",
-    **{f"object.{k}": "keyword" for k in ("id", "name", "meta_category", "description", "template_uuid", "template_version", "event_id", "uuid", "distribution", "sharing_group_id", "comment", "first_seen", "last_seen")},
+    **{f"object.{k}": "keyword" for k in ("id", "name", "meta_category", "description", "template_uuid", "template_version", "event_id", "uuid", "sharing_group_id", "comment", "first_seen", "last_seen")},
+    "object.distribution": "long",
     "object.timestamp": "date",
     "object.deleted": "boolean",
     "object.attribute": "flattened",
@@ -170,7 +175,9 @@ def latest_dest_pipeline() -> dict[str, Any]:
 
 
 def _doc_mappings(*, source: bool, stream: str) -> dict[str, Any]:
-    flat: dict[str, dict[str, Any]] = {f"misp.{k}": {"type": v} for k, v in _MISP_FIELDS.items()}
+    flat: dict[str, dict[str, Any]] = {
+        f"misp.{k}": dict(v) if isinstance(v, dict) else {"type": v} for k, v in _MISP_FIELDS.items()
+    }
     flat.update(extension_fields())
     flat["event.dataset"] = {"type": "keyword"}
     flat["misp.attribute.uuid"] = {"type": "keyword"}
