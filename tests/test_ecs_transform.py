@@ -176,6 +176,12 @@ def test_ids_are_deterministic_and_follow_the_attribute_version() -> None:
     assert transform(attribute("domain", "example.org"), later)["_id"] == first
     # nor is the value: one version of an attribute is one document
     assert transform(attribute("domain", "example.com"), OPTS)["_id"] == first
+    # a retag or an edit of the event (which need not bump the attribute's
+    # timestamp) is a new version: a sink must not drop it as a replay
+    assert transform(attribute("domain", "example.org", Tag=[{"name": "tlp:red"}]), OPTS)["_id"] != first
+    edited_event = attribute("domain", "example.org")
+    edited_event["Event"] = {"id": "7", "timestamp": "1700000000"}
+    assert transform(edited_event, OPTS)["_id"] != first
 
 
 def split_record(primary: dict[str, Any], *, in_object: bool, **event: Any) -> dict[str, Any]:

@@ -232,6 +232,16 @@ def _uuid(attribute: dict, name: str) -> str:
     return uuid
 
 
+def _context_key(event: Any) -> object:
+    return event.get("timestamp") if isinstance(event, dict) else None
+
+
+def _tags_key(tags: Any) -> str:
+    if not isinstance(tags, list):
+        return ""
+    return "\x1f".join(str(t.get("name")) for t in tags if isinstance(t, dict))
+
+
 def _doc_id(dataset: str, *parts: object) -> str:
     return blake2b("\0".join((dataset, *map(str, parts))).encode(), digest_size=16).hexdigest()
 
@@ -252,9 +262,15 @@ def attribute_document(record: Any, opts: Options) -> dict:
         misp_attr["distribution"] = to_long(misp_attr["distribution"], "distribution")
     _seen(attribute, indicator, misp_attr, "attribute")
 
-    doc = _base(_doc_id(opts.dataset, uuid, seconds), iso_seconds(seconds), opts, record)
-    misp: dict[str, Any] = {"attribute": misp_attr}
     event = attribute.get("Event")
+    # the event's timestamp and the tags join the id: an event edit or a
+    # retag (which may leave the attribute timestamp alone) is a new document,
+    # not a replay the sinks would ignore
+    doc = _base(
+        _doc_id(opts.dataset, uuid, seconds, _context_key(event), _tags_key(attribute.get("Tag"))),
+        iso_seconds(seconds), opts, record,
+    )
+    misp: dict[str, Any] = {"attribute": misp_attr}
     if event is not None:
         event = _require_dict(event, "Event")
         misp_event = _copy(event, _EVENT_MOVED_ATTRIBUTES_STREAM)
