@@ -21,12 +21,21 @@ TS = 1700000000  # the attributes' timestamp; shift_to_now=False keeps it
 
 EVENT = {
     "Event": {
-        "uuid": "7b0e1b2c-0000-4000-8000-000000000001", "info": "tlp example", "date": "2023-11-14",
-        "timestamp": str(TS), "Orgc": {"name": "KIT"},
+        "uuid": "7b0e1b2c-0000-4000-8000-000000000001",
+        "info": "tlp example",
+        "date": "2023-11-14",
+        "timestamp": str(TS),
+        "Orgc": {"name": "KIT"},
         "Attribute": [
-            {"uuid": f"7b0e1b2c-0000-4000-8000-0000000000{n}", "type": "domain", "category": "Network activity",
-             "value": f"{label}.example.org", "to_ids": True, "timestamp": str(TS),
-             "Tag": [{"name": f"tlp:{label}"}] if label != "none" else []}
+            {
+                "uuid": f"7b0e1b2c-0000-4000-8000-0000000000{n}",
+                "type": "domain",
+                "category": "Network activity",
+                "value": f"{label}.example.org",
+                "to_ids": True,
+                "timestamp": str(TS),
+                "Tag": [{"name": f"tlp:{label}"}] if label != "none" else [],
+            }
             for n, label in (("11", "red"), ("12", "amber"), ("13", "none"))
         ],
     }
@@ -41,15 +50,30 @@ def installed_example(tmp_path_factory):
         pytest.skip("building the example needs hatchling (in misp-ti[dev]); pip install hatchling")
     target = tmp_path_factory.mktemp("example-site")
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(target), str(EXAMPLE)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(EXAMPLE),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, f"pip install of the example failed:\n{result.stderr}"
     install_path_on_sys_path(target)
     yield target
     sys.path.remove(str(target))
-    for name in [m for m in sys.modules if m == "misp_ti_example" or m.startswith("misp_ti_example.")]:
+    for name in [
+        m for m in sys.modules if m == "misp_ti_example" or m.startswith("misp_ti_example.")
+    ]:
         del sys.modules[name]
 
 
@@ -80,7 +104,10 @@ def test_selected_policy_and_sink_do_the_work(installed_example, make_engine, mi
     out = tmp_path / "iocs.csv"
     engine = make_engine(
         load_entrypoints=True,
-        overrides={"expiry": {"policy": "tlp"}, "output": {"sinks": ["sqlite", "csv"], "csv": {"path": str(out)}}},
+        overrides={
+            "expiry": {"policy": "tlp"},
+            "output": {"sinks": ["sqlite", "csv"], "csv": {"path": str(out)}},
+        },
     )
     [result] = engine.run_once()
     assert result.delivered == {"sqlite": 3, "csv": 3}
@@ -88,24 +115,40 @@ def test_selected_policy_and_sink_do_the_work(installed_example, make_engine, mi
     assert set(rows) == {"red.example.org", "amber.example.org", "none.example.org"}
     store = EmbeddedStore(engine.config.output.sqlite.path)
     try:
-        expected = {"red": timedelta(days=7), "amber": timedelta(days=30), "none": timedelta(days=90)}
+        expected = {
+            "red": timedelta(days=7),
+            "amber": timedelta(days=30),
+            "none": timedelta(days=90),
+        }
         for label, validity in expected.items():
             [doc] = store.lookup(f"{label}.example.org", now=misp_clock.now())
             decayed_at = doc["misp"]["attribute"]["decayed_at"]
-            assert decayed_at == (datetime.fromtimestamp(TS, UTC) + validity).strftime("%Y-%m-%dT%H:%M:%S.000Z"), label
+            assert decayed_at == (datetime.fromtimestamp(TS, UTC) + validity).strftime(
+                "%Y-%m-%dT%H:%M:%S.000Z"
+            ), label
             assert rows[f"{label}.example.org"]["decayed_at"] == decayed_at
         # eight days on, the red IOC has expired and the others have not
         later = misp_clock.advance(timedelta(days=7))
-        assert [label for label in expected if store.lookup(f"{label}.example.org", now=later)] == ["amber", "none"]
+        assert [label for label in expected if store.lookup(f"{label}.example.org", now=later)] == [
+            "amber",
+            "none",
+        ]
     finally:
         store.close()
 
 
 def test_the_examples_own_suite_passes_with_the_kit(installed_example):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(installed_example), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(installed_example), os.environ.get("PYTHONPATH", "")]),
+    }
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE)],
-        capture_output=True, text=True, cwd=EXAMPLE, env=env, timeout=600,
+        capture_output=True,
+        text=True,
+        cwd=EXAMPLE,
+        env=env,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "failed" not in result.stdout

@@ -17,17 +17,33 @@ SMALL_EVENT = {
         "timestamp": "1577880000",
         "Orgc": {"name": "KIT", "uuid": "5e0e1b2c-0000-4000-8000-0000000000aa"},
         "Attribute": [
-            {"uuid": "5e0e1b2c-0000-4000-8000-000000000011", "type": "ip-dst", "category": "Network activity",
-             "value": "198.51.100.7", "to_ids": True, "timestamp": "1577880000"},
+            {
+                "uuid": "5e0e1b2c-0000-4000-8000-000000000011",
+                "type": "ip-dst",
+                "category": "Network activity",
+                "value": "198.51.100.7",
+                "to_ids": True,
+                "timestamp": "1577880000",
+            },
         ],
         "Object": [
-            {"uuid": "5e0e1b2c-0000-4000-8000-000000000021", "name": "domain-ip", "meta-category": "network",
-             "timestamp": "1577800000",
-             "Attribute": [
-                 {"uuid": "5e0e1b2c-0000-4000-8000-000000000031", "type": "domain", "category": "Network activity",
-                  "value": "evil.example.com", "to_ids": True, "timestamp": "1577800000",
-                  "object_relation": "domain"},
-             ]},
+            {
+                "uuid": "5e0e1b2c-0000-4000-8000-000000000021",
+                "name": "domain-ip",
+                "meta-category": "network",
+                "timestamp": "1577800000",
+                "Attribute": [
+                    {
+                        "uuid": "5e0e1b2c-0000-4000-8000-000000000031",
+                        "type": "domain",
+                        "category": "Network activity",
+                        "value": "evil.example.com",
+                        "to_ids": True,
+                        "timestamp": "1577800000",
+                        "object_relation": "domain",
+                    },
+                ],
+            },
         ],
     }
 }
@@ -113,7 +129,9 @@ def test_misp_data_marker_paths_shift_now_and_synthetic(pytester):
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=4, errors=2)
-    result.stdout.fnmatch_lines(["*misp_data: unknown keyword(s) bogus*", "*missing.json: no such file or directory*"])
+    result.stdout.fnmatch_lines(
+        ["*misp_data: unknown keyword(s) bogus*", "*missing.json: no such file or directory*"]
+    )
 
 
 def test_client_config_and_engine_run_a_cycle_into_the_store(pytester):

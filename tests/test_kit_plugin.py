@@ -30,19 +30,35 @@ def test_the_plugin_is_registered_under_pytest11():
 
 
 def test_importing_the_kit_loads_nothing_heavy():
-    heavy = ["hypothesis", "vcr", "docker", "testcontainers", "httpx", "pydantic",
-             "misp_ti.engine", "misp_ti.config", "misp_ti.testing.simulator", "misp_ti.testing.strategies"]
+    heavy = [
+        "hypothesis",
+        "vcr",
+        "docker",
+        "testcontainers",
+        "httpx",
+        "pydantic",
+        "misp_ti.engine",
+        "misp_ti.config",
+        "misp_ti.testing.simulator",
+        "misp_ti.testing.strategies",
+    ]
     code = f"import sys, misp_ti.testing; print([m for m in {heavy!r} if m in sys.modules])"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"
 
 
 def test_every_public_fixture_is_offered_and_documented(pytester):
     text = pytester.runpytest("--fixtures").stdout.str()
     for name in kit.FIXTURES:
-        match = re.search(rf"^{name}( \[\w+ scope\])? -- .*misp_ti/testing/\w+\.py:\d+\n(.*)$", text, re.M)
+        match = re.search(
+            rf"^{name}( \[\w+ scope\])? -- .*misp_ti/testing/\w+\.py:\d+\n(.*)$", text, re.M
+        )
         assert match, f"fixture {name} is not offered by misp_ti.testing"
-        assert match.group(2).strip() and "no docstring" not in match.group(2), f"fixture {name} has no docstring"
+        assert match.group(2).strip() and "no docstring" not in match.group(2), (
+            f"fixture {name} has no docstring"
+        )
 
 
 def test_markers_and_options_are_registered(pytester):
@@ -96,9 +112,11 @@ def test_elasticsearch_url_skips_with_its_reason_without_url_or_docker(pytester,
     pytester.makepyfile(ES_PROJECT)
     result = pytester.runpytest("-rs")
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines([
-        "*SKIPPED*no Elasticsearch for this test: MISP_TI_ES_URL is not set and no Docker engine answers*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*SKIPPED*no Elasticsearch for this test: MISP_TI_ES_URL is not set and no Docker engine answers*",
+        ]
+    )
     assert "MISP_TI_REQUIRE_ES=1 makes this a failure" in result.stdout.str()
 
 
@@ -109,7 +127,9 @@ def test_elasticsearch_url_fails_instead_when_required(pytester, monkeypatch):
     pytester.makepyfile(ES_PROJECT)
     result = pytester.runpytest()
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*no Elasticsearch for this test*MISP_TI_REQUIRE_ES=1 turns this skip into a failure*"])
+    result.stdout.fnmatch_lines(
+        ["*no Elasticsearch for this test*MISP_TI_REQUIRE_ES=1 turns this skip into a failure*"]
+    )
 
 
 # entry-point plugins -------------------------------------------------------------------
@@ -159,7 +179,9 @@ def test_install_entry_point_plugin_function_and_uninstall(tmp_path):
 
     from misp_ti.manager import make_plugin_manager
 
-    with kit.install_entry_point_plugin(tmp_path, "kit_probe", POLICY_PLUGIN, module="kitprobe.policy") as plugin:
+    with kit.install_entry_point_plugin(
+        tmp_path, "kit_probe", POLICY_PLUGIN, module="kitprobe.policy"
+    ) as plugin:
         assert plugin.dist_name == "misp-ti-test-plugin-kit-probe"
         pm = make_plugin_manager(load_entrypoints=True)
         registered = pm.get_plugin("kit_probe")

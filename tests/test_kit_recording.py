@@ -20,11 +20,20 @@ pytest_plugins = ["pytester"]
 
 EVENT = {
     "Event": {
-        "uuid": "6a0e1b2c-0000-4000-8000-000000000001", "info": "cassette event", "date": "2021-01-01",
-        "timestamp": "1609459200", "Orgc": {"name": "KIT"},
+        "uuid": "6a0e1b2c-0000-4000-8000-000000000001",
+        "info": "cassette event",
+        "date": "2021-01-01",
+        "timestamp": "1609459200",
+        "Orgc": {"name": "KIT"},
         "Attribute": [
-            {"uuid": "6a0e1b2c-0000-4000-8000-0000000000%02d" % i, "type": "domain", "category": "Network activity",
-             "value": f"host{i}.example.net", "to_ids": True, "timestamp": str(1609459200 - i * 60)}
+            {
+                "uuid": f"6a0e1b2c-0000-4000-8000-0000000000{i:02d}",
+                "type": "domain",
+                "category": "Network activity",
+                "value": f"host{i}.example.net",
+                "to_ids": True,
+                "timestamp": str(1609459200 - i * 60),
+            }
             for i in range(1, 8)
         ],
     }
@@ -71,7 +80,9 @@ def _cassettes(pytester):
 def test_replay_only_by_default_and_missing_cassette_fails(project):
     result = project.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(errors=2)
-    result.stdout.fnmatch_lines(["*no cassette *test_search.yaml: record it with `pytest --misp-record`*"])
+    result.stdout.fnmatch_lines(
+        ["*no cassette *test_search.yaml: record it with `pytest --misp-record`*"]
+    )
     assert _cassettes(project) == []
 
 
@@ -94,9 +105,13 @@ def test_record_from_the_simulator_then_replay_without_it(project):
 
 
 def test_a_request_with_another_body_is_not_replayed(project):
-    project.runpytest("-p", "no:cacheprovider", "--misp-record", "-k", "test_search").assert_outcomes(passed=1)
+    project.runpytest(
+        "-p", "no:cacheprovider", "--misp-record", "-k", "test_search"
+    ).assert_outcomes(passed=1)
     # same path, same method, different body (page 3): the cassette has no answer for it
-    project.makepyfile(test_misp=PROJECT.replace("search(misp_cassette, page=2)", "search(misp_cassette, page=3)"))
+    project.makepyfile(
+        test_misp=PROJECT.replace("search(misp_cassette, page=2)", "search(misp_cassette, page=3)")
+    )
     result = project.runpytest("-p", "no:cacheprovider", "-k", "test_search")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*CannotOverwriteExistingCassetteException*"])
@@ -107,7 +122,9 @@ def test_body_matching_ignores_json_key_order():
 
     from misp_ti.testing.recording import json_body_matcher
 
-    json_body_matcher(SimpleNamespace(body=b'{"a": 1, "b": [1, 2]}'), SimpleNamespace(body=b'{"b":[1,2],"a":1}'))
+    json_body_matcher(
+        SimpleNamespace(body=b'{"a": 1, "b": [1, 2]}'), SimpleNamespace(body=b'{"b":[1,2],"a":1}')
+    )
     with pytest.raises(AssertionError):
         json_body_matcher(SimpleNamespace(body=b'{"a": 1}'), SimpleNamespace(body=b'{"a": 2}'))
 
@@ -124,7 +141,9 @@ def test_record_from_a_real_misp_scrubs_its_key(project, monkeypatch):
     with MispSimulator(dataset, api_key=key, clock=ManualClock(DEFAULT_NOW)) as real:
         monkeypatch.setenv("MISP_TI_MISP_URL", real.url)
         monkeypatch.setenv("MISP_TI_MISP_KEY", key)
-        result = project.runpytest("-p", "no:cacheprovider", "--misp-record", "-s", "-k", "test_search")
+        result = project.runpytest(
+            "-p", "no:cacheprovider", "--misp-record", "-s", "-k", "test_search"
+        )
         assert len(real.requests) == 2
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*SOURCE=misp*", "*SERVER_STARTED=False*"])
@@ -140,7 +159,9 @@ def test_record_from_a_real_misp_needs_its_key(project, monkeypatch):
     monkeypatch.delenv("MISP_TI_MISP_KEY", raising=False)
     result = project.runpytest("-p", "no:cacheprovider", "--misp-record", "-k", "test_search")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*--misp-record with MISP_TI_MISP_URL set needs the key in MISP_TI_MISP_KEY*"])
+    result.stdout.fnmatch_lines(
+        ["*--misp-record with MISP_TI_MISP_URL set needs the key in MISP_TI_MISP_KEY*"]
+    )
 
 
 def test_cassette_dir_ini_option_and_vcr_config_override(project):
@@ -159,7 +180,9 @@ def test_cassette_dir_ini_option_and_vcr_config_override(project):
             assert misp_vcr.record_mode in ("none", "all")
         """
     )
-    project.runpytest("-p", "no:cacheprovider", "--misp-record", "-k", "test_search").assert_outcomes(passed=1)
+    project.runpytest(
+        "-p", "no:cacheprovider", "--misp-record", "-k", "test_search"
+    ).assert_outcomes(passed=1)
     recorded = project.path / "recorded" / "test_misp" / "test_search.yaml"
     assert recorded.exists()
     json.loads(recorded.read_text())  # the serializer option reached vcrpy

@@ -22,10 +22,23 @@ pytest_plugins = ["pytester"]
 # Independent checks for the types whose format is well defined; the rest must
 # at least be a non-empty string without surrounding blanks.
 _DIGEST_NAMES = {
-    "md5": "md5", "sha1": "sha1", "sha224": "sha224", "sha256": "sha256", "sha384": "sha384",
-    "sha512": "sha512", "sha512/224": "sha512_224", "sha512/256": "sha512_256", "sha3-224": "sha3_224",
-    "sha3-256": "sha3_256", "sha3-384": "sha3_384", "sha3-512": "sha3_512", "x509-fingerprint-md5": "md5",
-    "x509-fingerprint-sha1": "sha1", "x509-fingerprint-sha256": "sha256", "imphash": "md5", "git-commit-id": "sha1",
+    "md5": "md5",
+    "sha1": "sha1",
+    "sha224": "sha224",
+    "sha256": "sha256",
+    "sha384": "sha384",
+    "sha512": "sha512",
+    "sha512/224": "sha512_224",
+    "sha512/256": "sha512_256",
+    "sha3-224": "sha3_224",
+    "sha3-256": "sha3_256",
+    "sha3-384": "sha3_384",
+    "sha3-512": "sha3_512",
+    "x509-fingerprint-md5": "md5",
+    "x509-fingerprint-sha1": "sha1",
+    "x509-fingerprint-sha256": "sha256",
+    "imphash": "md5",
+    "git-commit-id": "sha1",
 }
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,}$")
 
@@ -67,7 +80,9 @@ def _check(misp_type: str, value: str) -> None:
 
 def test_the_type_list_is_misps():
     assert len(ms.MISP_TYPES) >= 190 and len(set(ms.MISP_TYPES)) == len(ms.MISP_TYPES)
-    assert {"ip-dst", "domain|ip", "sha3-256", "onion-address", "x509-fingerprint-sha256"} <= set(ms.MISP_TYPES)
+    assert {"ip-dst", "domain|ip", "sha3-256", "onion-address", "x509-fingerprint-sha256"} <= set(
+        ms.MISP_TYPES
+    )
 
 
 @pytest.mark.parametrize("misp_type", ms.MISP_TYPES)
@@ -156,11 +171,22 @@ def test_malformed_attributes_break_the_contract(record):
         not isinstance(record.get("value"), str),
         not str(record.get("timestamp", "")).isdigit() or len(str(record.get("timestamp"))) > 12,
         record.get("type") not in ms.MISP_TYPES,
-        "Tag" in record and not (isinstance(record["Tag"], list) and all(isinstance(t, dict) and "name" in t for t in record["Tag"])),
-        "decay_score" in record and not (isinstance(record["decay_score"], list)
-                                         and all(isinstance(d, dict) and isinstance(d.get("score"), float) for d in record["decay_score"])),
+        "Tag" in record
+        and not (
+            isinstance(record["Tag"], list)
+            and all(isinstance(t, dict) and "name" in t for t in record["Tag"])
+        ),
+        "decay_score" in record
+        and not (
+            isinstance(record["decay_score"], list)
+            and all(
+                isinstance(d, dict) and isinstance(d.get("score"), float)
+                for d in record["decay_score"]
+            )
+        ),
         not isinstance(record.get("uuid"), str) or len(record.get("uuid", "")) != 36,
-        not isinstance(record.get("to_ids"), bool), not isinstance(record.get("deleted"), bool),
+        not isinstance(record.get("to_ids"), bool),
+        not isinstance(record.get("deleted"), bool),
         not isinstance(record.get("Event"), dict),
         record.get("first_seen") is not None and not isinstance(record.get("first_seen"), str),
     ]
@@ -228,7 +254,13 @@ def test_strategies_in_a_downstream_project(pytester):
 
 def test_downstream_tests_use_every_public_strategy():
     used = set(re.findall(r"ms\.([A-Za-z_]+)", DOWNSTREAM_TESTS))
-    public = set(ms.__all__) - {"DEFAULT_TIMESTAMPS", "GALAXY_TAGS", "TAXONOMY_TAGS", "OBJECT_TEMPLATES", "MISP_TYPES"}
+    public = set(ms.__all__) - {
+        "DEFAULT_TIMESTAMPS",
+        "GALAXY_TAGS",
+        "TAXONOMY_TAGS",
+        "OBJECT_TEMPLATES",
+        "MISP_TYPES",
+    }
     assert public <= used, f"not exercised downstream: {sorted(public - used)}"
     for name in ms.__all__:
         assert hasattr(ms, name), name

@@ -4,7 +4,6 @@ plugin modules the tests register, so that they never depend on what
 happens to be installed (the engine fixture ignores entry points)."""
 
 import pytest
-
 from misp_ti_example import csv_sink, tlp_expiry
 
 

@@ -3,14 +3,17 @@
 import csv
 
 import pytest
+from misp_ti_example.csv_sink import HEADER
 
 from misp_ti.errors import ConfigError
-from misp_ti_example.csv_sink import HEADER
 
 
 def test_every_document_gets_a_row(make_engine, example_plugins, misp_dataset, tmp_path):
     out = tmp_path / "iocs.csv"
-    engine = make_engine(*example_plugins, overrides={"output": {"sinks": ["sqlite", "csv"], "csv": {"path": str(out)}}})
+    engine = make_engine(
+        *example_plugins,
+        overrides={"output": {"sinks": ["sqlite", "csv"], "csv": {"path": str(out)}}},
+    )
     [result] = engine.run_once()
     rows = list(csv.reader(out.open(encoding="utf-8")))
     assert tuple(rows[0]) == HEADER

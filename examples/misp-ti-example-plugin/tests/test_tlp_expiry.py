@@ -7,10 +7,10 @@ from types import SimpleNamespace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from misp_ti_example import tlp_expiry
 
 from misp_ti.config import build_config
 from misp_ti.testing import strategies as ms
-from misp_ti_example import tlp_expiry
 
 CONFIG = build_config({"expiry": {"policy": "tlp"}, "plugin": {"tlp_expiry": {"red": "3d"}}})
 
@@ -22,12 +22,16 @@ def ctx(now):
 @settings(max_examples=30)
 @given(ms.attributes(decay=False), ms.tags("tlp"), st.integers(0, 200 * 86400))
 def test_validity_follows_the_tlp_marking(attribute, tlp_tag, age):
-    attribute["Tag"] = [t for t in attribute.get("Tag", []) if not t["name"].startswith("tlp:")] + [tlp_tag]
+    attribute["Tag"] = [t for t in attribute.get("Tag", []) if not t["name"].startswith("tlp:")] + [
+        tlp_tag
+    ]
     reference = tlp_expiry.reference_time(attribute)
     now = reference + timedelta(seconds=age)
     expiry = tlp_expiry.compute_expiry("threat_attributes", attribute, {}, ctx(now))
     level = tlp_tag["name"][4:].replace("+strict", "")
-    expected = {"red": timedelta(days=3), "amber": timedelta(days=30)}.get(level, timedelta(days=90))
+    expected = {"red": timedelta(days=3), "amber": timedelta(days=30)}.get(
+        level, timedelta(days=90)
+    )
     assert expiry.decayed_at == reference + expected
     assert expiry.decayed == (expiry.decayed_at < now)
 
@@ -35,7 +39,9 @@ def test_validity_follows_the_tlp_marking(attribute, tlp_tag, age):
 @settings(max_examples=20)
 @given(ms.attributes(decay=True))
 def test_the_decay_vote_wins(attribute):
-    expiry = tlp_expiry.compute_expiry("threat_attributes", attribute, {}, ctx(tlp_expiry.reference_time(attribute)))
+    expiry = tlp_expiry.compute_expiry(
+        "threat_attributes", attribute, {}, ctx(tlp_expiry.reference_time(attribute))
+    )
     votes = [s["decayed"] for s in attribute["decay_score"]]
     voted = 2 * sum(votes) >= len(votes)
     assert (expiry.reason == "decay-vote") == voted

@@ -46,7 +46,13 @@ def provision(ctx: RunContext) -> list[dict[str, Any]] | None:
         return None
     path = csv_path(ctx)
     if ctx.dry_run or path.exists():
-        return [{"sink": NAME, "action": "present" if path.exists() else "would create", "path": str(path)}]
+        return [
+            {
+                "sink": NAME,
+                "action": "present" if path.exists() else "would create",
+                "path": str(path),
+            }
+        ]
     with path.open("w", newline="", encoding="utf-8") as fh:
         csv.writer(fh).writerow(HEADER)
     return [{"sink": NAME, "action": "created", "path": str(path)}]

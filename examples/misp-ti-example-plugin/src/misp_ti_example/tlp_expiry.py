@@ -61,7 +61,9 @@ def voted_decayed(record: Mapping[str, Any]) -> bool:
 
 
 @misp_ti.hookimpl
-def compute_expiry(stream: str, record: dict[str, Any], doc: dict[str, Any], ctx: RunContext) -> Expiry | None:
+def compute_expiry(
+    stream: str, record: dict[str, Any], doc: dict[str, Any], ctx: RunContext
+) -> Expiry | None:
     if ctx.policy != POLICY or stream != "threat_attributes":
         return None  # another policy (or the threat stream's nested records): not ours
     if voted_decayed(record):
