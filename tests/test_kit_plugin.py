@@ -201,3 +201,17 @@ def test_source_is_dedented(tmp_path):
     source = textwrap.indent("VALUE = 42\n", "        ")
     with kit.install_entry_point_plugin(tmp_path, "dedent_probe", source) as plugin:
         assert (plugin.site_dir / "dedent_probe.py").read_text() == "VALUE = 42\n"
+
+
+def test_the_docs_walkthrough_runs(pytester):
+    """docs/testing-your-plugin.md, sections 2 and 3, copied into a project and run."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "testing-your-plugin.md").read_text()
+    blocks = dict(re.findall(r"```python\n# (\S+)\n(.*?)```", doc, re.S))
+    assert set(blocks) == {"src/my_plugin/tlp_expiry.py", "tests/test_tlp_expiry.py"}
+    pytester.mkpydir("my_plugin")
+    pytester.path.joinpath("my_plugin", "tlp_expiry.py").write_text(blocks["src/my_plugin/tlp_expiry.py"])
+    pytester.makepyfile(test_tlp_expiry=blocks["tests/test_tlp_expiry.py"])
+    pytester.syspathinsert()
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
