@@ -196,3 +196,13 @@ def test_each_policy_is_answered_by_exactly_one_plugin() -> None:
         answers[policy] = decided[0].reason
     # no decay_score: decay-model has nothing to predict from and uses the duration rule
     assert answers == {"duration": "duration", "refetch": "refetch", "decay-model": "decay-model:duration"}
+
+
+def test_split_record_with_object_attribute_uses_the_object_attribute() -> None:
+    from misp_ti.plugins.expiry import attribute_of
+
+    context = {"uuid": "context", "decay_score": []}
+    primary = {"uuid": "primary", "deleted": True}
+    record = {"Event": {"Attribute": context, "Object": {"Attribute": primary}}}
+    assert attribute_of(record) is primary
+    assert attribute_of({"Event": {"Attribute": context}}) is context

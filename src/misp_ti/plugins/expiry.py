@@ -39,19 +39,22 @@ def attribute_of(record: Any) -> Mapping[str, Any]:
 
     ``threat_attributes`` records are attributes; ``threat`` records are
     ``{"Event": {..., "Attribute": {...}}}`` or carry the attribute under
-    ``Event.Object.Attribute``.
+    ``Event.Object.Attribute`` (then primary, even with an ``Event.Attribute``
+    beside it).
     """
     if not isinstance(record, Mapping):
         return {}
     event = record.get("Event")
     if "timestamp" in record or "decay_score" in record or not isinstance(event, Mapping):
         return record
-    attribute = event.get("Attribute")
-    if isinstance(attribute, Mapping):
-        return attribute
+    # a record that carries an object attribute is about it (the event's
+    # own attribute beside it is context), as in the ECS transform
     obj = event.get("Object")
     if isinstance(obj, Mapping) and isinstance(obj.get("Attribute"), Mapping):
         return obj["Attribute"]
+    attribute = event.get("Attribute")
+    if isinstance(attribute, Mapping):
+        return attribute
     return {}
 
 
