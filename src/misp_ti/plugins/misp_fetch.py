@@ -50,7 +50,7 @@ STREAM_SCOPES = {
 
 
 def client(ctx: RunContext) -> MispClient:
-    return ctx.resource(CLIENT_RESOURCE, lambda: MispClient(ctx.config.misp))  # type: ignore[no-any-return]
+    return ctx.resource(CLIENT_RESOURCE, lambda: MispClient(ctx.config.misp))
 
 
 def request_body(stream: str, settings: StreamSettings) -> dict[str, Any]:
