@@ -64,17 +64,23 @@ MAX_RESCANS = 3
 MAX_BLIND_PAGES = 1000
 
 
-def sql_page_full(scope: str, page: int, limit: int, result: SearchResult) -> bool:
+def sql_page_full(scope: str, page: int, limit: int, result: SearchResult, *, old_counts: bool = False) -> bool:
     """Whether MISP's SQL page was full, i.e. more rows may follow.
 
-    ``attributes`` (MISP ``MispAttribute::__iteratedFetch``): since 2.4.195
-    ``X-Result-Count`` is the number of SQL rows of this page, plus one when
-    the post-filtered page came back exactly full or empty. 2.4.165-2.4.194
-    add ``limit * (page - 1)`` to that, and older versions send the total
-    count; both are recognised at page >= 2 by a count above ``limit + 1``.
-    ``X-Skipped-Elements-Count`` (2.4.196+) settles the one ambiguous case.
-    Without any header a short page is taken as the end (a post-filtered
-    window may then end early; :class:`WindowReader` warns).
+    ``attributes`` (MISP ``MispAttribute::__iteratedFetch``), three generations:
+
+    * 2.4.195+: ``X-Result-Count`` is the number of SQL rows of this page,
+      plus one when the post-filtered page came back exactly full or empty;
+      so it never exceeds ``limit + 1``. 2.4.196+ also sends
+      ``X-Skipped-Elements-Count``, which settles the one ambiguous case.
+    * 2.4.165-2.4.194: the same plus ``limit * (page - 1)``;
+    * older: the total number of matching rows.
+
+    A count above ``limit + 1`` reveals one of the older two (``old_counts``,
+    sticky for the poll): then ``count - limit * (page - 1)`` is what is left
+    from this page on. Without ``X-Skipped-Elements-Count``, a count still at
+    most ``limit + 1`` on page 3 or later can only be a total. Without any
+    header a short page is taken as the end (:class:`WindowReader` warns).
 
     ``events`` (``Event::filterEventIds``): ``X-Result-Count`` is the total
     number of matching events.
@@ -87,14 +93,15 @@ def sql_page_full(scope: str, page: int, limit: int, result: SearchResult) -> bo
         return count is not None and count > page * limit
     if count is None:
         return result.skipped is not None and returned + result.skipped >= limit
-    if page >= 2 and count > limit + 1:
-        count -= limit * (page - 1)
-    if count > limit:
-        return True
-    if count < limit:
-        return False
-    # count == limit: either a full SQL page partly post-filtered, or
-    # limit - 1 rows all post-filtered (then nothing came back)
+    if old_counts or count > limit + 1:
+        left = count - limit * (page - 1)
+        return left > limit or (left == limit and returned > 0)
+    if result.skipped is None and page >= 3:
+        return count > page * limit
+    if count != limit:
+        return count > limit
+    # count == limit: a full SQL page partly post-filtered, or limit - 1 rows
+    # all post-filtered (then nothing came back)
     if returned > 0:
         return True
     return result.skipped is not None and result.skipped >= limit
@@ -155,6 +162,7 @@ class WindowReader:
         self.stats = ReadStats()
         self._seen: dict[str, int] = {}
         self._warned_no_header = False
+        self._old_counts = False
 
     def _query(self, lo: int, hi: int, page: int) -> SearchResult:
         body = {**self.body, "timestamp": [lo, hi], "limit": self.limit, "page": page}
@@ -169,6 +177,11 @@ class WindowReader:
                 "filtering cannot be told from the last page; some rows may be read only by the next poll"
             )
         return result
+
+    def _full(self, page: int, result: SearchResult) -> bool:
+        if self.scope == "attributes" and (result.result_count or 0) > self.limit + 1:
+            self._old_counts = True
+        return sql_page_full(self.scope, page, self.limit, result, old_counts=self._old_counts)
 
     def _fresh(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
@@ -197,7 +210,7 @@ class WindowReader:
         while True:
             result = self._query(lo, self.end, page)
             rows = self._fresh(result.items)
-            full = sql_page_full(self.scope, page, self.limit, result)
+            full = self._full(page, result)
             newest = max((self.key(r)[1] for r in result.items), default=-1)
             if not full or newest > lo:
                 if episode is not None:
@@ -240,7 +253,7 @@ class WindowReader:
                 rows = self._fresh(result.items)
                 found += len(rows)
                 yield self._chunk(rows, safe)
-                if not sql_page_full(self.scope, page, self.limit, result):
+                if not self._full(page, result):
                     break
                 page += 1
             if not found:
