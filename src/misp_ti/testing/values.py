@@ -225,7 +225,7 @@ def _single_value_builders() -> dict[str, Callable[[], Strategy[str]]]:
             "named pipe": lambda: _regex(r"\\\\\.\\pipe\\[A-Za-z0-9_-]{1,20}"),
             "mutex": lambda: _regex(r"(Global\\|Local\\)?[A-Za-z0-9_{}-]{1,30}"),
             "regkey": _regkey,
-            "windows-scheduled-task": lambda: _regex(r"\\[A-Za-z0-9 _]{1,20}"),
+            "windows-scheduled-task": lambda: _regex(r"\\[A-Za-z0-9_]([A-Za-z0-9 _]{0,18}[A-Za-z0-9_])?"),
             "windows-service-name": name,
             "windows-service-displayname": name,
             "process-state": lambda: st.sampled_from(("running", "terminated", "suspended")),
@@ -242,7 +242,7 @@ def _single_value_builders() -> dict[str, Callable[[], Strategy[str]]]:
             "email-body": lambda: _multiline(),
             "email-dst-display-name": name,
             "email-src-display-name": name,
-            "email-header": lambda: _regex(r"X-[A-Za-z-]{1,12}: [A-Za-z0-9 ]{1,20}"),
+            "email-header": lambda: _regex(r"X-[A-Za-z-]{1,12}: [A-Za-z0-9]([A-Za-z0-9 ]{0,18}[A-Za-z0-9])?"),
             "email-x-mailer": name,
             "email-mime-boundary": lambda: _regex(r"-{2,6}=_[A-Za-z0-9]{8,24}"),
             "email-thread-index": lambda: st.binary(min_size=22, max_size=27).map(
