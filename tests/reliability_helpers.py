@@ -48,6 +48,7 @@ class FakeElasticsearch:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # no 40 ms delayed-ACK stall per keep-alive request
 
             def log_message(self, *args: Any) -> None:
                 pass
