@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,6 +36,7 @@ class FakeElasticsearch:
         self.requests: list[tuple[str, str, int]] = []
         self.bulk_items = 0
         self._lock = threading.Lock()
+        self._connections: set[Any] = set()
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -52,6 +54,11 @@ class FakeElasticsearch:
 
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with fake._lock:
+                    fake._connections.add(self.connection)
 
             def _body(self) -> bytes:
                 length = int(self.headers.get("content-length") or 0)
@@ -95,10 +102,18 @@ class FakeElasticsearch:
         self.stop()
 
     def stop(self) -> None:
-        """Close the port: from now on connections are refused."""
+        """Close the port and every open connection: from now on connections are refused."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server = None
+            with self._lock:
+                for conn in self._connections:
+                    try:
+                        conn.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                self._connections.clear()
 
     def _bulk(self, body: bytes) -> tuple[int, Any]:
         if self.bulk_status != 200:
