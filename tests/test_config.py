@@ -170,3 +170,11 @@ def test_cli_config_show_redacts_secrets(tmp_path: Path) -> None:
     assert done.returncode == 0
     assert SECRET not in done.stdout + done.stderr and "hunter2hunter2" not in done.stdout
     assert '"api_key": "**********"' in done.stdout
+
+
+def test_tuning_the_threat_stream_does_not_switch_it_on() -> None:
+    config = build_config({"streams": {"threat": {"initial_interval": "1d"}}})
+    assert config.streams.enabled() == ["threat_attributes"]
+    assert config.streams.threat.initial_interval == timedelta(days=1)
+    config = build_config({"streams": {"threat": {"enabled": True}}})
+    assert config.streams.enabled() == ["threat_attributes", "threat"]

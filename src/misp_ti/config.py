@@ -160,6 +160,14 @@ class Streams(_Section):
     def enabled(self) -> list[str]:
         return [name for name in type(self).model_fields if getattr(self, name).enabled]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _threat_off_unless_enabled(cls, data: Any) -> Any:
+        # `threat` is off by default; tuning one of its keys must not switch it on
+        if isinstance(data, dict) and isinstance(data.get("threat"), dict) and "enabled" not in data["threat"]:
+            data = {**data, "threat": {**data["threat"], "enabled": False}}
+        return data
+
     @model_validator(mode="after")
     def _engine_controlled_filters(self) -> Streams:
         # Raised as ConfigError directly (pydantic lets it through) so that the
