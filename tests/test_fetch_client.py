@@ -162,11 +162,19 @@ def test_429_waits_as_told(headers: dict[str, str], expected: float) -> None:
     assert sleeps == [expected]
 
 
-def test_429_asking_longer_than_backoff_max_fails_the_poll() -> None:
+def test_429_wait_longer_than_backoff_max_is_still_honoured() -> None:
+    answers = iter([httpx.Response(429, headers={"Retry-After": "300"}),
+                    httpx.Response(200, content=attributes("a"))])
+    sleeps: list[float] = []
+    make_client(lambda request: next(answers), sleeps, backoff_max="30s").search("attributes", {})
+    assert sleeps == [300.0]
+
+
+def test_429_asking_longer_than_max_rate_limit_wait_fails_the_poll() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(429, headers={"Retry-After": "3600"})
 
-    with pytest.raises(FetchError, match="longer than misp.backoff_max"):
+    with pytest.raises(FetchError, match="longer than misp.max_rate_limit_wait"):
         make_client(handler).search("attributes", {})
 
 

@@ -118,6 +118,10 @@ class MispSettings(_Section):
     max_retries: int = Field(6, ge=0, le=100, description="Retries of a failed request (429, 5xx, timeouts, resets, bad bodies) before the poll fails.")
     backoff_initial: Duration = Field(timedelta(seconds=1), description="First retry delay; doubles each retry, with jitter.")
     backoff_max: Duration = Field(timedelta(seconds=60), description="Cap of the retry delay.")
+    max_rate_limit_wait: Duration = Field(
+        timedelta(minutes=15),
+        description="A 429's `Retry-After`/`X-Rate-Limit-Reset` is honoured up to this long; a longer wait fails the poll (retried at the next interval).",
+    )
     page_size: int = Field(1000, ge=1, le=100_000, description="Records per request (`limit`).")
 
     @field_validator("url")

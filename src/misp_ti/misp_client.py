@@ -245,10 +245,11 @@ class MispClient:
     def _delay(self, attempt: int, wait: float | None) -> float:
         cap = self.settings.backoff_max.total_seconds()
         if wait is not None:
-            if wait > cap:
+            longest = self.settings.max_rate_limit_wait.total_seconds()
+            if wait > longest:
                 raise FetchError(
                     f"MISP asks to wait {wait:.0f}s before the next request, longer than "
-                    f"misp.backoff_max ({cap:.0f}s); the poll will be retried at the next interval"
+                    f"misp.max_rate_limit_wait ({longest:.0f}s); the poll will be retried at the next interval"
                 )
             return wait
         base = min(cap, self.settings.backoff_initial.total_seconds() * 2 ** (attempt - 1))
