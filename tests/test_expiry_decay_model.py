@@ -148,8 +148,8 @@ def scenario(params: list[dict[str, Any]], age: int, last_seen_offset: int | Non
         return sum(e["decayed"] for e in entries) * 2 >= len(entries)
 
     record = {**attribute, "decay_score": scorer.score(attribute, [], now, last_sighting=sighting)}
-    if record_has_sightings and sighting is not None:
-        record["Sighting"] = [{"date_sighting": str(sighting), "type": "0"}]
+    if record_has_sightings:
+        record["Sighting"] = [] if sighting is None else [{"date_sighting": str(sighting), "type": "0"}]
     result = decide(record, with_models(make_ctx(clock.now()), index_rows(models)))
     return result, vote, now, record
 

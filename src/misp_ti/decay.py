@@ -226,6 +226,15 @@ def elapsed_bounds(score: float, base_score: float, lifetime_days: float, decay_
     return low, high
 
 
+def earliest_reference_time(attribute: Mapping[str, Any]) -> int | None:
+    """The earliest reference time MISP may use: the record's own when it
+    lists its sightings, else the attribute timestamp (an unlisted sighting
+    can be anywhere after it)."""
+    if isinstance(attribute.get("Sighting"), list):
+        return misp_reference_time(attribute)
+    return _epoch(attribute.get("timestamp"))
+
+
 def misp_reference_time(attribute: Mapping[str, Any]) -> int | None:
     """MISP's reference time (epoch seconds) from what the record carries.
 
@@ -273,7 +282,12 @@ def epoch_seconds(number: int) -> int:
 
 
 def flip_time(
-    entry: Mapping[str, Any], model: DecayModel, *, scored_at: float, reference_hint: float | None = None
+    entry: Mapping[str, Any],
+    model: DecayModel,
+    *,
+    scored_at: float,
+    reference_hint: float | None = None,
+    reference_floor: float | None = None,
 ) -> float:
     """Epoch seconds at which the model of one ``decay_score`` entry says decayed.
 
@@ -282,7 +296,11 @@ def flip_time(
     answer is early by that delay, never late. ``reference_hint`` is the
     reference time derived from the record (:func:`misp_reference_time`); it
     is used when the score agrees with it, because it is exact to the second
-    where inverting the score is ill-conditioned.
+    where inverting the score is ill-conditioned. ``reference_floor`` is the
+    earliest reference time MISP may have used when the record does not say
+    (a sighting the record does not carry can place MISP's reference before
+    ``last_seen``); the flip is then placed as early as the score allows down
+    to that floor, so the answer may be early but never late.
     """
     problem = model.problem
     if problem:
@@ -307,6 +325,8 @@ def flip_time(
     # times are whole seconds, so a wrong hint is off by a second or more
     if reference_hint is not None and low - 0.5 <= scored_at - reference_hint <= high + 0.5:
         elapsed = scored_at - reference_hint
+        if reference_floor is not None and reference_floor < reference_hint:
+            elapsed = max(elapsed, min(high, scored_at - reference_floor))
     if low > horizon + 1:
         raise Unpredictable(f"model {model.id} ({model.name}): score {score} is past the threshold yet not decayed")
     return scored_at - elapsed + horizon

@@ -29,6 +29,7 @@ from misp_ti import hookimpl
 from misp_ti.decay import (
     DecayModel,
     Unpredictable,
+    earliest_reference_time,
     flip_time,
     misp_reference_time,
     parse_index,
@@ -240,6 +241,7 @@ def predict(stream: str, record: Any, ctx: RunContext, cache: ModelCache) -> flo
         raise Unpredictable("no decay_score (is includeDecayScore on, and a model mapped to this type?)")
     overrides = model_overrides(stream, ctx)
     hint = misp_reference_time(attribute)
+    floor = earliest_reference_time(attribute)
     scored_at = ctx.now.timestamp()
     moments = []
     for entry in entries:
@@ -253,7 +255,7 @@ def predict(stream: str, record: Any, ctx: RunContext, cache: ModelCache) -> flo
             raise Unpredictable(f"model {model.id} ({model.name}): a retention tag cuts its score to 0")
         if overrides:
             model = model.with_overrides(overrides)
-        moments.append(flip_time(entry, model, scored_at=scored_at, reference_hint=hint))
+        moments.append(flip_time(entry, model, scored_at=scored_at, reference_hint=hint, reference_floor=floor))
     return vote_flip(moments)
 
 
