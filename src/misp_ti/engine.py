@@ -126,7 +126,7 @@ def first_result_caller(hook: Any) -> Callable[..., Any]:
     """
     impls = list(reversed(hook.get_hookimpls()))
     if any(impl.hookwrapper or impl.wrapper for impl in impls):
-        return hook  # type: ignore[no-any-return]
+        return hook  # type: ignore[no-any-return,unused-ignore]
     chain = [(impl.function, tuple(impl.argnames)) for impl in impls]
 
     def call(**kwargs: Any) -> Any:

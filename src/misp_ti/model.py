@@ -84,7 +84,7 @@ class RunContext:
     def dry_run_requests(self) -> list[dict[str, Any]]:
         """Where sinks record, in dry-run mode, each request they would send
         (``{"method", "path", "params", "body"}``); shared by all cycles."""
-        return self.resource("dry_run_requests", list)  # type: ignore[no-any-return]
+        return self.resource("dry_run_requests", list)  # type: ignore[no-any-return,unused-ignore]
 
     @property
     def policy(self) -> str:

@@ -80,6 +80,6 @@ def elasticsearch_url() -> Iterator[str]:
     except Exception as exc:
         _no_cluster(f"the Elasticsearch container ({image}) did not start: {exc}")
     try:
-        yield container.get_url()
+        yield f"http://{container.get_container_host_ip()}:{container.get_exposed_port(container.port)}"
     finally:
         container.stop()

@@ -55,7 +55,7 @@ _TLDS = ("com", "net", "org", "info", "io", "ru", "cn", "de", "xyz", "top", "co.
 def describe_types() -> dict[str, object]:
     """MISP's type table: ``{"types": {type: [category, to_ids]}, "category_types": {...}}``."""
     text = resources.files("misp_ti.testing").joinpath("describe_types.json").read_text("utf-8")
-    return json.loads(text)  # type: ignore[no-any-return]
+    return json.loads(text)  # type: ignore[no-any-return,unused-ignore]
 
 
 def _hex(length: int) -> Strategy[str]:
@@ -175,7 +175,7 @@ def _single_value_builders() -> dict[str, Callable[[], Strategy[str]]]:
     text = free_text
     name = lambda: words(3)  # noqa: E731
     builders: dict[str, Callable[[], Strategy[str]]] = {
-        t: (lambda n=n: _hex(n)) for t, n in _HEX_LENGTHS.items()
+        t: (lambda n=n: _hex(n)) for t, n in _HEX_LENGTHS.items()  # type: ignore[misc]
     }
     builders.update(
         {
