@@ -2,12 +2,14 @@
 
 Base records are the shipped real MISP data as ``/attributes/restSearch``
 returns them with ``includeDecayScore`` (event tags inherited, one
-``decay_score`` entry per decaying model):
+``decay_score`` entry per applicable decaying model):
 
-1. ``tests/data/misp_feed_attributes.ndjson.gz`` when the repository ships it;
-2. otherwise they are asked, page by page, from the MISP simulator serving
-   the events of ``--events DIR`` (default: the sample events shipped in
-   ``misp_ti/testing/data/misp-events``), so the records are exactly what a
+1. by default ``tests/data/misp_feed_attributes.ndjson.gz`` (5 297 real
+   attributes, ``includeEventTags`` shape), to which the ``decay_score``
+   list is added with the simulator's scorer and MISP's three default models,
+   as of :data:`CORPUS_NOW`;
+2. with ``--events DIR``, they are asked page by page from the MISP
+   simulator serving those event files, so the records are exactly what a
    fetch would receive.
 
 Copy ``k`` of a base record gets a fresh attribute uuid and a fresh event
@@ -30,8 +32,10 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "tests" / "data" / "misp_feed_attributes.ndjson.gz"
-#: The simulated "now" the base records' decay scores are computed at.
-CORPUS_NOW = datetime(2026, 1, 1, tzinfo=UTC)
+#: The "now" of decay scores and of the benchmark's ingest time: a week after
+#: the newest attribute of the shipped data (2024-05), so some indicators are
+#: still valid and most have decayed, as in a real instance.
+CORPUS_NOW = datetime(2024, 6, 1, tzinfo=UTC)
 
 
 def parse_count(text: str) -> int:
@@ -64,7 +68,7 @@ def fetch_from_simulator(events: Path | None = None, *, page_size: int = 1000) -
     from misp_ti.testing.simulator import Dataset, MispSimulator
 
     clock = ManualClock(start=CORPUS_NOW)
-    dataset = Dataset.from_path(_events_dir(events)).shift_to(newest=clock.now())
+    dataset = Dataset.from_path(_events_dir(events))
     lines: list[bytes] = []
     with MispSimulator(dataset, api_key="bench-key", clock=clock) as sim, httpx.Client(
         base_url=sim.url, headers={"Authorization": "bench-key", "Accept": "application/json"}, timeout=60
@@ -88,12 +92,40 @@ def fetch_from_simulator(events: Path | None = None, *, page_size: int = 1000) -
     return lines
 
 
+def with_decay_scores(record: dict[str, Any], now: datetime = CORPUS_NOW) -> dict[str, Any]:
+    """``record`` as ``includeDecayScore`` returns it (``decay_score`` after the attribute fields)."""
+    from misp_ti.testing.simulator.decay import DecayScorer, default_models
+
+    scorer = _SCORER.get("scorer")
+    if scorer is None:
+        scorer = _SCORER["scorer"] = DecayScorer(default_models())
+    tags = record.get("Tag") or []
+    own = [t for t in tags if not t.get("inherited")]
+    inherited = [t for t in tags if t.get("inherited")]
+    attribute = {**record, "Tag": own}
+    scores = scorer.score(attribute, inherited, int(now.timestamp()))
+    out = {k: v for k, v in record.items() if k not in ("Event", "Object", "Tag")}
+    out["decay_score"] = scores
+    for key in ("Event", "Object", "Tag"):
+        if key in record:
+            out[key] = record[key]
+    return out
+
+
+_SCORER: dict[str, Any] = {}
+
+
 def base_lines(events: Path | None = None) -> tuple[list[bytes], str]:
     """The base records (one JSON line each) and a description of their origin."""
-    if events is None and SHIPPED.exists():
+    if events is None:
         with gzip.open(SHIPPED, "rb") as fh:
-            lines = [line.rstrip(b"\n") for line in fh if line.strip()]
-        return lines, f"{SHIPPED.relative_to(ROOT)} ({len(lines)} real attributes)"
+            records = [orjson.loads(line) for line in fh if line.strip()]
+        lines = [orjson.dumps(with_decay_scores(r)) for r in records]
+        scored = sum(1 for line in lines if b'"decay_score":[]' not in line)
+        return lines, (
+            f"{SHIPPED.relative_to(ROOT)}: {len(lines)} real attributes, decay scores added as of "
+            f"{CORPUS_NOW.date()} ({scored} scored by at least one model)"
+        )
     lines = fetch_from_simulator(events)
     return lines, f"simulator restSearch over {_events_dir(events)} ({len(lines)} real attributes)"
 
@@ -142,10 +174,17 @@ def replicate(lines: list[bytes], n: int, *, seed: int = 0, chunk: int = 10_000)
         copy_no += 1
 
 
-def replicated_events(events: list[dict[str, Any]], n_attributes: int, *, seed: int = 0) -> list[dict[str, Any]]:
+def replicated_events(
+    events: list[dict[str, Any]], n_attributes: int, *, seed: int = 0, spread: int = 3600
+) -> list[dict[str, Any]]:
     """Whole events (the ``/events/restSearch`` shape) copied with fresh event,
     object and attribute uuids until they hold ``n_attributes`` attributes
-    (the last copy is cut short). For the end-to-end benchmark's simulator."""
+    (the last copy is cut short). For the end-to-end benchmark's simulator.
+
+    Copy ``k`` is also moved ``k * spread`` seconds into the past: a real
+    instance does not hold hundreds of copies of one event edited in the same
+    second, and such crowded seconds would measure paging pathology instead
+    of throughput."""
     rng = random.Random(seed)
     out: list[dict[str, Any]] = []
     total = 0
@@ -169,10 +208,16 @@ def replicated_events(events: list[dict[str, Any]], n_attributes: int, *, seed: 
                 objects.append(obj)
             clone["Object"] = objects
             if copy_no:
+                shift = copy_no * spread
+                for holder in (clone, *objects):
+                    for key in ("timestamp", "publish_timestamp"):
+                        if str(holder.get(key, "")).isdigit():
+                            holder[key] = str(int(holder[key]) - shift)
                 for obj in objects:
                     obj["uuid"] = _fresh_uuid(rng).decode()
                 for attribute in _attributes_of(clone):
                     attribute["uuid"] = _fresh_uuid(rng).decode()
+                    attribute["timestamp"] = str(int(attribute["timestamp"]) - shift)
             size = sum(1 for _ in _attributes_of(clone))
             if size:
                 out.append(clone)

@@ -1,0 +1,117 @@
+"""End to end: simulator -> fetch -> transform -> expiry -> embedded store.
+
+Two processes: the MISP simulator (``serve_simulator.py``, holding ``N``
+replicated real attributes) and the engine, ``python -m misp_ti once`` with
+the default plugins, ``misp.page_size = 1000`` and the embedded store (SQLite,
+WAL) in a temporary directory. One backfill reads all ``N`` attributes.
+
+Measured: the engine's wall time (process start to exit, Python start-up and
+provisioning included), its CPU time and peak RSS (``os.wait4`` rusage of
+that child alone, ``ru_maxrss``), and the simulator's peak RSS
+(``VmHWM`` from ``/proc``), reported apart: holding a million attributes in a
+Python test server is the simulator's cost, not the engine's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+
+def _proc_status(pid: int, field: str) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])  # kB
+    except OSError:
+        return None
+    return None
+
+
+def _proc_cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def run(n: int, *, events: Path | None = None, seed: int = 0, window_days: float | None = None) -> dict[str, Any]:
+    sim_cmd = [sys.executable, str(HERE / "serve_simulator.py"), "--attributes", str(n), "--seed", str(seed)]
+    if window_days:
+        sim_cmd += ["--window-days", str(window_days)]
+    if events is not None:
+        sim_cmd += ["--events", str(events)]
+    sim = subprocess.Popen(sim_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        ready = sim.stdout.readline().split()  # type: ignore[union-attr]
+        if not ready or ready[0] != "READY":
+            raise RuntimeError(f"the simulator did not start: {ready}")
+        url, served, now_epoch, load_seconds = ready[1], int(ready[2]), int(ready[3]), float(ready[4])
+        sim_cpu_before = _proc_cpu_seconds(sim.pid) or 0.0
+        with tempfile.TemporaryDirectory(prefix="misp-ti-bench-") as tmp:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("MISP_TI_")}
+            env.update({
+                "MISP_TI_MISP__URL": url,
+                "MISP_TI_MISP__API_KEY": "bench-misp-key-0000000000000000",
+                "MISP_TI_MISP__PAGE_SIZE": "1000",
+                "MISP_TI_MISP__TIMEOUT": "120s",
+                "MISP_TI_STREAMS__THREAT_ATTRIBUTES__INITIAL_INTERVAL": "7300d",
+                "MISP_TI_OUTPUT__SQLITE__PATH": str(Path(tmp) / "store.db"),
+                "MISP_TI_PLUGINS__ENTRYPOINTS": "false",
+            })
+            now = datetime.fromtimestamp(now_epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            errors = Path(tmp) / "stderr.txt"
+            started = time.perf_counter()
+            with open(errors, "wb") as err_fh:
+                engine = subprocess.Popen(
+                    [sys.executable, "-m", "misp_ti", "--quiet", "once", "--json", "--now", now],
+                    env=env, stdout=subprocess.PIPE, stderr=err_fh,
+                )
+                out = engine.stdout.read()  # type: ignore[union-attr]
+                # wait4: the rusage of this child alone (RUSAGE_CHILDREN would mix in the simulator)
+                _, status, usage = os.wait4(engine.pid, 0)
+                engine.returncode = os.waitstatus_to_exitcode(status)
+            wall = time.perf_counter() - started
+            if engine.returncode != 0:
+                raise RuntimeError(f"the engine failed ({engine.returncode}): {errors.read_text()[-2000:]}")
+            result = json.loads(out.decode().strip().splitlines()[-1])
+            store_mb = sum(p.stat().st_size for p in Path(tmp).iterdir() if p.name.startswith("store.db")) / 1e6
+        sim_hwm = _proc_status(sim.pid, "VmHWM")
+        sim_cpu = (_proc_cpu_seconds(sim.pid) or 0.0) - sim_cpu_before
+    finally:
+        if sim.stdin:
+            sim.stdin.close()
+        try:
+            sim.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            sim.kill()
+    if result["records"] != served or result["documents"] != served:
+        raise RuntimeError(f"the engine read {result['records']} records of {served}")
+    return {
+        "ages": f"last {window_days:g} days" if window_days else "real (2016-2024)",
+        "attributes": served,
+        "engine_wall_s": round(wall, 1),
+        "engine_cycle_s": result["seconds"],
+        "per_second": round(served / wall),
+        "engine_cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+        "engine_peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "simulator_cpu_s": round(sim_cpu, 1),
+        "simulator_peak_rss_mb": round((sim_hwm or 0) / 1024, 1),
+        "simulator_load_s": load_seconds,
+        "store_mb": round(store_mb, 1),
+        "pages": result["pages"],
+    }
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use
+    print(run(int(sys.argv[1]) if len(sys.argv) > 1 else 10_000, window_days=float(sys.argv[2]) if len(sys.argv) > 2 else None))

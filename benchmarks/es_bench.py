@@ -1,0 +1,84 @@
+"""Elasticsearch bulk path: documents/s through the sink's bulk writer.
+
+The documents (the corpus transformed and expired by :meth:`Engine.process`,
+outside the timing) go through :func:`misp_ti.es.bulk.write`, the code the
+``elasticsearch`` sink's ``emit`` runs, in batches of ``output.batch_size``
+(1 000), against ``bulk_endpoint.py`` in another process. The writer builds
+the ``create`` actions, serialises them, cuts ``_bulk`` requests by
+``chunk_size`` (500) and ``chunk_bytes``, sends them with the official
+client and checks every item. What it measures is our side of the wire.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from corpus import replicate
+from transform_bench import STREAM, _context, make_engine_process  # noqa: F401
+
+HERE = Path(__file__).resolve().parent
+
+
+def _documents(base: list[bytes], n: int, seed: int) -> list[dict[str, Any]]:
+    from misp_ti.engine import Engine
+
+    ctx = _context()
+    engine = Engine(ctx.config, clock=lambda: ctx.now)
+    docs: list[dict[str, Any]] = []
+    for chunk in replicate(base, n, seed=seed, chunk=1_000):
+        docs.extend(engine.process(STREAM, [orjson.loads(line) for line in chunk], ctx))
+    return docs
+
+
+def run(base: list[bytes], n: int, *, seed: int = 0, batch: int = 1_000) -> dict[str, Any]:
+    from misp_ti.config import build_config
+    from misp_ti.es import bulk
+    from misp_ti.es.client import make_client
+
+    docs = _documents(base, n, seed)
+    endpoint = subprocess.Popen([sys.executable, str(HERE / "bulk_endpoint.py")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        ready = endpoint.stdout.readline().split()  # type: ignore[union-attr]
+        if not ready or ready[0] != "READY":
+            raise RuntimeError(f"the bulk endpoint did not start: {ready}")
+        config = build_config({
+            "output": {"sinks": ["elasticsearch"], "elasticsearch": {"hosts": [ready[1]]}},
+            "plugins": {"entrypoints": False},
+        })
+        client = make_client(config.output.elasticsearch)
+        bulk.write(client, STREAM, docs[:batch], config)  # warm-up: connection, imports
+        delivered = 0
+        cpu_start, start = time.process_time(), time.perf_counter()
+        for i in range(batch, len(docs), batch):
+            delivered += bulk.write(client, STREAM, docs[i:i + batch], config).delivered
+        seconds = time.perf_counter() - start
+        cpu = time.process_time() - cpu_start
+        client.close()
+    finally:
+        if endpoint.stdin:
+            endpoint.stdin.close()
+        endpoint.wait(timeout=30)
+    if delivered != len(docs) - batch:
+        raise RuntimeError(f"delivered {delivered} of {len(docs) - batch}")
+    return {
+        "documents": delivered,
+        "seconds": round(seconds, 2),
+        "per_second": round(delivered / seconds),
+        "client_cpu_s": round(cpu, 2),
+        "per_cpu_second": round(delivered / cpu),
+        "batch": batch,
+        "bulk_chunk": config.output.elasticsearch.chunk_size,
+    }
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use
+    from corpus import base_lines
+
+    lines, _ = base_lines()
+    print(run(lines, int(sys.argv[1]) if len(sys.argv) > 1 else 20_000))

@@ -1,0 +1,149 @@
+"""misp-ti benchmarks: print a Markdown table (and save JSON in benchmarks/results/).
+
+    python benchmarks/run.py                       # transform 100k, e2e 10k+100k, ES bulk 100k
+    python benchmarks/run.py --only transform --transform-size 1M
+    python benchmarks/run.py --only e2e --e2e-sizes 10k,100k,1M --window-days 30
+    python benchmarks/run.py --profile             # also print the cProfile top of the transform path
+
+Needs the project installed with the ``bench`` extra (``pip install -e .[bench]``:
+PyMISP for the reference row; everything else is a runtime or test dependency).
+See the README's Performance section for the numbers and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from corpus import base_lines, format_count, parse_count  # noqa: E402
+
+
+def machine() -> dict[str, Any]:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+    try:
+        mem_gb = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
+    except (OSError, ValueError, IndexError):
+        mem_gb = 0.0
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gb": round(mem_gb, 1),
+        "python": platform.python_version(),
+        "os": platform.platform(),
+        "load_average": [round(x, 2) for x in load],
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+    head = "| " + " | ".join(title for _, title in columns) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
+    body = ["| " + " | ".join(_cell(row.get(key)) for key, _ in columns) + " |" for row in rows]
+    return "\n".join([head, rule, *body])
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}".replace(",", " ")
+    return str(value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="transform,e2e,es", help="Comma-separated: transform, e2e, es.")
+    parser.add_argument("--transform-size", default="100k", help="Records through the transform contenders.")
+    parser.add_argument("--pymisp-size", default="2000", help="Records through PyMISP (about 10 ms each).")
+    parser.add_argument("--e2e-sizes", default="10k,100k", help="Attributes served for the end-to-end runs.")
+    parser.add_argument("--window-days", type=float, default=None, help="e2e: squeeze timestamps into the last DAYS (recent IOCs).")
+    parser.add_argument("--es-size", default="100k", help="Documents through the bulk writer.")
+    parser.add_argument("--events", type=Path, default=None, help="e2e: directory of MISP event JSON to replicate (default: the shipped sample).")
+    parser.add_argument("--profile", action="store_true", help="Print the cProfile top entries of the transform + expiry path.")
+    args = parser.parse_args()
+    only = {x.strip() for x in args.only.split(",")}
+
+    info = machine()
+    results: dict[str, Any] = {"machine": info}
+    print(f"machine: {info['cpus']} x {info['cpu_model']}, {info['memory_gb']} GB, Python {info['python']}, "
+          f"load average {info['load_average']} at start, {info['date']}")
+    lines, origin = base_lines()
+    print(f"corpus: {origin}; replicated with fresh uuids\n")
+
+    if "transform" in only:
+        from transform_bench import run as transform_run
+
+        n = parse_count(args.transform_size)
+        started = time.time()
+        rows = transform_run(lines, n, pymisp_limit=parse_count(args.pymisp_size))
+        results["transform"] = rows
+        print(f"## Transform throughput, one core, {format_count(n)} records ({time.time() - started:.0f}s)\n")
+        print(table(rows, [
+            ("contender", "contender"), ("records", "records"), ("per_second", "records/s"),
+            ("us_per_record", "µs/record"), ("x_floor_time", "× floor time"), ("x_pymisp_speed", "× PyMISP speed"),
+        ]))
+        print()
+        if args.profile:
+            from transform_bench import profile
+
+            print("```\n" + profile(lines) + "```\n")
+
+    if "e2e" in only:
+        from e2e_bench import run as e2e_run
+
+        rows = []
+        for size in args.e2e_sizes.split(","):
+            n = parse_count(size)
+            print(f"  e2e {format_count(n)}...", file=sys.stderr, flush=True)
+            rows.append(e2e_run(n, events=args.events, window_days=args.window_days))
+        results["e2e"] = rows
+        print("## End to end: simulator -> fetch -> transform -> expiry -> embedded store\n")
+        print(table(rows, [
+            ("attributes", "attributes"), ("ages", "attribute ages"), ("engine_wall_s", "engine wall s"),
+            ("per_second", "attributes/s"), ("engine_cpu_s", "engine CPU s"), ("engine_peak_rss_mb", "engine peak RSS MB"),
+            ("simulator_cpu_s", "simulator CPU s"), ("simulator_peak_rss_mb", "simulator peak RSS MB"), ("store_mb", "store MB"),
+        ]))
+        print()
+
+    if "es" in only:
+        from es_bench import run as es_run
+
+        n = parse_count(args.es_size)
+        row = es_run(lines, n)
+        results["es"] = row
+        print("## Elasticsearch bulk writer against a loopback `_bulk` endpoint\n")
+        print(table([row], [
+            ("documents", "documents"), ("per_second", "documents/s"), ("client_cpu_s", "client CPU s"),
+            ("per_cpu_second", "documents per CPU s"), ("batch", "batch"), ("bulk_chunk", "_bulk chunk"),
+        ]))
+        print()
+
+    info_end = os.getloadavg() if hasattr(os, "getloadavg") else None
+    print(f"load average at the end: {[round(x, 2) for x in info_end] if info_end else '?'}")
+    out_dir = HERE / "results"
+    out_dir.mkdir(exist_ok=True)
+    path = out_dir / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(f"saved {path.relative_to(HERE.parent)}")
+
+
+if __name__ == "__main__":
+    main()
