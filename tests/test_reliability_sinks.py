@@ -250,11 +250,6 @@ def test_elasticsearch_connection_refused_keeps_the_cursor_then_resumes(simulato
 # the NDJSON sink after a crash in the middle of a write
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug, reported: after a SIGKILL tore the last line of the NDJSON file, the next run appends "
-    "to the torn line, so the first replayed document is glued to the fragment and unreadable",
-)
 def test_ndjson_output_stays_line_parseable_after_a_torn_write(simulator: MispSimulator, tmp_path: Path) -> None:
     out = tmp_path / "out.ndjson"
     out.write_bytes(b'{"_id":"a","event":{"kind":"enrichment"},"misp":{"attrib')  # what a SIGKILL mid-write leaves
