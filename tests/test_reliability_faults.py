@@ -37,8 +37,8 @@ POLLS = 3  # incremental polls after the backfill, with MISP edits before each
 RATE = 0.30
 
 #: Every kind alone at 30 %, and all of them together (30 % in total).
-#: 429 alone runs at 10 %: each one really waits the 1 s MISP asks for.
-PLANS = {kind: f"{kind}:{RATE if kind != '429' else 0.1}" for kind in FAULT_KINDS}
+#: 429 alone runs at 20 %: each one really waits the 1 s MISP asks for.
+PLANS = {kind: f"{kind}:{RATE if kind != '429' else 0.2}" for kind in FAULT_KINDS}
 PLANS["all kinds mixed"] = ",".join(f"{kind}:{RATE / len(FAULT_KINDS):.4f}" for kind in FAULT_KINDS)
 
 
