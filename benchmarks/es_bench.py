@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
 from corpus import replicate
 from transform_bench import STREAM, _context, make_engine_process  # noqa: F401
 

@@ -31,7 +31,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-
 from corpus import CORPUS_NOW, replicate
 
 STREAM = "threat_attributes"
