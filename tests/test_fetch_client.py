@@ -109,10 +109,10 @@ def test_permanent_errors_are_not_retried_and_never_show_the_key(status: int, ne
         httpx.Response(200, content=b'{"response": {"Attribute": [{"uuid": "a", "timest'),
         httpx.Response(200, json={"response": []}),
         httpx.Response(200, json={"name": "x", "message": "y"}),
-        httpx.Response(200, json={"response": {"Attribute": [{"uuid": "a"}]}}),
+        httpx.Response(200, json={"response": {"Attribute": [{"uuid": "a", "timestamp": "1"}, "not an object"]}}),
         httpx.Response(200, json={"response": {"Attribute": []}}, headers={"X-Result-Count": "many"}),
     ],
-    ids=["500", "502", "503", "html", "truncated", "wrong-scope-shape", "error-json", "no-timestamp", "bad-count-header"],
+    ids=["500", "502", "503", "html", "truncated", "wrong-scope-shape", "error-json", "non-object-record", "bad-count-header"],
 )
 def test_transient_failures_are_retried_with_capped_backoff_then_fail(response: httpx.Response) -> None:
     calls = []
@@ -237,3 +237,11 @@ def test_bad_ca_file_is_a_config_error(tmp_path: Any) -> None:
 def test_timeout_setting_reaches_httpx() -> None:
     client = make_client(lambda request: httpx.Response(200), timeout="7s")
     assert client._http.timeout.read == timedelta(seconds=7).total_seconds()
+
+
+def test_a_record_without_uuid_or_timestamp_is_passed_on_not_refused() -> None:
+    # one bad record must not block the stream: the transform marks it as a
+    # pipeline_error document; only a body of the wrong shape is refused
+    bad = [{"value": "no uuid", "timestamp": "5"}, {"uuid": "u", "timestamp": "soon"}]
+    result = make_client(lambda request: httpx.Response(200, json={"response": {"Attribute": bad}})).search("attributes", {})
+    assert result.items == bad

@@ -176,3 +176,22 @@ def test_property_every_visible_row_exactly_once(n: int, spread: int, limit: int
         model.add(f"u{i}", 100 + i // spread)
     delivered = read_all(model, limit=limit)
     assert sorted(delivered) == sorted((f"u{i}", 100 + i // spread) for i in range(n) if i not in hidden)
+
+
+def test_malformed_rows_are_delivered_and_do_not_steer_the_keyset() -> None:
+    from misp_ti.misp_client import SearchResult
+
+    good = [{"uuid": f"u{i}", "timestamp": str(100 + i), "id": str(i)} for i in range(3)]
+    bad = [{"value": "no uuid", "timestamp": "101"}, {"uuid": "x", "timestamp": "later"}]
+    calls = []
+
+    def search(body: dict) -> SearchResult:
+        calls.append(body)
+        lo, hi = body["timestamp"]
+        rows = [r for r in good if lo <= int(r["timestamp"]) <= hi] + (bad if body["page"] == 1 and len(calls) == 1 else [])
+        return SearchResult(rows, len(rows), None, 1)
+
+    reader = WindowReader(scope="attributes", search=search, body={}, start=0, end=1000, limit=50, key=row_key)
+    delivered = [r for chunk in reader.chunks() for r in chunk.rows]
+    assert bad[0] in delivered and bad[1] in delivered
+    assert sorted(r["uuid"] for r in delivered if r in good) == ["u0", "u1", "u2"]

@@ -150,7 +150,7 @@ class WindowReader:
         start: int,
         end: int,
         limit: int,
-        key: Callable[[Mapping[str, Any]], tuple[str, int]],
+        key: Callable[[Mapping[str, Any]], tuple[str | None, int | None]],
         post_filtered: bool = False,
     ):
         self.scope = scope
@@ -187,6 +187,11 @@ class WindowReader:
         out = []
         for row in rows:
             uuid, ts = self.key(row)
+            if uuid is None or ts is None:
+                # malformed: always passed on (it becomes a pipeline_error
+                # document whose id is its content, so a re-read is harmless)
+                out.append(row)
+                continue
             if self._seen.get(uuid, -1) >= ts:
                 self.stats.duplicates += 1
                 continue
@@ -211,7 +216,7 @@ class WindowReader:
             result = self._query(lo, self.end, page)
             rows = self._fresh(result.items)
             full = self._full(page, result)
-            newest = max((self.key(r)[1] for r in result.items), default=-1)
+            newest = max((ts for r in result.items if (ts := self.key(r)[1]) is not None), default=-1)
             if not full or newest > lo:
                 if episode is not None:
                     # offset mode ends here: deliver this page, then repair its span
@@ -265,6 +270,7 @@ class WindowReader:
         )
 
 
-def row_key(row: Mapping[str, Any]) -> tuple[str, int]:
-    """``(uuid, timestamp)`` of a validated attribute or event."""
-    return row["uuid"], record_timestamp(row) or 0
+def row_key(row: Mapping[str, Any]) -> tuple[str | None, int | None]:
+    """``(uuid, timestamp)`` of an attribute or event; ``None`` where unusable."""
+    uuid = row.get("uuid")
+    return (uuid if isinstance(uuid, str) and uuid else None), record_timestamp(row)
