@@ -111,3 +111,38 @@ def test_ndjson_sink_writes_one_document_per_line(tmp_path: Path) -> None:
     docs = [json.loads(line) for line in out.read_text().splitlines()]
     assert [d["misp"]["attribute"]["uuid"] for d in docs] == [f"a-{i:08d}" for i in range(4)]
     assert all(d["_id"] and "decayed_at" in d["misp"]["attribute"] for d in docs)
+
+
+def doc_for(uuid: str, value: str, ts: int, doc_id: str) -> dict[str, Any]:
+    return {
+        "_id": doc_id,
+        "@timestamp": datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        "event": {"kind": "enrichment", "dataset": "ti_misp.threat_attributes"},
+        "threat": {"indicator": {"type": "ipv4-addr", "ip": value}},
+        "misp": {"attribute": {"uuid": uuid, "value": value, "decayed": False,
+                               "decayed_at": (NOW + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")}},
+    }
+
+
+def test_two_versions_in_one_batch_keep_the_newer(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path / "s.db")
+    store.provision()
+    newer = doc_for("u1", "198.51.100.2", RECENT + 10, "v2")
+    older = doc_for("u1", "198.51.100.1", RECENT, "v1")
+    store.write([newer, older], ingested=NOW, retention_cutoff=None)
+    assert store.latest_snapshot()[("ti_misp.threat_attributes", "u1")][0] == "v2"
+    assert store.lookup("198.51.100.1", now=NOW) == [] and len(store.lookup("198.51.100.2", now=NOW)) == 1
+    assert store.conn.execute("SELECT count(*) FROM source").fetchone()[0] == 2
+
+
+def test_retention_forgets_old_source_rows_and_long_expired_latest_rows(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path / "s.db")
+    store.provision()
+    old = doc_for("old", "192.0.2.1", RECENT - 30 * 86400, "o1")
+    old["misp"]["attribute"]["decayed_at"] = (NOW - timedelta(days=20)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    store.write([old], ingested=NOW - timedelta(days=10), retention_cutoff=NOW - timedelta(days=15))
+    assert store.latest_snapshot()  # read 10 days ago, within retention then
+    store.write([doc_for("new", "192.0.2.2", RECENT, "n1")], ingested=NOW, retention_cutoff=NOW - timedelta(days=5))
+    assert store.conn.execute("SELECT id FROM source").fetchall() == [("n1",)]
+    assert list(store.latest_snapshot()) == [("ti_misp.threat_attributes", "new")]
+    assert store.lookup("192.0.2.1", now=NOW - timedelta(days=30)) == []

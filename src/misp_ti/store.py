@@ -146,12 +146,15 @@ class EmbeddedStore:
         return [{"sink": "sqlite", "action": action, "path": str(self.path), "schema_version": SCHEMA_VERSION}]
 
     def write(self, docs: Iterable[dict[str, Any]], *, ingested: datetime, retention_cutoff: datetime | None) -> int:
-        """Store one batch in one transaction; returns how many documents were given."""
+        """Store one batch in one transaction; returns how many documents were given.
+
+        The latest-view winners are decided here, in Python, against the rows
+        already stored for the batch's keys (one indexed read), so that the
+        lookup values are rewritten only for rows that change.
+        """
         ingested_ms = epoch_ms(ingested)
         source_rows = []
-        latest_rows = []
-        value_rows: list[tuple[str, str, str, str, str, str]] = []
-        touched = []
+        candidates: dict[tuple[str, str], tuple[Any, ...]] = {}
         count = 0
         for doc in docs:
             count += 1
@@ -160,45 +163,76 @@ class EmbeddedStore:
             attribute = doc.get("misp", {}).get("attribute") or {}
             uuid = attribute.get("uuid") if isinstance(attribute, dict) else None
             source_rows.append((doc["_id"], dataset, uuid, ingested_ms, body))
-            if not uuid or doc.get("event", {}).get("kind") == "pipeline_error":
+            if not uuid or not isinstance(uuid, str) or doc.get("event", {}).get("kind") == "pipeline_error":
                 continue
-            latest_rows.append((
+            row = (
                 dataset, uuid, doc["_id"], ingested_ms, _attr_ts(doc),
                 int(bool(attribute.get("decayed"))), _decayed_at_ms(attribute),
-                doc.get("threat", {}).get("indicator", {}).get("type"), body,
-            ))
-            touched.append((dataset, uuid, doc["_id"]))
-            value_rows.extend((dataset, uuid, v, dataset, uuid, doc["_id"]) for v in indicator_values(doc))
+                doc.get("threat", {}).get("indicator", {}).get("type"), body, doc,
+            )
+            previous = candidates.get((dataset, uuid))
+            if previous is None or (row[3], row[4]) >= (previous[3], previous[4]):
+                candidates[(dataset, uuid)] = row
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.executemany("INSERT OR IGNORE INTO source (id, dataset, uuid, ingested, doc) VALUES (?, ?, ?, ?, ?)", source_rows)
-            conn.executemany(_UPSERT_LATEST, latest_rows)
-            # refresh the looked-up values of the rows this batch won
+            stored = self._stored_versions(candidates)
+            winners = [
+                row for key, row in candidates.items()
+                if key not in stored or (row[3], row[4]) >= stored[key][1:] and row[2] != stored[key][0]
+            ]
+            conn.executemany(_UPSERT_LATEST, [row[:9] for row in winners])
             conn.executemany(
-                "DELETE FROM latest_value WHERE dataset = ? AND uuid = ? AND EXISTS "
-                "(SELECT 1 FROM latest WHERE latest.dataset = latest_value.dataset AND latest.uuid = latest_value.uuid AND latest.id = ?)",
-                touched,
+                "DELETE FROM latest_value WHERE dataset = ? AND uuid = ?",
+                [(row[0], row[1]) for row in winners if (row[0], row[1]) in stored],
             )
             conn.executemany(
-                "INSERT OR IGNORE INTO latest_value (dataset, uuid, value) SELECT ?, ?, ? WHERE EXISTS "
-                "(SELECT 1 FROM latest WHERE dataset = ? AND uuid = ? AND id = ?)",
-                value_rows,
+                "INSERT OR IGNORE INTO latest_value (dataset, uuid, value) VALUES (?, ?, ?)",
+                [(row[0], row[1], value) for row in winners for value in indicator_values(row[9])],
             )
-            if retention_cutoff is not None:
-                cutoff = epoch_ms(retention_cutoff)
-                conn.execute("DELETE FROM source WHERE ingested < ?", (cutoff,))
-                # an expired row is forgotten once it has also not been re-read for the retention age
-                conn.execute(
-                    "DELETE FROM latest_value WHERE (dataset, uuid) IN "
-                    "(SELECT dataset, uuid FROM latest WHERE decayed_at < ? AND ingested < ?)", (cutoff, cutoff)
-                )
-                conn.execute("DELETE FROM latest WHERE decayed_at < ? AND ingested < ?", (cutoff, cutoff))
+            if retention_cutoff is not None and self._retention_due(ingested_ms):
+                self._apply_retention(epoch_ms(retention_cutoff))
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
         return count
+
+    def _stored_versions(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, int, int]]:
+        """``(dataset, uuid) -> (id, ingested, attr_ts)`` of the latest rows already stored."""
+        found: dict[tuple[str, str], tuple[str, int, int]] = {}
+        by_dataset: dict[str, list[str]] = {}
+        for dataset, uuid in keys:
+            by_dataset.setdefault(dataset, []).append(uuid)
+        for dataset, uuids in by_dataset.items():
+            for start in range(0, len(uuids), 500):
+                chunk = uuids[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                for uuid, doc_id, ing, ts in self.conn.execute(
+                    f"SELECT uuid, id, ingested, attr_ts FROM latest WHERE dataset = ? AND uuid IN ({marks})",
+                    (dataset, *chunk),
+                ):
+                    found[(dataset, uuid)] = (doc_id, ing, ts)
+        return found
+
+    def _retention_due(self, ingested_ms: int) -> bool:
+        # once per ingest time, i.e. once per poll cycle, not per batch: the
+        # deletes scan every expired row, which grows with the store
+        if getattr(self, "_retention_done_for", None) == ingested_ms:
+            return False
+        self._retention_done_for = ingested_ms
+        return True
+
+    def _apply_retention(self, cutoff: int) -> None:
+        conn = self.conn
+        conn.execute("DELETE FROM source WHERE ingested < ?", (cutoff,))
+        # an expired row is forgotten once it has also not been re-read for the retention age
+        conn.execute(
+            "DELETE FROM latest_value WHERE (dataset, uuid) IN "
+            "(SELECT dataset, uuid FROM latest WHERE decayed_at < ? AND ingested < ?)", (cutoff, cutoff)
+        )
+        conn.execute("DELETE FROM latest WHERE decayed_at < ? AND ingested < ?", (cutoff, cutoff))
 
     # queries ---------------------------------------------------------------
 
