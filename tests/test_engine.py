@@ -268,3 +268,42 @@ def test_run_forever_retries_a_failed_poll_at_the_next_interval(tmp_path: Path) 
         assert errors == ["simulated MISP failure on page 2"]
         assert engine.state.get_cursor("threat_attributes") == {"offset": 20}
     assert len(store(tmp_path).active_keys(now=NOW)) == 20
+
+
+def test_prefetch_keeps_order_and_raises_after_the_pages_before_the_error() -> None:
+    from misp_ti.engine import Prefetch
+    from misp_ti.model import Page
+
+    def pages() -> Any:
+        yield Page([{"n": 1}], cursor={"offset": 1})
+        yield Page([{"n": 2}], cursor={"offset": 2})
+        raise RuntimeError("MISP went away")
+
+    seen = []
+    prefetch = Prefetch(pages())
+    with pytest.raises(RuntimeError, match="MISP went away"):
+        for page in prefetch:
+            seen.append(page.cursor["offset"])
+    prefetch.close()
+    assert seen == [1, 2]
+
+
+def test_prefetch_stops_reading_when_closed_early() -> None:
+    from misp_ti.engine import Prefetch
+    from misp_ti.model import Page
+
+    produced = []
+
+    def endless() -> Any:
+        n = 0
+        while True:
+            n += 1
+            produced.append(n)
+            yield Page([], cursor={"offset": n})
+
+    prefetch = Prefetch(endless())
+    first = next(iter(prefetch))
+    prefetch.close()
+    assert first.cursor == {"offset": 1}
+    assert not prefetch._thread.is_alive()
+    assert len(produced) <= 3  # one in hand, at most one queued and one blocked

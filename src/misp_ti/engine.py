@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -137,6 +138,56 @@ def first_result_caller(hook: Any) -> Callable[..., Any]:
         return None
 
     return call
+
+
+class Prefetch:
+    """Reads the next page in a thread while the current one is processed.
+
+    Fetching (network, JSON parsing) and processing (transform, sinks) then
+    overlap. Order and errors are kept: pages arrive in the order the fetch
+    plugin yields them, and an exception it raises surfaces here after every
+    page before it. A page read ahead but not yet delivered when the cycle
+    stops is simply dropped: its checkpoint was never saved.
+    """
+
+    def __init__(self, pages: Iterable[Page], depth: int = 1):
+        self._pages = iter(pages)
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="misp-ti-fetch", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for page in self._pages:
+                if not self._put(("page", page)):
+                    return
+            self._put(("done", None))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            self._put(("error", exc))
+
+    def _put(self, item: tuple[str, Any]) -> bool:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[Page]:
+        while True:
+            kind, value = self._queue.get()
+            if kind == "page":
+                yield value
+            elif kind == "done":
+                return
+            else:
+                raise value
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(timeout=5)
 
 
 def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -275,19 +326,23 @@ class Engine:
         if pages is None:
             raise PluginError(f"no fetch plugin serves the stream {stream!r}")
         last_cursor = None
-        for page in pages:
-            self._deliver_page(stream, page, ctx, result)
-            if page.cursor is not None:
-                last_cursor = page.cursor
+        prefetch = Prefetch(pages)
+        try:
+            for page in prefetch:
+                self._deliver_page(stream, page, ctx, result)
+                if page.cursor is not None:
+                    last_cursor = page.cursor
+                    if not dry_run:
+                        self.state.save_checkpoint(stream, page.cursor)
+                if self.stop_requested:
+                    log.info("stop requested: %s cycle left in progress after %d pages", stream, result.pages)
+                    break
+            else:
                 if not dry_run:
-                    self.state.save_checkpoint(stream, page.cursor)
-            if self.stop_requested:
-                log.info("stop requested: %s cycle left in progress after %d pages", stream, result.pages)
-                break
-        else:
-            if not dry_run:
-                self.state.finish_cycle(stream, cursor=last_cursor, cycle=cycle)
-            result.completed = True
+                    self.state.finish_cycle(stream, cursor=last_cursor, cycle=cycle)
+                result.completed = True
+        finally:
+            prefetch.close()
         result.seconds = time.monotonic() - started
         self.progress.cycle_finished(stream, result)
         return result
