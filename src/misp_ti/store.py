@@ -101,18 +101,8 @@ def indicator_values(doc: dict[str, Any]) -> set[str]:
     return found
 
 
-def _attr_ts(doc: dict[str, Any]) -> int:
-    raw = doc.get("@timestamp")
-    if isinstance(raw, str):
-        try:
-            return epoch_ms(parse_iso(raw))
-        except ValueError:
-            return 0
-    return 0
-
-
-def _decayed_at_ms(attribute: dict[str, Any]) -> int:
-    raw = attribute.get("decayed_at")
+def _date_ms(raw: Any) -> int:
+    """Epoch milliseconds of an ISO date field; 0 when absent or unreadable."""
     if isinstance(raw, str):
         try:
             return epoch_ms(parse_iso(raw))
@@ -166,8 +156,8 @@ class EmbeddedStore:
             if not uuid or not isinstance(uuid, str) or doc.get("event", {}).get("kind") == "pipeline_error":
                 continue
             row = (
-                dataset, uuid, doc["_id"], ingested_ms, _attr_ts(doc),
-                int(bool(attribute.get("decayed"))), _decayed_at_ms(attribute),
+                dataset, uuid, doc["_id"], ingested_ms, _date_ms(doc.get("@timestamp")),
+                int(bool(attribute.get("decayed"))), _date_ms(attribute.get("decayed_at")),
                 doc.get("threat", {}).get("indicator", {}).get("type"), body, doc,
             )
             previous = candidates.get((dataset, uuid))
