@@ -63,7 +63,7 @@ EVENT_ORDER_FIELDS = (
     "timestamp",
     "publish_timestamp",
 )
-_NUMERIC_FIELDS = {
+NUMERIC_FIELDS = frozenset({
     "id",
     "event_id",
     "object_id",
@@ -72,7 +72,7 @@ _NUMERIC_FIELDS = {
     "publish_timestamp",
     "analysis",
     "threat_level_id",
-}
+})
 
 
 class FilterError(ValueError):

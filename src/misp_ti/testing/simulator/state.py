@@ -20,7 +20,7 @@ import orjson
 
 from misp_ti.testing.simulator.dataset import Dataset, no_gc
 from misp_ti.testing.simulator.decay import DecayScorer
-from misp_ti.testing.simulator.filters import Query
+from misp_ti.testing.simulator.filters import NUMERIC_FIELDS, Query
 from misp_ti.testing.simulator.render import render_attribute, render_event
 from misp_ti.testing.simulator.tags import TagRegistry, like_regex
 from misp_ti.testing.simulator.warninglist import Warninglist
@@ -440,16 +440,8 @@ def _date(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, UTC).date().isoformat()
 
 
-_NUMERIC = {
-    "id",
-    "event_id",
-    "object_id",
-    "distribution",
-    "timestamp",
-    "publish_timestamp",
-    "analysis",
-    "threat_level_id",
-}
+# the same columns sort numerically as filter numerically
+_NUMERIC = NUMERIC_FIELDS
 
 
 def _sort_key(model: str, name: str) -> Callable[[Row], Any]:
