@@ -245,3 +245,19 @@ def test_a_record_without_uuid_or_timestamp_is_passed_on_not_refused() -> None:
     bad = [{"value": "no uuid", "timestamp": "5"}, {"uuid": "u", "timestamp": "soon"}]
     result = make_client(lambda request: httpx.Response(200, json={"response": {"Attribute": bad}})).search("attributes", {})
     assert result.items == bad
+
+
+def test_a_cancelled_poll_stops_retrying() -> None:
+    import threading
+
+    cancelled = threading.Event()
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        cancelled.set()  # the engine's cycle ends while this request is out
+        return httpx.Response(503, text="unavailable")
+
+    with pytest.raises(FetchError, match="the poll was stopped"):
+        make_client(handler, max_retries=10).search("attributes", {}, cancelled=cancelled)
+    assert len(calls) == 1

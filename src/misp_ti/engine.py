@@ -150,10 +150,11 @@ class Prefetch:
     stops is simply dropped: its checkpoint was never saved.
     """
 
-    def __init__(self, pages: Iterable[Page], depth: int = 1):
+    def __init__(self, pages: Iterable[Page], depth: int = 1, cancel: threading.Event | None = None):
         self._pages = iter(pages)
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
-        self._closed = threading.Event()
+        # closing also tells the fetch plugin (ctx.cancelled) to stop retrying
+        self._closed = cancel if cancel is not None else threading.Event()
         self._thread = threading.Thread(target=self._read, name="misp-ti-fetch", daemon=True)
         self._thread.start()
 
@@ -326,7 +327,7 @@ class Engine:
         if pages is None:
             raise PluginError(f"no fetch plugin serves the stream {stream!r}")
         last_cursor = None
-        prefetch = Prefetch(pages)
+        prefetch = Prefetch(pages, cancel=ctx.cancelled)
         try:
             for page in prefetch:
                 self._deliver_page(stream, page, ctx, result)

@@ -215,10 +215,13 @@ class MispClient:
 
     # -------------------------------------------------------------------
 
-    def search(self, scope: str, body: Mapping[str, Any]) -> SearchResult:
+    def search(self, scope: str, body: Mapping[str, Any], cancelled: threading.Event | None = None) -> SearchResult:
         """POST ``body`` to the restSearch endpoint of ``scope``, with retries.
 
-        :raises FetchError: a permanent failure, or the retry budget is spent.
+        ``cancelled``: once set (the engine's cycle is over), no further
+        attempt is made and waits end early.
+
+        :raises FetchError: a permanent failure, the retry budget is spent, or cancelled.
         """
         path = PATHS[scope]
         payload = orjson.dumps(body)
@@ -235,12 +238,19 @@ class MispClient:
                     raise FetchError(
                         f"POST {settings.url}{path} failed after {attempt} attempts; last error: {exc}"
                     ) from None
+                if cancelled is not None and cancelled.is_set():
+                    raise FetchError(f"POST {settings.url}{path}: the poll was stopped; not retrying ({exc})") from None
                 delay = self._delay(attempt, exc.wait)
                 log.warning(
                     "POST %s%s: %s; retry %d of %d in %.2fs",
                     settings.url, path, exc, attempt, settings.max_retries, delay,
                 )
-                self.sleep(delay)
+                if cancelled is not None and self.sleep is time.sleep:
+                    cancelled.wait(delay)
+                else:
+                    self.sleep(delay)
+                if cancelled is not None and cancelled.is_set():
+                    raise FetchError(f"POST {settings.url}{path}: the poll was stopped; not retrying") from None
 
     def _delay(self, attempt: int, wait: float | None) -> float:
         cap = self.settings.backoff_max.total_seconds()

@@ -7,6 +7,7 @@ anything heavier than this module.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -79,6 +80,9 @@ class RunContext:
     #: connections here (see :meth:`resource`); closed by :meth:`close_resources`.
     resources: dict[str, Any] = field(default_factory=dict)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("misp_ti"))
+    #: Set when the cycle is over (stopped, failed, or done) while a fetch may
+    #: still be reading ahead: a fetch plugin should stop retrying and return.
+    cancelled: threading.Event = field(default_factory=threading.Event)
 
     @property
     def dry_run_requests(self) -> list[dict[str, Any]]:

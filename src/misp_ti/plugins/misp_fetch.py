@@ -114,7 +114,7 @@ def read_stream(stream: str, cursor: Mapping[str, Any] | None, ctx: RunContext) 
     body = request_body(stream, settings)
     reader = WindowReader(
         scope=scope,
-        search=lambda b: misp.search(scope, b),
+        search=lambda b: misp.search(scope, b, cancelled=ctx.cancelled),
         body=body,
         start=start,
         end=end,
