@@ -60,6 +60,11 @@ def fetch(
         only after every sink confirmed that page and all earlier ones; the
         last page must carry the cursor for the next poll. Raising aborts the
         cycle without moving the cursor past the last confirmed page.
+
+    The engine consumes the iterable in a background thread, one page ahead
+    of processing, and sets ``ctx.cancelled`` (a :class:`threading.Event`)
+    when the cycle is over; a plugin that retries or waits should check it
+    and give up, so no request outlives its cycle.
     """
 
 
