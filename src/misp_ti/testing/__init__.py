@@ -25,18 +25,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from misp_ti.testing.fixtures import (
-    engine,
-    install_misp_plugin,
-    make_engine,
-    misp_client_config,
-    misp_clock,
-    misp_dataset,
-    misp_server,
-)
 from misp_ti.testing.plugins import InstalledPlugin, install_entry_point_plugin
-from misp_ti.testing.recording import misp_cassette, misp_vcr, misp_vcr_config
-from misp_ti.testing.services import elasticsearch_url
+
+# The simulator (misp_ti.testing.simulator) also serves `misp-ti demo` in a
+# plain install without pytest; the fixtures exist only where pytest does,
+# which is always the case when pytest loads this module as a plugin.
+try:
+    import pytest as _pytest
+except ImportError:  # a plain install: the demo needs the simulator, not the fixtures
+    _pytest = None  # type: ignore[assignment]
+
+if _pytest is not None:
+    from misp_ti.testing.fixtures import (
+        engine,
+        install_misp_plugin,
+        make_engine,
+        misp_client_config,
+        misp_clock,
+        misp_dataset,
+        misp_server,
+    )
+    from misp_ti.testing.recording import misp_cassette, misp_vcr, misp_vcr_config
+    from misp_ti.testing.services import elasticsearch_url
 
 #: The public names of the kit (a test checks they all exist and are documented).
 FIXTURES = (
