@@ -90,6 +90,9 @@ class StateStore:
         self._conn.execute("PRAGMA busy_timeout = 10000")
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute("PRAGMA synchronous = FULL")
+        # the same file as the embedded store by default: do not checkpoint
+        # its large WAL after every small cursor commit
+        self._conn.execute("PRAGMA wal_autocheckpoint = 16384")
         self._conn.executescript(_SCHEMA)
 
     def close(self) -> None:

@@ -119,7 +119,12 @@ class EmbeddedStore:
         self.conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA busy_timeout = 10000")
         self.conn.execute("PRAGMA journal_mode = WAL")
+        # NORMAL is safe in WAL mode: the state store's FULL commit of a
+        # checkpoint fsyncs the WAL holding this batch before the cursor moves
         self.conn.execute("PRAGMA synchronous = NORMAL")
+        # batches dirty many random index pages: checkpoint every ~64 MB of
+        # WAL instead of every 4 MB (fewer fsyncs, same data)
+        self.conn.execute("PRAGMA wal_autocheckpoint = 16384")
 
     def close(self) -> None:
         self.conn.close()
