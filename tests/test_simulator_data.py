@@ -166,3 +166,15 @@ def test_cli_rejects_bad_fault_plan():
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert result.returncode == 2 and "unknown kind 'boom'" in result.stderr
+
+
+def test_shift_never_puts_an_event_after_the_newest_time() -> None:
+    from datetime import UTC, datetime
+
+    newest = datetime(2026, 1, 1, tzinfo=UTC)
+    shifted = Dataset.sample().shift_to(newest)
+    assert shifted.newest_timestamp() == int(newest.timestamp())
+    late = [e["uuid"] for e in Dataset.sample().events() if int(e["timestamp"]) > Dataset.sample().newest_timestamp()]
+    assert late, "the sample has an event edited after its newest attribute: the case this guards"
+    for event in shifted.events():
+        assert int(event["timestamp"]) <= int(newest.timestamp())

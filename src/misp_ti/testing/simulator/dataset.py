@@ -225,6 +225,10 @@ def _shift_ts(value: str, delta: int) -> str:
     return str(int(value) + delta) if int(value) > 0 else value
 
 
+def _clamp_ts(value: str, ceiling: int) -> str:
+    return str(ceiling) if int(value) > ceiling else value
+
+
 class Dataset:
     """An immutable collection of MISP events (see the module docstring)."""
 
@@ -341,14 +345,17 @@ class Dataset:
         events = orjson.loads(
             orjson.dumps(self._events)
         )  # deep copy; much faster than copy.deepcopy
+        ceiling = int(newest.timestamp())
         for event in events:
             for key in ("timestamp", "publish_timestamp"):
-                event[key] = _shift_ts(event[key], delta)
+                # an event edited after its newest attribute would otherwise land
+                # in the future, outside every poll window; MISP never shows that
+                event[key] = _clamp_ts(_shift_ts(event[key], delta), ceiling)
             event["date"] = (
                 date.fromisoformat(event["date"][:10]) + timedelta(seconds=delta)
             ).isoformat()
             for obj in event["Object"]:
-                obj["timestamp"] = _shift_ts(obj["timestamp"], delta)
+                obj["timestamp"] = _clamp_ts(_shift_ts(obj["timestamp"], delta), ceiling)
                 obj["first_seen"] = _shift_seen(obj["first_seen"], delta)
                 obj["last_seen"] = _shift_seen(obj["last_seen"], delta)
             for attribute in _all_attributes(event):
