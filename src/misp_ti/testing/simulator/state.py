@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import random
 import threading
 import uuid as uuid_module
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,26 +175,12 @@ class SimState:
             return cached
         low, high = query.timestamp_range
         if low is not None or high is not None:
-            start = 0 if low is None else bisect.bisect_left(self.ts_index, (low, -1))
-            stop = (
-                len(self.ts_index)
-                if high is None
-                else bisect.bisect_right(self.ts_index, (high, 1 << 62))
-            )
+            start, stop = self._timestamp_span(query)
             candidates = [self.rows[i] for _, i in self.ts_index[start:stop]]
             candidates.sort(key=lambda r: r.id)
         else:
             candidates = [self.rows[i] for i in sorted(self.rows)]
-        event_ok: dict[int, bool] = {}
-        predicates = query.attribute_predicates
-        matched = []
-        for row in candidates:
-            eid = id(row.event)
-            ok = event_ok.get(eid)
-            if ok is None:
-                ok = event_ok[eid] = all(p(row.event) for p in query.event_predicates)
-            if ok and all(p(row) for p in predicates):
-                matched.append(row)
+        matched = list(_matching(candidates, query))
         if query.order:
             for model, name, descending in reversed(query.order):
                 matched.sort(key=_sort_key(model, name), reverse=descending)
@@ -213,6 +200,13 @@ class SimState:
             model_ids=query.decaying_model if query else None,
         )  # fmt: skip
 
+    def _timestamp_span(self, query: Query) -> tuple[int, int]:
+        """Positions in the timestamp index of the query's time range."""
+        low, high = query.timestamp_range
+        start = 0 if low is None else bisect.bisect_left(self.ts_index, (low, -1))
+        stop = len(self.ts_index) if high is None else bisect.bisect_right(self.ts_index, (high, 1 << 62))
+        return start, stop
+
     def _page_in_timestamp_order(self, query: Query) -> list[Row]:
         """The requested page, for queries ordered by timestamp then id.
 
@@ -221,24 +215,11 @@ class SimState:
         keyset-paging client asks a new range every page; matching it all
         each time made a large backfill quadratic).
         """
-        low, high = query.timestamp_range
-        start = 0 if low is None else bisect.bisect_left(self.ts_index, (low, -1))
-        stop = len(self.ts_index) if high is None else bisect.bisect_right(self.ts_index, (high, 1 << 62))
+        start, stop = self._timestamp_span(query)
         offset = query.limit * (query.page - 1)
         need = offset + query.limit
-        event_ok: dict[int, bool] = {}
-        predicates = query.attribute_predicates
-        matched: list[Row] = []
-        for position in range(start, stop):
-            row = self.rows[self.ts_index[position][1]]
-            eid = id(row.event)
-            ok = event_ok.get(eid)
-            if ok is None:
-                ok = event_ok[eid] = all(p(row.event) for p in query.event_predicates)
-            if ok and all(p(row) for p in predicates):
-                matched.append(row)
-                if len(matched) >= need:
-                    break
+        in_order = (self.rows[self.ts_index[position][1]] for position in range(start, stop))
+        matched = list(itertools.islice(_matching(in_order, query), need))
         return matched[offset:need]
 
     def search_attributes(self, query: Query, now: int) -> SearchResult:
@@ -468,6 +449,20 @@ def _date(epoch: int) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(epoch, UTC).date().isoformat()
+
+
+def _matching(rows: Iterable[Row], query: Query) -> Iterator[Row]:
+    """The rows the query's filters keep, in the order given (event filters
+    are evaluated once per event)."""
+    event_ok: dict[int, bool] = {}
+    predicates = query.attribute_predicates
+    for row in rows:
+        eid = id(row.event)
+        ok = event_ok.get(eid)
+        if ok is None:
+            ok = event_ok[eid] = all(p(row.event) for p in query.event_predicates)
+        if ok and all(p(row) for p in predicates):
+            yield row
 
 
 #: Orders the timestamp index already has (rows sorted by timestamp, then id).
