@@ -114,17 +114,25 @@ def test_provision_installs_what_the_reference_has(es_spec: spec.Spec, tmp_path:
     phases = writes[("PUT", f"/_ilm/policy/{assets.ILM_POLICY}")]["body"]["policy"]["phases"]
     assert phases["hot"]["actions"]["rollover"]["max_age"] == "2d"
     assert phases["delete"]["min_age"] == "3d"
-    transform = writes[("PUT", f"/_transform/{assets.transform_id()}")]["body"]
-    assert transform["latest"] == {"unique_key": ["event.dataset", "misp.attribute.uuid"], "sort": "event.ingested"}
-    assert transform["sync"]["time"]["field"] == "event.ingested"
-    assert transform["retention_policy"]["time"]["field"] == "misp.attribute.decayed_at"
-    assert transform["dest"]["aliases"] == [{"alias": "logs-ti_misp_latest.threat_attributes", "move_on_creation": True}]
-    assert transform["_meta"]["managed_by"] == "misp-ti" and transform["_meta"]["version"] == assets.ASSET_VERSION
-    assert ("PUT", f"/{assets.dest_index()}") in writes
-    assert ("POST", f"/_transform/{assets.transform_id()}/_start") in writes
-    # the transform is created only after its destination index (explicit mappings)
-    order = [(r["method"], r["path"]) for r in requests]
-    assert order.index(("PUT", f"/{assets.dest_index()}")) < order.index(("PUT", f"/_transform/{assets.transform_id()}"))
+    for stream in ("threat_attributes", "threat"):
+        tid, dest, alias = assets.transform_id(stream), assets.dest_index(stream), assets.latest_alias(stream)
+        transform = writes[("PUT", f"/_transform/{tid}")]["body"]
+        assert transform["latest"] == {"unique_key": ["event.dataset", "misp.attribute.uuid"], "sort": "event.ingested"}
+        assert transform["source"]["index"] == [f"logs-ti_misp.{stream}-*"]
+        assert transform["sync"]["time"]["field"] == "event.ingested"
+        assert transform["retention_policy"]["time"]["field"] == "misp.attribute.decayed_at"
+        assert "aliases" not in transform["dest"]  # provision manages the filtered alias itself
+        assert transform["_meta"]["managed_by"] == "misp-ti" and transform["_meta"]["version"] == assets.ASSET_VERSION
+        dest_template = writes[("PUT", f"/_index_template/{assets.dest_template_name(stream)}")]["body"]
+        assert dest_template["index_patterns"] == [f"{assets.dest_prefix(stream)}*"] and "data_stream" not in dest_template
+        assert dest_template["template"]["settings"]["index"]["hidden"] is True
+        assert ("PUT", f"/{dest}") in writes and ("POST", f"/_transform/{tid}/_start") in writes
+        # template before index before transform; the alias gets its filter
+        order = [(r["method"], r["path"]) for r in requests]
+        assert order.index(("PUT", f"/_index_template/{assets.dest_template_name(stream)}")) < order.index(("PUT", f"/{dest}"))
+        assert order.index(("PUT", f"/{dest}")) < order.index(("PUT", f"/_transform/{tid}"))
+        adds = [a["add"] for r in requests if r["path"] == "/_aliases" for a in r["body"]["actions"] if "add" in a]
+        assert {"index": dest, "alias": alias, "filter": assets.alias_filter()} in adds
 
 
 def test_client_ingest_time_mode_installs_no_default_pipeline(tmp_path: Path) -> None:
@@ -185,10 +193,19 @@ def once_dry_run(tmp_path: Path, mode: str) -> list[dict[str, Any]]:
         return list(engine.context(dry_run=True).dry_run_requests)
 
 
+def once_dry_run_bulk(tmp_path: Path, mode: str) -> list[dict[str, Any]]:
+    return [r for r in once_dry_run(tmp_path, mode) if r["path"] == "/_bulk"]
+
+
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_once_dry_run_bulk_requests_are_valid(es_spec: spec.Spec, tmp_path: Path, mode: str) -> None:
-    requests = once_dry_run(tmp_path, mode)
-    assert_valid(es_spec, requests)
+    everything = once_dry_run(tmp_path, mode)
+    assert_valid(es_spec, everything)
+    # ecs mode: each stream's cycle also removes the expired IOCs of its latest view
+    sweeps = [r for r in everything if r["path"].endswith("/_delete_by_query")]
+    expected = {f"/{assets.dest_index(s)}/_delete_by_query" for s in ("threat_attributes", "threat")} if mode.startswith("ecs") else set()
+    assert {r["path"] for r in sweeps} == expected and len(sweeps) == len(expected)
+    requests = [r for r in everything if r not in sweeps]
     n = len(raw_records("threat_attributes"))
     assert all(r["method"] == "POST" and r["path"] == "/_bulk" for r in requests)
     assert all(len(r["body"]) <= 8 for r in requests)  # chunk_size = 4 documents
@@ -281,7 +298,7 @@ def test_validator_catches_a_missing_required_field(es_spec: spec.Spec, provisio
     del req["body"]["source"]
     assert any("missing required property 'source'" in p for p in es_spec.validate(req))
     req = first(provision_requests, "PUT", "/_transform/")
-    del req["body"]["dest"]["aliases"][0]["alias"]  # also inside the dest.aliases we add to the spec
+    req["body"]["dest"]["aliases"] = [{"move_on_creation": True}]  # also inside the dest.aliases we add to the spec
     assert any("missing required property 'alias'" in p for p in es_spec.validate(req))
 
 
@@ -308,10 +325,10 @@ def test_validator_checks_endpoints_parameters_and_bulk_lines(es_spec: spec.Spec
     assert any("unknown query parameter 'wait'" in p for p in es_spec.validate(req))
     req["params"] = {"timeout": 5}  # a Duration is a string
     assert es_spec.validate(req)
-    bulk_req = copy.deepcopy(once_dry_run(tmp_path, "ecs-server")[0])
+    bulk_req = copy.deepcopy(once_dry_run_bulk(tmp_path, "ecs-server")[0])
     bulk_req["body"][0] = {"craete": bulk_req["body"][0]["create"]}
     assert any("unknown property 'craete'" in p for p in es_spec.validate(bulk_req))
-    bulk_req = copy.deepcopy(once_dry_run(tmp_path, "ecs-server")[0])
+    bulk_req = copy.deepcopy(once_dry_run_bulk(tmp_path, "ecs-server")[0])
     bulk_req["body"][0]["create"]["_id"] = 7
     assert any("_id: expected a string" in p for p in es_spec.validate(bulk_req))
     bulk_req["body"] = bulk_req["body"][:1]  # an action without its document

@@ -277,6 +277,10 @@ class ElasticsearchSettings(_Section):
     transform_frequency: Duration = Field(timedelta(seconds=30), description="How often the `latest` transform checks for new documents (1s to 1h).")
     transform_sync_delay: Duration = Field(timedelta(seconds=120), description="How long the `latest` transform waits for documents to become searchable before it reads them.")
     transform_retention_max_age: Duration = Field(timedelta(minutes=1), description="The latest view drops an indicator this long after its `misp.attribute.decayed_at`.")
+    upgrade_wait: Duration = Field(
+        timedelta(minutes=10),
+        description="After an asset upgrade, how long provision waits for the new latest view's first checkpoint before moving the alias to it; past it the alias stays on the old view until the next provision.",
+    )
 
     @model_validator(mode="after")
     def _secret_files(self) -> ElasticsearchSettings:

@@ -68,6 +68,7 @@ class CycleResult:
     pipeline_errors: int = 0
     delivered: dict[str, int] = field(default_factory=dict)
     dead_lettered: dict[str, int] = field(default_factory=dict)
+    failure_stored: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -83,6 +84,7 @@ class CycleResult:
             "pipeline_errors": self.pipeline_errors,
             "delivered": self.delivered,
             "dead_lettered": self.dead_lettered,
+            "failure_stored": self.failure_stored,
             "seconds": round(self.seconds, 3),
         }
 
@@ -192,7 +194,10 @@ class Prefetch:
 
 
 def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    for start in range(0, len(items), size):
+    # a page without documents is still one (empty) batch: sinks see every
+    # cycle, quiet ones included, and can do their per-cycle housekeeping
+    yield items[:size]
+    for start in range(size, len(items), size):
         yield items[start:start + size]
 
 
@@ -249,22 +254,25 @@ class Engine:
                 f"available: {', '.join(sorted(policies)) or 'none'}"
             )
 
-    def context(self, *, now: datetime | None = None, refetch: bool = False, dry_run: bool = False) -> RunContext:
+    def context(self, *, now: datetime | None = None, refetch: bool = False, dry_run: bool = False, check: bool = False) -> RunContext:
         return RunContext(
             config=self.config,
             now=now or self.clock(),
-            state=self._state if dry_run else self.state,
+            state=self._state if dry_run or check else self.state,
             refetch=refetch,
             dry_run=dry_run,
+            check=check,
             resources=self.resources,
         )
 
-    def provision(self, *, dry_run: bool = False) -> list[dict[str, Any]]:
-        ctx = self.context(dry_run=dry_run)
+    def provision(self, *, dry_run: bool = False, check: bool = False) -> list[dict[str, Any]]:
+        """Let every sink install what it needs; with ``check``, only report
+        whether it could (each sink's answer, e.g. missing privileges)."""
+        ctx = self.context(dry_run=dry_run, check=check)
         actions: list[dict[str, Any]] = []
         for result in self.pm.hook.provision(ctx=ctx):
             actions.extend(result or ())
-        if not dry_run:
+        if not dry_run and not check:
             self._provisioned = True
         return actions
 
@@ -401,6 +409,8 @@ class Engine:
             for report in reports:
                 result.delivered[report.sink] = result.delivered.get(report.sink, 0) + report.delivered
                 result.dead_lettered[report.sink] = result.dead_lettered.get(report.sink, 0) + report.dead_lettered
+                if report.failure_stored:
+                    result.failure_stored[report.sink] = result.failure_stored.get(report.sink, 0) + report.failure_stored
         return reports
 
     def run_once(self, *, streams: Iterable[str] | None = None, dry_run: bool = False) -> list[CycleResult]:

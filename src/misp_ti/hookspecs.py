@@ -111,7 +111,10 @@ def compute_expiry(
 def emit(stream: str, docs: list[dict[str, Any]], ctx: RunContext) -> SinkReport | None:
     """Deliver one batch of documents; every enabled sink gets every batch.
 
-    Called once per batch. **Fan-out**: every implementation is called; each
+    Called once per batch, and at least once per fetched page: a page
+    without documents (a quiet poll) arrives as an empty list, so a sink can
+    do its per-cycle housekeeping (the Elasticsearch sink removes expired
+    IOCs from its latest views). **Fan-out**: every implementation is called; each
     sink answers only if ``ctx.sink_enabled(<its name>)`` and returns ``None``
     otherwise. Documents carry their id under ``"_id"``; a sink must not
     mutate the dicts (the next sink receives the same objects).
@@ -130,6 +133,11 @@ def provision(ctx: RunContext) -> list[dict[str, Any]] | None:
     Called once per engine before the first ``emit`` and by
     ``misp-ti provision``. **Fan-out**: every implementation is called; each
     acts only for its enabled sink. With ``ctx.dry_run`` nothing is changed.
+    With ``ctx.check`` (``misp-ti provision --check``) nothing is changed
+    either: the sink reports whether it could provision and write, as
+    ``{"sink": ..., "check": ..., "ok": bool, "missing": [...]}`` (the CLI
+    exits 1 when any ``ok`` is false); a sink with nothing to check may
+    return ``None``.
 
     :returns: a list of the actions taken (or, with ``ctx.dry_run``, the
         requests that would be sent), one JSON-able dict each, e.g.

@@ -58,6 +58,9 @@ class SinkReport:
     sink: str
     delivered: int
     dead_lettered: int = 0
+    #: Accepted by the sink but not into the data (Elasticsearch's failure
+    #: store); counted apart and never part of ``delivered``. Also dead-lettered.
+    failure_stored: int = 0
 
 
 @dataclass(slots=True)
@@ -76,6 +79,9 @@ class RunContext:
     refetch: bool = False
     #: True when sinks must only describe what they would send.
     dry_run: bool = False
+    #: ``provision`` only: check that the sink can provision and write (its
+    #: privileges), change nothing, and report what is missing.
+    check: bool = False
     #: Per-engine cache shared by all cycles: plugins keep clients and
     #: connections here (see :meth:`resource`); closed by :meth:`close_resources`.
     resources: dict[str, Any] = field(default_factory=dict)

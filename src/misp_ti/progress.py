@@ -33,6 +33,9 @@ class LogProgress:
         log.info("%s cycle %s: %d pages, %d documents, %d pipeline errors, %.1fs",
                  stream, "done" if result.completed else "interrupted", result.pages,
                  result.documents, result.pipeline_errors, result.seconds)
+        for sink, count in sorted(getattr(result, "failure_stored", {}).items()):
+            log.warning("%s cycle: %s stored %d documents in its failure store instead of the data "
+                        "(they did not fit the mappings; copies are in the dead-letter file)", stream, sink, count)
 
 
 class RichProgress:

@@ -203,13 +203,20 @@ def run(obj: Obj) -> None:
 
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Print every request it would send, one JSON object per line; change nothing.")
+@click.option("--check", is_flag=True, help="Only ask each sink whether it may provision and write (e.g. Elasticsearch privileges); exit 1 if not.")
 @click.pass_obj
 @handle_errors
-def provision(obj: Obj, dry_run: bool) -> None:
+def provision(obj: Obj, dry_run: bool, check: bool) -> None:
     """Install what the enabled sinks need (idempotent)."""
     with obj.engine() as engine:
-        for action in engine.provision(dry_run=dry_run):
+        actions = engine.provision(dry_run=dry_run, check=check)
+        for action in actions:
             click.echo(orjson.dumps(action).decode())
+    lacking = [a for a in actions if a.get("ok") is False]
+    for action in lacking:
+        click.echo(f"misp-ti: {action.get('sink')} lacks: {'; '.join(action.get('missing') or ['?'])}", err=True)
+    if lacking:
+        raise SystemExit(1)
 
 
 @cli.command()

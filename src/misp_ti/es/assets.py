@@ -20,19 +20,28 @@ from misp_ti.config import ElasticsearchSettings
 from misp_ti.model import STREAMS
 
 #: Bump when the transform or its destination mappings change incompatibly.
-ASSET_VERSION = 1
+#: 2: one latest view per stream, hidden destinations outside ``logs-*``
+#: behind a filtered alias, ``event.module`` and ``threat.feed.dashboard_id``.
+ASSET_VERSION = 2
 MANAGED_BY = "misp-ti"
 
 ILM_POLICY = "misp-ti.source"
 PIPELINE_INGESTED = "misp-ti.event-ingested"
 PIPELINE_LATEST_DEST = "misp-ti.latest-dest"
-LATEST_STREAM = "threat_attributes"
-LATEST_ALIAS = "logs-ti_misp_latest.threat_attributes"
-TRANSFORM_PREFIX = "misp-ti.latest_threat_attributes-"
-DEST_PREFIX = "logs-ti_misp_latest.dest_threat_attributes-"
 #: Above the built-in ``logs`` template (100) and Fleet's package templates
 #: (200): in ``ecs`` mode our documents must never meet the integration's pipeline.
 TEMPLATE_PRIORITY = 250
+#: What Elastic's ti_misp maps as ``constant_keyword`` (``base-fields.yml`` of
+#: its data streams and transform): prebuilt rules select on ``event.module``,
+#: Kibana's Threat Intelligence page links through ``threat.feed.dashboard_id``.
+EVENT_MODULE = "ti_misp"
+FEED_DASHBOARD_ID = "ti_misp-56ed8040-6c7d-11ec-9bce-f7a4dc94c294"
+#: Version 1 put the destination under ``logs-*`` (Fleet's naming): the built-in
+#: ``logs`` template made it refuse creation, and ``logs-*`` searches reached it
+#: without the alias filter. Provision still finds and removes it.
+LEGACY_DEST_PREFIX = "logs-ti_misp_latest.dest_threat_attributes-"
+#: Fleet's ti_misp ``latest_ioc`` transform ids start so (``logs-ti_misp.latest_ioc-<ns>-<version>``).
+FLEET_TRANSFORM_PREFIX = "logs-ti_misp.latest_ioc"
 
 #: Fields ``ecs@mappings`` does not know (our extensions of ECS, or names
 #: its dynamic templates would map wrongly), mapped explicitly. The transform
@@ -133,12 +142,31 @@ def template_name(stream: str) -> str:
     return f"misp-ti.logs-ti_misp.{stream}"
 
 
-def transform_id(version: int | None = None) -> str:
-    return f"{TRANSFORM_PREFIX}{ASSET_VERSION if version is None else version}"
+def latest_alias(stream: str) -> str:
+    """What users, rules and dashboards query: the IOCs valid now (Fleet's alias name)."""
+    return f"logs-ti_misp_latest.{stream}"
 
 
-def dest_index(version: int | None = None) -> str:
-    return f"{DEST_PREFIX}{ASSET_VERSION if version is None else version}"
+def dest_prefix(stream: str) -> str:
+    # Outside ``logs-*`` and hidden: ``logs-*`` and ``logs-ti_*`` reach the
+    # destination only through the alias, so its filter always applies.
+    return f"misp-ti-latest.{stream}-"
+
+
+def dest_index(stream: str, version: int | None = None) -> str:
+    return f"{dest_prefix(stream)}{ASSET_VERSION if version is None else version}"
+
+
+def dest_template_name(stream: str) -> str:
+    return f"misp-ti.latest.{stream}"
+
+
+def transform_prefix(stream: str) -> str:
+    return f"misp-ti.latest_{stream}-"
+
+
+def transform_id(stream: str, version: int | None = None) -> str:
+    return f"{transform_prefix(stream)}{ASSET_VERSION if version is None else version}"
 
 
 def es_duration(value: timedelta) -> str:
@@ -180,14 +208,22 @@ def _doc_mappings(*, source: bool, stream: str) -> dict[str, Any]:
     }
     flat.update(extension_fields())
     flat["event.dataset"] = {"type": "keyword"}
+    flat["event.module"] = {"type": "constant_keyword", "value": EVENT_MODULE}
+    flat["threat.feed.dashboard_id"] = {"type": "constant_keyword", "value": FEED_DASHBOARD_ID}
     flat["misp.attribute.uuid"] = {"type": "keyword"}
     if source:
         # Marks raw copies so that indicator queries can skip them (Elastic's
-        # convention for transform sources); the latest view drops it.
+        # convention for transform sources); every stream has a latest view.
         flat["labels.is_ioc_transform_source"] = {"type": "constant_keyword", "value": "true"}
-    else:
-        flat["data_stream.namespace"] = {"type": "keyword"}
-    return {"dynamic": True, "properties": _nest(flat)}
+        return {"dynamic": True, "properties": _nest(flat)}
+    # one destination gathers every namespace (``logs@mappings`` would make it constant)
+    flat["data_stream.namespace"] = {"type": "keyword"}
+    # the index carries this: provision recognises its own destinations by it
+    return {"dynamic": True, "properties": _nest(flat), "_meta": {"managed_by": MANAGED_BY, "version": ASSET_VERSION}}
+
+
+def _composed(ecs_mappings: bool, *names: str) -> list[str]:
+    return [n for n in names if ecs_mappings or n != "ecs@mappings"]
 
 
 def index_template(stream: str, settings: ElasticsearchSettings, *, ecs_mappings: bool) -> dict[str, Any]:
@@ -195,16 +231,12 @@ def index_template(stream: str, settings: ElasticsearchSettings, *, ecs_mappings
     index: dict[str, Any] = {"lifecycle": {"name": ILM_POLICY}}
     if settings.ingested_by == "server":
         index["default_pipeline"] = PIPELINE_INGESTED
-    composed = ["logs@mappings", "logs@settings"]
-    if ecs_mappings:
-        composed.append("ecs@mappings")
     custom = f"logs-ti_misp.{stream}@custom"
-    composed.append(custom)
     body: dict[str, Any] = {
         "index_patterns": [f"logs-ti_misp.{stream}-*"],
         "priority": TEMPLATE_PRIORITY,
         "data_stream": {},
-        "composed_of": composed,
+        "composed_of": _composed(ecs_mappings, "logs@mappings", "logs@settings", "ecs@mappings", custom),
         # logs@* are built in but can be switched off (stack.templates.enabled);
         # @custom is the user's hook, absent unless they add it.
         "ignore_missing_component_templates": ["logs@mappings", "logs@settings", custom],
@@ -216,21 +248,63 @@ def index_template(stream: str, settings: ElasticsearchSettings, *, ecs_mappings
     return {**body, "_meta": meta(body)}
 
 
-def dest_index_body() -> dict[str, Any]:
-    mappings = _doc_mappings(source=False, stream=LATEST_STREAM)
-    mappings["_meta"] = meta(mappings)
-    return {"settings": {"index": {"number_of_shards": 1, "auto_expand_replicas": "0-1"}}, "mappings": mappings}
+def dest_template(stream: str, *, ecs_mappings: bool) -> dict[str, Any]:
+    """The template of a latest view's destination index (not a data stream).
 
-
-def transform(settings: ElasticsearchSettings) -> dict[str, Any]:
+    It composes the same mappings as the source streams, so every field gets
+    the same type on both sides of the ``logs-*`` data view, and mirrors the
+    source's ``ignore_malformed`` (``logs@settings``): a value the source kept
+    as ``_ignored`` must not make the transform's write fail.
+    """
+    index = {
+        "hidden": True,
+        "number_of_shards": 1,
+        "auto_expand_replicas": "0-1",
+        "mapping": {"ignore_malformed": True},
+    }
     body: dict[str, Any] = {
-        "description": "misp-ti: the IOCs valid now, one document per MISP attribute",
-        "source": {"index": [f"logs-ti_misp.{LATEST_STREAM}-*"]},
-        "dest": {
-            "index": dest_index(),
-            "pipeline": PIPELINE_LATEST_DEST,
-            "aliases": [{"alias": LATEST_ALIAS, "move_on_creation": True}],
+        "index_patterns": [f"{dest_prefix(stream)}*"],
+        "priority": TEMPLATE_PRIORITY,
+        "composed_of": _composed(ecs_mappings, "logs@mappings", "ecs@mappings"),
+        "ignore_missing_component_templates": ["logs@mappings"],
+        "template": {
+            "settings": {"index": index},
+            "mappings": _doc_mappings(source=False, stream=stream),
         },
+    }
+    return {**body, "_meta": meta(body)}
+
+
+def alias_filter() -> dict[str, Any]:
+    """Only IOCs valid at search time: ``now`` in an alias filter is resolved
+    per search (elastic/elasticsearch#8534), whatever the transform's lag."""
+    return {
+        "bool": {
+            "filter": [{"range": {"misp.attribute.decayed_at": {"gt": "now"}}}],
+            "must_not": [{"term": {"misp.attribute.decayed": True}}],
+        }
+    }
+
+
+def expired_query() -> dict[str, Any]:
+    """The complement of :func:`alias_filter`: what housekeeping removes."""
+    return {
+        "bool": {
+            "should": [
+                {"range": {"misp.attribute.decayed_at": {"lte": "now"}}},
+                {"term": {"misp.attribute.decayed": True}},
+            ],
+            "minimum_should_match": 1,
+        }
+    }
+
+
+def transform(stream: str, settings: ElasticsearchSettings) -> dict[str, Any]:
+    # No ``dest.aliases``: the alias carries a filter, which provision manages.
+    body: dict[str, Any] = {
+        "description": f"misp-ti: the {stream} IOCs valid now, one document per MISP attribute",
+        "source": {"index": [f"logs-ti_misp.{stream}-*"]},
+        "dest": {"index": dest_index(stream), "pipeline": PIPELINE_LATEST_DEST},
         "latest": {"unique_key": ["event.dataset", "misp.attribute.uuid"], "sort": "event.ingested"},
         "frequency": es_duration(settings.transform_frequency),
         "sync": {"time": {"field": "event.ingested", "delay": es_duration(settings.transform_sync_delay)}},
@@ -242,3 +316,26 @@ def transform(settings: ElasticsearchSettings) -> dict[str, Any]:
 
 def streams() -> tuple[str, ...]:
     return STREAMS
+
+
+def privileges(streams: tuple[str, ...] = STREAMS, *, provision: bool = True) -> dict[str, Any]:
+    """The ``_has_privileges`` request for what misp-ti does (docs/elasticsearch.md, "Privileges").
+
+    Running (``emit``) needs ``create_doc`` on the source streams and ``read``
+    + ``delete`` on the destinations (housekeeping deletes expired IOCs).
+    Provisioning also installs templates, ILM, pipelines and transforms, and
+    a transform acts with the privileges of the user who created it.
+    """
+    sources = [f"logs-ti_misp.{s}-*" for s in streams]
+    dests = [f"{dest_prefix(s)}*" for s in streams]
+    index = [
+        {"names": sources, "privileges": ["create_doc"]},
+        {"names": dests, "privileges": ["read", "delete"]},
+    ]
+    if not provision:
+        return {"cluster": [], "index": index}
+    index[0]["privileges"] += ["create_index", "read", "view_index_metadata", "manage"]
+    index[1]["privileges"] += ["create_index", "index", "view_index_metadata", "manage"]
+    index.append({"names": [latest_alias(s) for s in streams], "privileges": ["manage"]})
+    cluster = ["manage_index_templates", "manage_ilm", "manage_pipeline", "manage_transform"]
+    return {"cluster": cluster, "index": index}

@@ -7,6 +7,10 @@ One batch is confirmed only when every item is delivered or dead-lettered:
   up to ``max_retries``; still failing -> :class:`SinkError` (cursor kept);
 * ``400`` (mapping and parsing errors: this document can never fit) ->
   dead-letter file with the reason, then counted as dead-lettered;
+* a success with ``"failure_store": "used"`` (9.x data streams whose
+  failure store is on: the document did not fit and was kept aside) ->
+  counted as ``failure_stored``, never as delivered, logged, and copied to
+  the dead-letter file;
 * anything else (``401``/``403``/``404``...: the cluster, not the document)
   -> :class:`SinkError`, so a permission problem never drops data.
 
@@ -17,6 +21,7 @@ with ``body`` = the list of the NDJSON lines' JSON objects.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from datetime import datetime
@@ -39,6 +44,7 @@ RETRY_STATUSES = (429, 500, 502, 503, 504)
 BEATS_ECS_VERSION = "8.11.0"
 
 Pair = tuple[dict[str, Any], dict[str, Any]]
+log = logging.getLogger(__name__)
 
 
 def dead_letter_path(config: Config) -> Path:
@@ -125,6 +131,7 @@ def write(client: Any, stream: str, docs: list[dict[str, Any]], config: Config) 
         by_id.setdefault(pair[0]["create"].get("_id", ""), []).append(pair)
     delivered = 0
     dead: list[dict[str, Any]] = []
+    stored: list[dict[str, Any]] = []
     failed: dict[int | str, int] = {}
     try:
         for ok, info in streaming_bulk(
@@ -141,29 +148,49 @@ def write(client: Any, stream: str, docs: list[dict[str, Any]], config: Config) 
         ):
             item = next(iter(info.values()))
             status = item.get("status")
-            if ok or status == 409:
+            if ok and item.get("failure_store") == "used":
+                # 9.x failure store: a success status, but the document sits in
+                # the data stream's ::failures, not in the data (IndexDocFailureStoreStatus)
+                stored.append(_dead_letter(stream, item, _source_of(by_id, item), reason=FAILURE_STORE_REASON))
+            elif ok or status == 409:
                 delivered += 1
             elif status == 400:
-                matches = by_id.get(str(item.get("_id", "")), [])
-                source = matches.pop(0)[1] if matches else None
-                dead.append(_dead_letter(stream, item, source))
+                dead.append(_dead_letter(stream, item, _source_of(by_id, item)))
             else:
                 failed[status] = failed.get(status, 0) + 1
     except ApiError as exc:
         raise SinkError(f"Elasticsearch refused a bulk request of {stream} documents (HTTP {exc.status_code}): {describe_error(exc)}") from None
     except TransportError as exc:
         raise SinkError(f"Elasticsearch is unreachable ({describe_error(exc)}); {len(docs)} {stream} documents not delivered") from None
-    if dead:
-        _append_dead_letters(dead_letter_path(config), dead)
+    if dead or stored:
+        _append_dead_letters(dead_letter_path(config), dead + stored)
+    if stored:
+        log.warning(
+            "Elasticsearch put %d of %d %s documents into the failure store of %s instead of the data "
+            "(they did not fit its mappings); they are not searchable there; copies are in %s",
+            len(stored), len(docs), stream, data_stream(stream, settings.namespace), dead_letter_path(config),
+        )
     if failed:
         summary = ", ".join(f"{count} x HTTP {status}" for status, count in sorted(failed.items(), key=str))
         raise SinkError(f"Elasticsearch did not accept {sum(failed.values())} of {len(docs)} {stream} documents after {settings.max_retries} retries ({summary}); cursor kept")
-    return SinkReport(NAME, delivered=delivered, dead_lettered=len(dead))
+    return SinkReport(NAME, delivered=delivered, dead_lettered=len(dead), failure_stored=len(stored))
 
 
-def _dead_letter(stream: str, item: dict[str, Any], source: dict[str, Any] | None) -> dict[str, Any]:
+FAILURE_STORE_REASON = {
+    "type": "failure_store",
+    "reason": "Elasticsearch stored the document in the data stream's failure store: it did not fit the mappings",
+}
+
+
+def _source_of(by_id: dict[str, list[Pair]], item: dict[str, Any]) -> dict[str, Any] | None:
+    matches = by_id.get(str(item.get("_id", "")), [])
+    return matches.pop(0)[1] if matches else None
+
+
+def _dead_letter(stream: str, item: dict[str, Any], source: dict[str, Any] | None, *, reason: dict[str, Any] | None = None) -> dict[str, Any]:
     error = item.get("error") or {}
-    reason = {"type": error.get("type"), "reason": error.get("reason")} if isinstance(error, dict) else {"reason": str(error)}
+    if reason is None:
+        reason = {"type": error.get("type"), "reason": error.get("reason")} if isinstance(error, dict) else {"reason": str(error)}
     return {
         "time": iso(utcnow()),
         "sink": NAME,

@@ -1,4 +1,4 @@
-"""Sink ``elasticsearch``: data streams, templates, ILM, the latest transform, bulk.
+"""Sink ``elasticsearch``: data streams, templates, ILM, the latest transforms, bulk.
 
 The work lives in :mod:`misp_ti.es`; this module only wires it to the hooks.
 Every request is built as a plain dict first, then either sent or (with
@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from misp_ti import hookimpl
+from misp_ti.errors import SinkError
 from misp_ti.es import bulk
 from misp_ti.es import provision as prov
 from misp_ti.es.client import make_client, send
@@ -18,6 +19,7 @@ from misp_ti.model import RunContext, SinkReport
 NAME = bulk.NAME
 MISP_TI_SINKS = (NAME,)
 _CLIENT = "elasticsearch_sink.client"
+_SWEPT = "elasticsearch_sink.swept"
 
 
 def _client(ctx: RunContext) -> Any:
@@ -30,19 +32,57 @@ def provision(ctx: RunContext) -> list[dict[str, Any]] | None:
         return None
     settings = ctx.config.output.elasticsearch
     prov.check_settings(settings, ctx.config.output.preserve_original_event)
-    steps = prov.plan(settings)
+    streams = tuple(ctx.config.streams.enabled()) or prov.A.STREAMS
+    if ctx.check:
+        return _check(ctx, streams)
+    outcome = prov.Outcome()
+    steps = prov.plan(settings, streams, outcome=outcome)
     if ctx.dry_run:
         return prov.run(steps, prov.assumed_answer)
     client = _client(ctx)
     sent = prov.run(steps, lambda req, _assumed: send(client, req))
-    writes = [{"sink": NAME, "method": r["method"], "path": r["path"]} for r in sent if r["method"] != "GET"]
+    writes: list[dict[str, Any]] = [{"sink": NAME, "method": r["method"], "path": r["path"]} for r in sent if r["method"] != "GET"]
+    for note in outcome.notes:
+        ctx.log.warning("elasticsearch: %s", note)
+        writes.append({"sink": NAME, "action": "upgrade pending", "note": note})
     return writes or [{"sink": NAME, "action": "up to date", "version": prov.A.ASSET_VERSION}]
+
+
+def _check(ctx: RunContext, streams: tuple[str, ...]) -> list[dict[str, Any]]:
+    if ctx.dry_run:
+        return [prov.request("POST", "/_security/user/_has_privileges", prov.A.privileges(streams))]
+    client = _client(ctx)
+    missing = prov.missing_privileges(lambda req: send(client, req), streams)
+    return [{"sink": NAME, "check": "privileges", "ok": not missing, "missing": missing}]
+
+
+def _sweep_expired(stream: str, ctx: RunContext) -> None:
+    """Once per cycle and stream: remove expired IOCs from the latest view."""
+    if ctx.config.output.elasticsearch.mode != "ecs":
+        return
+    swept: dict[str, Any] = ctx.resource(_SWEPT, dict)
+    if swept.get(stream) == ctx.now:
+        return
+    swept[stream] = ctx.now
+    req = prov.housekeeping(stream)
+    if ctx.dry_run:
+        ctx.dry_run_requests.append(req)
+        return
+    try:
+        answer = send(_client(ctx), req)
+    except SinkError as exc:  # the alias filter already hides them: never hold data for this
+        ctx.log.warning("elasticsearch: could not remove expired IOCs from the %s latest view: %s", stream, exc)
+        return
+    deleted = (answer.body or {}).get("deleted") if isinstance(answer.body, dict) else None
+    if deleted:
+        ctx.log.info("elasticsearch: removed %d expired IOCs from the %s latest view", deleted, stream)
 
 
 @hookimpl
 def emit(stream: str, docs: list[dict[str, Any]], ctx: RunContext) -> SinkReport | None:
     if not ctx.sink_enabled(NAME):
         return None
+    _sweep_expired(stream, ctx)
     if ctx.dry_run:
         pairs = bulk.actions(stream, docs, ctx.config)
         ctx.dry_run_requests.extend(bulk.chunked_requests(pairs, ctx.config))

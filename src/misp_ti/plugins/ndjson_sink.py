@@ -80,6 +80,8 @@ class _Writer:
 def provision(ctx: RunContext) -> list[dict[str, Any]] | None:
     if not ctx.sink_enabled(NAME):
         return None
+    if ctx.check:
+        return None
     return [{"sink": NAME, "action": "nothing to install", "path": ctx.config.output.ndjson.path}]
 
 

@@ -24,6 +24,8 @@ def provision(ctx: RunContext) -> list[dict[str, Any]] | None:
         return None
     if ctx.dry_run:
         return [{"sink": NAME, "action": "would create schema", "path": str(ctx.config.output.sqlite.path)}]
+    if ctx.check:
+        return None
     try:
         return _store(ctx).provision()
     except sqlite3.Error as exc:
