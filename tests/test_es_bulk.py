@@ -25,6 +25,8 @@ from misp_ti.es.client import client_options, make_client
 
 API_KEY = "c2VjcmV0LWFwaS1rZXktdmFsdWU="
 Script = Callable[[str, int], int]  # (document _id, attempt number from 1) -> item status
+#: A script's answer for "201, but into the data stream's failure store".
+FAILURE_STORED = -201
 
 
 class FakeBulkCluster:
@@ -81,8 +83,13 @@ class FakeBulkCluster:
             status = self.script(_id, self.attempts[_id])
             if status in (200, 201) and _id in self.created:
                 status = 409
+            failure_store = status == FAILURE_STORED
+            if failure_store:
+                status = 201
             item: dict[str, Any] = {"_index": meta["_index"], "_id": _id, "status": status}
-            if status in (200, 201):
+            if failure_store:  # as Elasticsearch 9.x answers (IndexDocFailureStoreStatus.USED)
+                item.update(result="created", failure_store="used")
+            elif status in (200, 201):
                 self.created.add(_id)
                 item["result"] = "created"
             else:
@@ -225,3 +232,25 @@ def test_client_options_cover_auth_and_tls(tmp_path: Path) -> None:
     assert "hunter2" not in str(caught.value)
     with pytest.raises(ConfigError, match="password"):
         client_options(make_config(tmp_path, "https://es.example:9200", api_key=None, username="elastic").output.elasticsearch)
+
+
+def test_failure_store_items_are_counted_apart_reported_and_dead_lettered(tmp_path: Path, cluster: FakeBulkCluster, caplog: pytest.LogCaptureFixture) -> None:
+    cluster.script = lambda _id, attempt: FAILURE_STORED if _id in ("doc-2", "doc-5") else 201
+    config = make_config(tmp_path, cluster.url)
+    client = make_client(config.output.elasticsearch)
+    batch = docs(6)
+    with caplog.at_level("WARNING", logger="misp_ti"):
+        report = bulk.write(client, "threat_attributes", batch, config)
+    assert (report.delivered, report.dead_lettered, report.failure_stored) == (4, 0, 2)
+    assert "failure store" in caplog.text and "2 of 6" in caplog.text
+    lines = [json.loads(line) for line in (tmp_path / "dead.ndjson").read_text().splitlines()]
+    assert [(r["_id"], r["reason"]["type"]) for r in lines] == [("doc-2", "failure_store"), ("doc-5", "failure_store")]
+    assert lines[0]["doc"]["misp"]["attribute"]["uuid"] == "u-2"
+    # through the engine: the cycle summary carries it, delivered does not count it
+    engine = Engine(config, extra_plugins=[ListSource(make_attributes(3)), MiniTransform()])
+    cluster.script = lambda _id, attempt: FAILURE_STORED
+    with engine:
+        [result] = engine.run_once(streams=["threat_attributes"])
+    assert result.completed
+    assert result.failure_stored == {"elasticsearch": 3} and result.delivered == {"elasticsearch": 0}
+    assert result.as_dict()["failure_stored"] == {"elasticsearch": 3}
