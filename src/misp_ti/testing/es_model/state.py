@@ -34,6 +34,9 @@ class IndexMeta:
     aliases: dict[str, AliasMeta] = field(default_factory=dict)
     data_stream: str | None = None
     creation_ms: int = 0
+    uuid: str = ""
+    #: version of each document, for ``_version`` in answers
+    versions: dict[str, int] = field(default_factory=dict)
 
     @property
     def hidden(self) -> bool:
@@ -48,6 +51,7 @@ class DataStreamMeta:
     failure_store: bool = False
     failure_docs: list[dict[str, Any]] = field(default_factory=list)
     hidden: bool = False
+    generation: int = 1
 
     @property
     def write_index(self) -> str:
@@ -67,3 +71,29 @@ class ClusterState:
     transforms: dict[str, Any] = field(default_factory=dict)
     #: None: security disabled (every request allowed, ``_has_privileges`` refused)
     security: Any = None
+    auto_id_counter: int = 0
+    #: ILM policy name -> (version, modified ISO date)
+    ilm_versions: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+
+@dataclass
+class Response:
+    """One answer of the model: an HTTP status and a JSON-able body."""
+
+    status: int
+    body: Any = None
+
+
+def es_error(status: int, type: str, reason: str, *, caused_by: dict[str, Any] | None = None, **extra: Any) -> Response:
+    """An error answer shaped as Elasticsearch's (``ElasticsearchException.generateFailureXContent`` via
+    ``RestResponse``): ``{"error": {"root_cause": [...], "type", "reason", ...}, "status"}``."""
+    cause = {"type": type, "reason": reason, **extra}
+    error: dict[str, Any] = {"root_cause": [cause], **cause}
+    if caused_by:
+        error["caused_by"] = caused_by
+    return Response(status, {"error": error, "status": status})
+
+
+def unsupported(what: str) -> Response:
+    """The model's own refusal: Elasticsearch may accept this, the model does not model it."""
+    return es_error(501, "model_unsupported_exception", f"the Elasticsearch model does not support {what}")
