@@ -403,3 +403,31 @@ def test_bulk_request_level_errors_and_unmodelled_parts() -> None:
     err(cluster.handle("GET", "/_nodes/stats"), 501, "model_unsupported_exception", "[GET /_nodes/stats]")
     assert ok(cluster.handle("GET", "/"))["version"]["number"] == "8.15.0"
     assert ok(cluster.handle("POST", "/dflt/_refresh"))["_shards"]["failed"] == 0
+
+
+def test_data_stream_get_and_template_guards() -> None:
+    cluster = ModelCluster(version=(8, 15))
+    assert ok(cluster.handle("GET", "/_data_stream/logs-none*")) == {"data_streams": []}
+    err(cluster.handle("GET", "/_data_stream/logs-a-b"), 404, "index_not_found_exception", "no such index [logs-a-b]")
+    err(cluster.handle("DELETE", "/_component_template/ecs@mappings"), 400, "illegal_argument_exception",
+        "component templates [ecs@mappings] cannot be removed as they are still in use by index templates [logs]")
+    options = {"index_patterns": ["x-*"], "data_stream": {}, "template": {"data_stream_options": {"failure_store": {"enabled": True}}}}
+    err(cluster.handle("PUT", "/_index_template/fs", body=options), 400, "x_content_parse_exception", "unknown field [data_stream_options]")
+    newer = ModelCluster(version=(8, 19), builtin_templates=False)
+    ok(newer.handle("PUT", "/_index_template/fs", body=options))
+    ok(newer.handle("PUT", "/_data_stream/x-1"))
+    assert newer.state.data_streams["x-1"].failure_store is True
+    no_ds = {"index_patterns": ["y-*"], "template": {"data_stream_options": {"failure_store": {"enabled": True}}}}
+    err(newer.handle("PUT", "/_index_template/bad", body=no_ds), 400, "illegal_argument_exception",
+        "specifies data stream options that can only be used in combination with a data stream")
+
+
+def test_dynamic_fields_beyond_the_limit() -> None:
+    cluster = ModelCluster()
+    ok(cluster.handle("PUT", "/few", body={"settings": {"index.mapping.total_fields.limit": 2}}))
+    item = bulk(cluster, ({"index": {"_index": "few", "_id": "1"}}, {"a": 1, "b": 2, "c": 3}))[0]
+    assert item["status"] == 400 and "Limit of total fields [2] has been exceeded" in item["error"]["reason"]
+    ok(cluster.handle("PUT", "/lenient", body={"settings": {"index.mapping.total_fields.limit": 2,
+                                                           "index.mapping.total_fields.ignore_dynamic_beyond_limit": True}}))
+    assert bulk(cluster, ({"index": {"_index": "lenient", "_id": "1"}}, {"a": 1, "b": 2, "c": 3}))[0]["status"] == 201
+    assert cluster.field_types("lenient") == {"a": "long", "b": "long"}

@@ -1,4 +1,4 @@
-"""Elasticsearch's built-in ``logs`` templates, per version, as the model installs them.
+"""Elasticsearch's built-ins the model needs: the ``logs`` templates per version, and the named date formats.
 
 Restated (field names, types, settings: data, not code) from elastic/elasticsearch
 ``x-pack/plugin/core/template-resources/src/main/resources/`` (``logs@template.json``, ``logs@mappings.json``,
@@ -24,7 +24,10 @@ merge date; ``version`` tuples compare as tuples, so ``(8, 15)`` is 8.15.0 and `
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
+
+from misp_ti.testing.es_model.state import ModelUnsupported
 
 Version = tuple[int, ...]
 SUPPORTED_FROM: Version = (8, 13)
@@ -188,3 +191,38 @@ def component(version: Version, name: str) -> dict[str, Any]:
     """One built-in component template of ``version`` (a fresh copy), for tests."""
     return copy.deepcopy({"logs@mappings": _logs_mappings(), "logs@settings": _logs_settings(version),
                           "ecs@mappings": _ecs_mappings(version)}[name])
+
+
+# -- built-in date formats (DateFormatters, by name) ------------------------------------------------
+
+_ISO = re.compile(
+    r"(?P<y>[+-]?\d{4,9})(-(?P<m>\d{2})(-(?P<d>\d{2})(T(?P<H>\d{2})(:(?P<M>\d{2})(:(?P<S>\d{2})([.,]\d{1,9})?)?)?"
+    r"(Z|[+-]\d{2}(:?\d{2})?)?)?)?)?")
+_SLASHED = re.compile(r"\d{4}/\d{2}/\d{2}( \d{2}:\d{2}:\d{2})?( ?(Z|[+-]\d{2}:?\d{2}))?")
+
+
+def date_parses(text: str, formats: str) -> bool:
+    """Whether ``text`` parses with one of ``formats`` (``a||b``), for the built-in formats the model knows
+    (``DateFormatter.forPattern``; ``strict_date_optional_time`` allows a bare year, as Java's does)."""
+    for fmt in formats.split("||"):
+        if fmt in ("strict_date_optional_time", "date_optional_time", "strict_date_optional_time_nanos",
+                   "strict_date_time", "date_time", "strict_date", "date", "yyyy-MM-dd"):
+            m = _ISO.fullmatch(text)
+            if m and _calendar_ok(m) and (fmt not in ("strict_date_time", "date_time") or m.group("S")):
+                return True
+        elif fmt in ("epoch_millis", "epoch_second"):
+            if re.fullmatch(r"-?\d+(\.\d+)?", text):
+                return True
+        elif fmt in ("yyyy/MM/dd HH:mm:ss Z", "yyyy/MM/dd Z", "yyyy/MM/dd HH:mm:ss", "yyyy/MM/dd"):
+            if _SLASHED.fullmatch(text):
+                return True
+        else:
+            raise ModelUnsupported(f"the model does not support the date format [{fmt}]")
+    return False
+
+
+def _calendar_ok(m: re.Match[str]) -> bool:
+    month, day = int(m.group("m") or 1), int(m.group("d") or 1)
+    hour, minute, second = int(m.group("H") or 0), int(m.group("M") or 0), int(m.group("S") or 0)
+    days = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+    return 1 <= month <= 12 and 1 <= day <= days[month - 1] and hour < 24 and minute < 60 and second < 60

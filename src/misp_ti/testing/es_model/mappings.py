@@ -14,6 +14,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from misp_ti.testing.es_model.builtins import date_parses
+from misp_ti.testing.es_model.state import ModelUnsupported
+
+__all__ = ["DocumentParsingError", "Mapping", "MappingError", "ModelUnsupported", "ParseSettings", "merge_template_mappings"]
+
 
 class DocumentParsingError(Exception):
     """A document refused by the mapping; ``to_error()`` is the body of the bulk item's ``error``."""
@@ -33,10 +38,6 @@ class MappingError(Exception):
     """An invalid mapping (or template composition); answered 400 ``illegal_argument_exception``."""
 
 
-class ModelUnsupported(Exception):
-    """Something Elasticsearch accepts that the model does not model; answered 501."""
-
-
 #: Field types the model knows how to check; any other is refused when the mapping is built.
 LEAF_TYPES = {
     "keyword", "text", "match_only_text", "wildcard", "constant_keyword", "date", "date_nanos", "ip", "boolean",
@@ -53,39 +54,6 @@ _STRINGISH = {"keyword", "text", "match_only_text", "wildcard", "constant_keywor
 
 def _is_object(node: dict[str, Any]) -> bool:
     return node.get("type") in (None, "object", "nested")
-
-
-_ISO = re.compile(
-    r"(?P<y>[+-]?\d{4,9})(-(?P<m>\d{2})(-(?P<d>\d{2})(T(?P<H>\d{2})(:(?P<M>\d{2})(:(?P<S>\d{2})([.,]\d{1,9})?)?)?"
-    r"(Z|[+-]\d{2}(:?\d{2})?)?)?)?)?")
-_SLASHED = re.compile(r"\d{4}/\d{2}/\d{2}( \d{2}:\d{2}:\d{2})?( ?(Z|[+-]\d{2}:?\d{2}))?")
-
-
-def date_parses(text: str, formats: str) -> bool:
-    """Whether ``text`` parses with one of ``formats`` (``a||b``), for the built-in formats the model knows
-    (``DateFormatter.forPattern``; ``strict_date_optional_time`` allows a bare year, as Java's does)."""
-    for fmt in formats.split("||"):
-        if fmt in ("strict_date_optional_time", "date_optional_time", "strict_date_optional_time_nanos",
-                   "strict_date_time", "date_time", "strict_date", "date", "yyyy-MM-dd"):
-            m = _ISO.fullmatch(text)
-            if m and _calendar_ok(m) and (fmt not in ("strict_date_time", "date_time") or m.group("S")):
-                return True
-        elif fmt in ("epoch_millis", "epoch_second"):
-            if re.fullmatch(r"-?\d+(\.\d+)?", text):
-                return True
-        elif fmt in ("yyyy/MM/dd HH:mm:ss Z", "yyyy/MM/dd Z", "yyyy/MM/dd HH:mm:ss", "yyyy/MM/dd"):
-            if _SLASHED.fullmatch(text):
-                return True
-        else:
-            raise ModelUnsupported(f"the model does not support the date format [{fmt}]")
-    return False
-
-
-def _calendar_ok(m: re.Match[str]) -> bool:
-    month, day = int(m.group("m") or 1), int(m.group("d") or 1)
-    hour, minute, second = int(m.group("H") or 0), int(m.group("M") or 0), int(m.group("S") or 0)
-    days = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
-    return 1 <= month <= 12 and 1 <= day <= days[month - 1] and hour < 24 and minute < 60 and second < 60
 
 
 def _normalize_properties(props: dict[str, Any], path: str = "") -> dict[str, Any]:

@@ -76,6 +76,10 @@ class ClusterState:
     ilm_versions: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
+class ModelUnsupported(Exception):
+    """Something Elasticsearch accepts that the model does not model; answered 501."""
+
+
 @dataclass
 class Response:
     """One answer of the model: an HTTP status and a JSON-able body."""
