@@ -184,3 +184,41 @@ def test_unmodelled_queries_are_refused_not_guessed() -> None:
                   {"query_string": {"query": "a AND b"}}):
         with pytest.raises(ModelUnsupported):
             matches(query, {}, MAPPING, now=NOW)
+
+
+# ------------------------------------------------------------------ through the model's HTTP-shaped front door
+def _model():  # type: ignore[no-untyped-def]
+    from misp_ti.testing.es_model.cluster import ManualClock, ModelCluster
+
+    c = ModelCluster(clock=ManualClock(NOW))
+    for name in ("old-1", "new-2"):
+        assert c.handle("PUT", f"/{name}", body={"settings": {"index.hidden": True},
+                                                 "mappings": {"properties": {"k": {"type": "keyword"}, "n": {"type": "long"}}}}).status == 200
+    for doc_id, n in (("a", 3), ("b", 1), ("c", 2)):
+        c.handle("PUT", f"/old-1/_doc/{doc_id}", body={"k": doc_id, "n": n})
+    c.handle("PUT", "/new-2/_doc/a", body={"k": "a", "n": 30})
+    return c
+
+
+def test_reindex_op_type_create_counts_conflicts_with_proceed_and_stops_on_abort() -> None:
+    c = _model()
+    body = {"source": {"index": "old-1"}, "dest": {"index": "new-2", "op_type": "create"}}
+    aborted = c.handle("POST", "/_reindex", params={"wait_for_completion": "true"}, body=body)
+    assert aborted.status == 409 and aborted.body["version_conflicts"] == 1 and aborted.body["failures"]
+    proceed = c.handle("POST", "/_reindex", params={"wait_for_completion": "true", "refresh": "true"}, body=body | {"conflicts": "proceed"})
+    assert proceed.status == 200 and proceed.body["version_conflicts"] >= 1 and proceed.body["failures"] == []
+    assert c.documents("new-2")["a"]["n"] == 30  # create never overwrote
+    assert set(c.documents("new-2")) == {"a", "b", "c"}
+    assert c.handle("POST", "/_reindex", params={"wait_for_completion": "false"}, body=body).status == 400
+
+
+def test_search_count_sort_and_size_endpoints() -> None:
+    c = _model()
+    found = c.handle("POST", "/old-1/_search", body={"query": {"range": {"n": {"gte": 2}}}, "sort": [{"n": "desc"}], "size": 1})
+    assert found.body["hits"]["total"]["value"] == 2 and [h["_id"] for h in found.body["hits"]["hits"]] == ["a"]
+    assert c.handle("POST", "/old-1/_count", body={"query": {"term": {"k": "b"}}}).body["count"] == 1
+    assert c.handle("POST", "/nope/_search", body={}).status == 404
+    assert c.handle("POST", "/old-1/_search", body={"aggs": {}}).status == 400  # unmodelled: said, not ignored
+    c.handle("POST", "/_aliases", body={"actions": [{"add": {"index": "new-2", "alias": "view", "filter": {"term": {"k": "a"}}}}]})
+    assert c.handle("GET", "/_alias/view").body == {"new-2": {"aliases": {"view": {"filter": {"term": {"k": "a"}}}}}}
+    assert c.handle("GET", "/_alias/logs-ti_misp_latest.x").status == 404

@@ -242,7 +242,14 @@ def _sorted(hits: list[dict[str, Any]], sort: Any) -> list[dict[str, Any]]:
     field, desc = key
     present = [h for h in hits if source_values(h["_source"], field)]
     missing = [h for h in hits if not source_values(h["_source"], field)]  # "missing: _last" either way
-    present.sort(key=lambda h: str(min(map(str, source_values(h["_source"], field)))), reverse=desc)
+    def typed(value: Any) -> tuple[int, Any]:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return (0, float(value))
+        return (1, str(value))
+
+    # a multi-valued field sorts on its min (asc) or max (desc), as Elasticsearch's default sort mode
+    pick = max if desc else min
+    present.sort(key=lambda h: pick(typed(v) for v in source_values(h["_source"], field)), reverse=desc)
     return present + missing
 
 
