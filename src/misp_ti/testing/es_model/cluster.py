@@ -61,7 +61,7 @@ class ModelCluster:
         except ImportError:
             security = None
         if security is not None and hasattr(security, "authorize"):
-            refused = security.authorize(self, method, path, params, user)
+            refused = security.authorize(self, method, path, params, user, body)
             if refused is not None:
                 return refused
         allowed = []

@@ -55,7 +55,9 @@ def error(status: int, kind: str, reason: str, **extra: Any) -> Any:
 
 
 def unsupported(what: str) -> Any:
-    return error(400, "model_unsupported_exception", f"not modelled by misp_ti.testing.es_model: {what}")
+    from misp_ti.testing.es_model.state import unsupported as refuse
+
+    return refuse(what)
 
 
 class IndexNotFound(Exception):

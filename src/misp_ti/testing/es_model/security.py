@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .search import error, response, state_of
+from .search import error, response, state_of, unsupported
 
 _SEC = "cluster:admin/xpack/security/*"
 _ALL_CLUSTER = ["cluster:*", "indices:admin/template/*", "indices:admin/index_template/*"]
@@ -177,7 +177,7 @@ def has_privileges(cluster: Any, user: Any, body: dict[str, Any] | None) -> Any:
         return _unauthenticated(user, "/_security/user/_has_privileges")
     body = body or {}
     if body.get("application"):
-        return error(400, "model_unsupported_exception", "not modelled by misp_ti.testing.es_model: application privileges")
+        return unsupported("application privileges")
     try:
         cluster_answer = {p: _cluster_grant(role.cluster, _asked_patterns(p, CLUSTER_PRIVILEGES, "cluster"))
                           for p in body.get("cluster", [])}
@@ -274,14 +274,13 @@ def authorize(cluster: Any, method: str, path: str, params: dict[str, Any] | Non
         if scope == "cluster":
             return None if cluster_allowed(cluster, user, action) else _denied(user, role, action, None)
         if scope in ("bulk", "aliases", "reindex") and body is None:
-            return error(400, "model_unsupported_exception", "not modelled by misp_ti.testing.es_model: authorize() needs "
+            return unsupported("authorize() needs "
                          f"the request body to check [{method.upper()} {path}] (pass body=...)")
         for name, needed in targets(cluster, scope, action, found, params or {}, body):
             if not index_allowed(cluster, user, name, needed):
                 return _denied(user, role, needed, [name])
         return None
-    return error(400, "model_unsupported_exception",
-                 f"not modelled by misp_ti.testing.es_model: no privilege entry for [{method.upper()} {path}]")
+    return unsupported(f"no privilege entry for [{method.upper()} {path}]")
 
 
 ROUTES: list[tuple[str, str, Any]] = [
