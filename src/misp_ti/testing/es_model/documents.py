@@ -226,9 +226,8 @@ def index_document(cluster: Any, target: str, doc_id: str | None, source: dict[s
         ignore_dynamic_beyond_limit=str(index.settings.get("index.mapping.total_fields.ignore_dynamic_beyond_limit", False)).lower() == "true",
         data_stream=index.data_stream is not None,
     )
-    trial = index.mapping.copy()
     try:
-        trial.parse(doc, doc_id=doc_id, settings=settings)
+        _ignored, update = index.mapping.check(doc, doc_id=doc_id, settings=settings)
         if index.data_stream is not None and _get(doc, "@timestamp")[1] is None:
             raise DocumentParsingError("[1:1] failed to parse: data stream timestamp field [@timestamp] is missing", caused_by={
                 "type": "illegal_argument_exception", "reason": "data stream timestamp field [@timestamp] is missing"})
@@ -245,7 +244,8 @@ def index_document(cluster: Any, target: str, doc_id: str | None, source: dict[s
         return _fail(409, index.name, doc_id, "version_conflict_engine_exception",
                      f"[{doc_id}]: version conflict, document already exists (current version [{index.versions.get(doc_id, 1)}])",
                      index_uuid=index.uuid, shard="0", index=index.name)
-    index.mapping = trial
+    if update is not None:
+        index.mapping.apply(update)
     index.docs[doc_id] = doc
     index.versions[doc_id] = index.versions.get(doc_id, 0) + 1
     status = 200 if exists else 201

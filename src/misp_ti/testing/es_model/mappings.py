@@ -125,7 +125,7 @@ def _merge_props(into: dict[str, Any], new: dict[str, Any], path: str) -> None:
             into[name] = copy.deepcopy(node)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ParseSettings:
     """The index settings a document parse depends on."""
 
@@ -148,6 +148,10 @@ class Mapping:
 
     def __init__(self, root: dict[str, Any]) -> None:
         self.root = root
+        #: document shapes known to add nothing to this mapping (a speed-up of
+        #: the model only: such documents are checked against the live mapping
+        #: without copying it first)
+        self._settled: set[Any] = set()
 
     @classmethod
     def from_body(cls, mappings: dict[str, Any] | None) -> Mapping:
@@ -213,11 +217,37 @@ class Mapping:
         Returns the fields that went to ``_ignored``; raises :class:`DocumentParsingError`. As in
         Elasticsearch the mapping update is applied only when the whole document parses.
         """
-        work = copy.deepcopy(self.root)
+        ignored, update = self.check(source, doc_id=doc_id, settings=settings)
+        if update is not None:
+            self.apply(update)
+        return ignored
+
+    def check(self, source: dict[str, Any], *, doc_id: str, settings: ParseSettings) -> tuple[list[str], dict[str, Any] | None]:
+        """Like :meth:`parse` without changing this mapping: the fields sent to
+        ``_ignored`` and the updated mapping root (None when nothing changes)."""
         state = _Parse(doc_id, settings)
+        shape = (_shape(source), settings)
+        if shape in self._settled:
+            _walk_object(self.root, {"properties": self.root["properties"]}, "", source, self.root.get("dynamic", True), state)
+            return state.ignored, None
+        work = copy.deepcopy(self.root)
         _walk_object(work, {"properties": work.setdefault("properties", {})}, "", source, work.get("dynamic", True), state)
-        self.root = work
-        return state.ignored
+        if work == self.root:
+            self._settled.add(shape)
+            return state.ignored, None
+        return state.ignored, work
+
+    def apply(self, root: dict[str, Any]) -> None:
+        self.root = root
+        self._settled.clear()
+
+
+def _shape(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple((k, _shape(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return ("[]", tuple(sorted({repr(_shape(v)) for v in value})))
+    return type(value)
 
 
 def _dynamic_name(value: Any) -> str:
