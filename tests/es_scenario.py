@@ -46,10 +46,14 @@ class ModelBackend:
 
     def __init__(self, version: tuple[int, int] = (8, 19)) -> None:
         self.version = version
+        self.builtin_templates = True
+        self.security: Any = None
+        #: extra ``output.elasticsearch`` settings (credentials of a modelled user)
+        self.es_settings: dict[str, Any] = {}
         self.cluster: ModelCluster = None  # type: ignore[assignment]
 
     def start(self, clock: ManualClock, stack: ExitStack) -> str:
-        self.cluster = ModelCluster(self.version, clock=clock.now)
+        self.cluster = ModelCluster(self.version, clock=clock.now, builtin_templates=self.builtin_templates, security=self.security)
         url: str = stack.enter_context(serve(self.cluster))
         return url
 
@@ -146,7 +150,7 @@ class Scenario:
                     "sinks": ["sqlite", "elasticsearch"],
                     "sqlite": {"path": str(self.tmp_path / "store.db")},
                     "dead_letter_path": str(self.tmp_path / "dead.ndjson"),
-                    "elasticsearch": {"hosts": [url], "backoff_initial": "0.01s", "max_retries": 1},
+                    "elasticsearch": {"hosts": [url], "backoff_initial": "0.01s", "max_retries": 1, **getattr(self.backend, "es_settings", {})},
                 },
                 "plugins": {"entrypoints": False},
             },

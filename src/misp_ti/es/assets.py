@@ -337,5 +337,7 @@ def privileges(streams: tuple[str, ...] = STREAMS, *, provision: bool = True) ->
     index[0]["privileges"] += ["create_index", "read", "view_index_metadata", "manage"]
     index[1]["privileges"] += ["create_index", "index", "view_index_metadata", "manage"]
     index.append({"names": [latest_alias(s) for s in streams], "privileges": ["manage"]})
+    if "threat_attributes" in streams:  # finding and removing version 1's destination
+        index.append({"names": [f"{LEGACY_DEST_PREFIX}*"], "privileges": ["view_index_metadata", "manage"]})
     cluster = ["manage_index_templates", "manage_ilm", "manage_pipeline", "manage_transform"]
     return {"cluster": cluster, "index": index}

@@ -3,10 +3,17 @@
 Answers carry ``X-Elastic-Product: Elasticsearch`` (the 8.x client refuses a server without it) and a JSON
 content type matching what the client asked for (``application/vnd.elasticsearch+json; compatible-with=8``
 or plain JSON). One lock serializes ``handle``: the model is not thread-safe.
+
+With security on (``ModelCluster(security=...)``) the request's user is the
+name in its ``Authorization: Basic`` header (the password is not checked:
+the model checks what a user may do, not who they are); a request without
+one has no user and is refused as Elasticsearch refuses it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import threading
 from collections.abc import Iterator
@@ -14,6 +21,16 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+
+def _user(header: str | None) -> str | None:
+    scheme, _, value = (header or "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        return base64.b64decode(value).decode().partition(":")[0] or None
+    except (binascii.Error, UnicodeDecodeError):
+        return None
 
 
 @contextmanager
@@ -44,7 +61,7 @@ def serve(cluster: Any) -> Iterator[str]:
                         self._answer(400, {"error": {"type": "parse_exception", "reason": f"Failed to parse content: {exc.msg}"}, "status": 400})
                         return
             with lock:
-                answer = cluster.handle(self.command, path, params, body)
+                answer = cluster.handle(self.command, path, params, body, user=_user(self.headers.get("Authorization")))
             self._answer(answer.status, answer.body)
 
         def _answer(self, status: int, body: Any) -> None:
