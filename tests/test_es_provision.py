@@ -384,3 +384,9 @@ def test_the_hook_returns_the_dry_run_requests_and_reports_real_writes(tmp_path:
     assert dry == prov.run(prov.plan(cfg.output.elasticsearch, ("threat_attributes", "threat")), prov.assumed_answer)
     checked = elasticsearch_sink.provision(ctx=RunContext(config=cfg, now=utcnow(), dry_run=True, check=True))
     assert checked == [prov.request("POST", "/_security/user/_has_privileges", assets.privileges(("threat_attributes", "threat")))]
+
+
+def test_check_on_a_cluster_without_security_says_so(tmp_path: Path) -> None:
+    with Scenario(tmp_path, ModelBackend((8, 19))) as sc:
+        [check] = sc.engine.provision(check=True)
+    assert check["ok"] is True and "security is off" in check["note"]

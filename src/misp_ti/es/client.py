@@ -72,8 +72,9 @@ def describe_error(exc: BaseException) -> str:
     return type(exc).__name__  # connection refused, timeout, TLS failure...
 
 
-def send(client: Any, req: Request) -> Answer:
-    """Send one planned request; 404 is an answer, every other failure a SinkError."""
+def send(client: Any, req: Request, *, refusals_are_answers: bool = False) -> Answer:
+    """Send one planned request; 404 is an answer, every other failure a SinkError
+    (with ``refusals_are_answers``, every HTTP status is an answer)."""
     from elasticsearch import ApiError, NotFoundError, TransportError
 
     try:
@@ -84,6 +85,8 @@ def send(client: Any, req: Request) -> Answer:
     except NotFoundError as exc:
         return Answer(404, exc.body)
     except ApiError as exc:
+        if refusals_are_answers:
+            return Answer(exc.status_code, exc.body)
         raise SinkError(f"Elasticsearch refused {req['method']} {req['path']} (HTTP {exc.status_code}): {describe_error(exc)}") from None
     except TransportError as exc:
         raise SinkError(f"Elasticsearch is unreachable ({describe_error(exc)}) on {req['method']} {req['path']}") from None

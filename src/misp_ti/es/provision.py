@@ -284,13 +284,17 @@ def housekeeping(stream: str) -> Request:
     )
 
 
-def missing_privileges(send: Callable[[Request], Answer], streams: tuple[str, ...] = A.STREAMS, *, provision: bool = True) -> list[str]:
+def missing_privileges(send: Callable[[Request], Answer], streams: tuple[str, ...] = A.STREAMS, *, provision: bool = True) -> list[str] | None:
     """What the configured user lacks for misp-ti, as ``"<privilege> on <names>"``
-    (``cluster`` for cluster privileges); empty when it has everything."""
+    (``cluster`` for cluster privileges); empty when it has everything; None
+    when the cluster's security is off (every request is then allowed)."""
     wanted = A.privileges(streams, provision=provision)
     answer = send(request("POST", "/_security/user/_has_privileges", wanted))
     if not answer.found:
-        raise SinkError(f"Elasticsearch could not check privileges (HTTP {answer.status}); is security enabled?")
+        reason = str(((answer.body or {}).get("error") or {}).get("reason") or "") if isinstance(answer.body, dict) else ""
+        if "Security must be explicitly enabled" in reason:  # SecurityActionFilter, security off
+            return None
+        raise SinkError(f"Elasticsearch could not check privileges (HTTP {answer.status}): {reason[:300] or 'no reason given'}")
     body = answer.body or {}
     missing = [f"{name} on cluster" for name, ok in sorted((body.get("cluster") or {}).items()) if not ok]
     for entry in wanted["index"]:
