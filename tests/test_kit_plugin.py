@@ -215,3 +215,25 @@ def test_the_docs_walkthrough_runs(pytester):
     pytester.makepyfile(test_tlp_expiry=blocks["tests/test_tlp_expiry.py"])
     pytester.syspathinsert()
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+# misp_es_model -------------------------------------------------------------------
+
+def test_misp_es_model_serves_the_model_to_the_real_client(pytester):
+    pytester.makepyfile(
+        """
+        from elasticsearch import Elasticsearch
+
+        def test_model(misp_es_model, misp_clock):
+            es = misp_es_model(version=(8, 15))
+            client = Elasticsearch(es.url)
+            # the model applies the built-in logs template: a plain index under logs-*-* is refused
+            resp = client.options(ignore_status=400).indices.create(index="logs-a-b")
+            assert resp.meta.status == 400 and "creates data streams only" in str(resp.body)
+            client.indices.create_data_stream(name="logs-a-b")
+            client.index(index="logs-a-b", op_type="create", document={"@timestamp": misp_clock.now().isoformat(), "x": "1"})
+            assert [h["_source"]["x"] for h in es.search("logs-*")] == ["1"]
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)

@@ -6,14 +6,15 @@ fixtures
     ``misp_clock`` (a :class:`~misp_ti.testing.clock.ManualClock`),
     ``misp_dataset``, ``misp_server`` (a factory of MISP simulators),
     ``misp_client_config``, ``engine`` / ``make_engine``, ``misp_vcr`` /
-    ``misp_cassette`` / ``misp_vcr_config``, ``elasticsearch_url``,
+    ``misp_cassette`` / ``misp_vcr_config``, ``elasticsearch_url``, ``misp_es_model``,
     ``install_misp_plugin``;
 markers
     ``misp_data(...)``, ``misp_plugins(...)``;
 options
     ``--misp-record``, ini ``misp_cassette_dir``;
 modules
-    :mod:`misp_ti.testing.strategies` (hypothesis), :mod:`misp_ti.testing.simulator`.
+    :mod:`misp_ti.testing.strategies` (hypothesis), :mod:`misp_ti.testing.simulator`,
+    :mod:`misp_ti.testing.es_model` (a model of Elasticsearch's server rules).
 
 pytest imports this module in every project where misp-ti is installed, so
 it stays cheap: it imports only pytest and the standard library; the
@@ -46,7 +47,7 @@ if _pytest is not None:
         misp_server,
     )
     from misp_ti.testing.recording import misp_cassette, misp_vcr, misp_vcr_config
-    from misp_ti.testing.services import elasticsearch_url
+    from misp_ti.testing.services import elasticsearch_url, misp_es_model
 
 #: The public names of the kit (a test checks they all exist and are documented).
 FIXTURES = (
@@ -60,6 +61,7 @@ FIXTURES = (
     "misp_vcr",
     "misp_cassette",
     "elasticsearch_url",
+    "misp_es_model",
     "install_misp_plugin",
 )
 MARKERS = ("misp_data", "misp_plugins")

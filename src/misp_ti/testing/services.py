@@ -1,4 +1,4 @@
-"""Services a test may need: an Elasticsearch to talk to.
+"""Services a test may need: an Elasticsearch to talk to, or a model of one.
 
 Where the cluster comes from, in order:
 
@@ -14,7 +14,8 @@ Where the cluster comes from, in order:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -83,3 +84,40 @@ def elasticsearch_url() -> Iterator[str]:
         yield f"http://{container.get_container_host_ip()}:{container.get_exposed_port(container.port)}"
     finally:
         container.stop()
+
+
+class ServedModel:
+    """A :class:`~misp_ti.testing.es_model.ModelCluster` served on loopback
+    (``url`` for the real client), on the test's ``misp_clock``."""
+
+    def __init__(self, cluster: Any, url: str) -> None:
+        self.cluster, self.url = cluster, url
+
+    def advance(self) -> None:
+        """Let the transforms run what is due at the clock's time."""
+        self.cluster.advance()
+
+    def search(self, expression: str, query: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """What a search on ``expression`` returns now (alias filters applied)."""
+        from misp_ti.testing.es_model.search import search
+
+        hits: list[dict[str, Any]] = search(self.cluster, expression, query)
+        return hits
+
+
+@pytest.fixture
+def misp_es_model(misp_clock: Any) -> Iterator[Callable[..., ServedModel]]:
+    """Factory of Elasticsearch MODELS (``misp_ti.testing.es_model``: the server's
+    rules as read in its source, not Elasticsearch) served on loopback on
+    ``misp_clock``: ``misp_es_model(version=(8, 19), security=None)``."""
+    from contextlib import ExitStack
+
+    from misp_ti.testing.es_model import ModelCluster, serve
+
+    with ExitStack() as stack:
+
+        def start(version: tuple[int, int] = (8, 19), *, security: Any = None, builtin_templates: bool = True) -> ServedModel:
+            cluster = ModelCluster(version, clock=misp_clock.now, security=security, builtin_templates=builtin_templates)
+            return ServedModel(cluster, stack.enter_context(serve(cluster)))
+
+        yield start
