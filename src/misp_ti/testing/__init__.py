@@ -112,6 +112,7 @@ __all__ = [
     "misp_client_config",
     "misp_clock",
     "misp_dataset",
+    "misp_es_model",
     "misp_server",
     "misp_vcr",
     "misp_vcr_config",
