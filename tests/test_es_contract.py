@@ -362,3 +362,27 @@ def test_a_cached_file_with_the_wrong_checksum_is_not_trusted(tmp_path: Path, mo
     monkeypatch.delenv(es_spec_cache.REQUIRE_ENV, raising=False)
     with pytest.raises(pytest.skip.Exception):  # re-fetch wanted, npm missing: not silently used
         es_spec_cache.fetch_schema()
+
+
+def test_every_request_of_install_rerun_upgrade_and_check_is_valid(es_spec: spec.Spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond the dry run (a first install): what provision sends on a cluster
+    that answers (the model), a second run, an upgrade (reindex, alias move,
+    cleanup), the privileges check, and the housekeeping of a cycle."""
+    from misp_ti.es import provision as prov
+    from misp_ti.testing.es_model import ModelCluster
+    from test_es_provision import config as provision_config
+    from test_es_provision import sender
+
+    cluster = ModelCluster((8, 19))
+    settings = provision_config().output.elasticsearch
+    streams = ("threat_attributes", "threat")
+    sent = prov.run(prov.plan(settings, streams), sender(cluster))
+    sent += prov.run(prov.plan(settings, streams), sender(cluster))
+    monkeypatch.setattr(assets, "ASSET_VERSION", assets.ASSET_VERSION + 1)
+    upgrade = prov.run(prov.plan(settings, streams, sleep=lambda s: cluster.advance()), sender(cluster))
+    assert {r["path"] for r in upgrade} >= {"/_reindex", "/_aliases"}
+    assert any(r["method"] == "DELETE" for r in upgrade)
+    sent += upgrade
+    sent.append(prov.request("POST", "/_security/user/_has_privileges", assets.privileges(streams)))
+    sent += [prov.housekeeping(s) for s in streams]
+    assert_valid(es_spec, sent)

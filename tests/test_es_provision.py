@@ -390,3 +390,30 @@ def test_check_on_a_cluster_without_security_says_so(tmp_path: Path) -> None:
     with Scenario(tmp_path, ModelBackend((8, 19))) as sc:
         [check] = sc.engine.provision(check=True)
     assert check["ok"] is True and "security is off" in check["note"]
+
+
+def test_cli_check_exits_1_naming_what_is_missing(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from misp_ti.cli import cli
+    from misp_ti.testing.es_model import serve
+
+    weak = Role(cluster=["monitor"], indices=[], name="weak")
+    cluster = ModelCluster((8, 19), security=SecurityState(users={"weak": weak, "misp-ti": PROVISIONER}))
+    with serve(cluster) as url:
+        for user, code in (("weak", 1), ("misp-ti", 0)):
+            path = tmp_path / f"{user}.toml"
+            path.write_text(
+                f'[output]\nsinks = ["elasticsearch"]\n[output.elasticsearch]\nhosts = ["{url}"]\nusername = "{user}"\n'
+                f'password_file = "{tmp_path / "pw"}"\n[plugins]\nentrypoints = false\n', encoding="utf-8")
+            (tmp_path / "pw").write_text("a-password-never-shown\n", encoding="utf-8")
+            path.chmod(0o600)
+            (tmp_path / "pw").chmod(0o600)
+            result = CliRunner().invoke(cli, ["--config", str(path), "--quiet", "provision", "--check"])
+            assert result.exit_code == code, result.output
+            assert "a-password-never-shown" not in result.output
+            if code:
+                assert result.stderr.startswith("misp-ti: elasticsearch lacks: ") and "manage_index_templates on cluster" in result.stderr
+                assert "create_doc" in result.stderr
+    # nothing was installed by a check
+    assert not cluster.state.index_templates.keys() - {"logs"} and not cluster.state.transforms
