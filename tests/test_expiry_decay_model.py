@@ -9,16 +9,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from misp_ti import decay
 from misp_ti.config import build_config
+from misp_ti.misp_client import MispClient
 from misp_ti.model import RunContext
 from misp_ti.plugins import expiry_decay_model as plugin
+from misp_ti.plugins import misp_fetch
 from misp_ti.state import StateStore
 from misp_ti.testing.clock import ManualClock
+from misp_ti.testing.simulator import MispSimulator
 from misp_ti.testing.simulator.decay import (
     DecayScorer,
     default_models,
@@ -313,3 +317,89 @@ def test_models_persist_in_the_state_store_across_restarts(tmp_path: Path, monke
     assert decide(live_record(), make_ctx(START + timedelta(hours=1), state=state)).reason == "decay-model"
     assert calls == [START]
     state.close()
+
+
+# -- reading the index from MISP: the fetch plugin's client and retry policy ---------
+
+KEY = "decay-s3cret-Key-0123456789abcdef"
+
+
+def misp_ctx(misp_url: str = "https://misp.test", **misp: Any) -> RunContext:
+    config = build_config({
+        "misp": {"url": misp_url, "api_key": KEY, "max_retries": 3, "backoff_initial": "0s", "backoff_max": "1s", **misp},
+        "expiry": {"policy": "decay-model"},
+        "plugins": {"entrypoints": False},
+    })
+    return RunContext(config=config, now=START, refetch=True)
+
+
+def with_mock_misp(ctx: RunContext, handler: Any, sleeps: list[float]) -> list[tuple[str, str]]:
+    """Put a fetch client answering through ``handler`` where the fetch plugin keeps it; the requests it saw."""
+    seen: list[tuple[str, str]] = []
+
+    def recording(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path))
+        return handler(request)  # type: ignore[no-any-return]
+
+    ctx.resources[misp_fetch.CLIENT_RESOURCE] = MispClient(
+        ctx.config.misp, transport=httpx.MockTransport(recording), sleep=sleeps.append, rng=lambda: 0.5
+    )
+    return seen
+
+
+def test_a_429_on_the_index_is_waited_out_like_a_restsearch_429() -> None:
+    ctx = misp_ctx()
+    answers = iter([
+        httpx.Response(429, json={"name": "Rate limit exceeded."}, headers={"Retry-After": "7", "X-Rate-Limit-Reset": "7"}),
+        httpx.Response(200, json=index_rows(default_models())),
+    ])
+    sleeps: list[float] = []
+    seen = with_mock_misp(ctx, lambda request: next(answers), sleeps)
+    models = plugin.ModelCache().reload(ctx)
+    assert len(models) == 3
+    assert sleeps == [7.0]  # Retry-After, not the backoff
+    assert seen == [("GET", "/decayingModel/index")] * 2
+
+
+def test_a_403_on_the_index_is_one_clear_line_without_the_key(caplog: pytest.LogCaptureFixture) -> None:
+    ctx = misp_ctx()
+    sleeps: list[float] = []
+    seen = with_mock_misp(ctx, lambda request: httpx.Response(403, json={"message": "Authentication failed."}), sleeps)
+    caplog.set_level("DEBUG")
+    assert plugin.ModelCache().reload(ctx) == {}
+    [line] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert line == (
+        "decay-model: cannot read the decaying models (MISP rejected the API key "
+        "(403 on GET https://misp.test/decayingModel/index); check misp.api_key and that its user may use the API); "
+        "attributes fall back to the duration rule"
+    )
+    assert KEY not in caplog.text
+    assert len(seen) == 1 and sleeps == []
+
+
+def test_a_cancelled_cycle_stops_the_index_retries(caplog: pytest.LogCaptureFixture) -> None:
+    ctx = misp_ctx(max_retries=10)
+
+    def busy(request: httpx.Request) -> httpx.Response:
+        ctx.cancelled.set()  # the cycle ends while the request is out
+        return httpx.Response(503, text="unavailable")
+
+    sleeps: list[float] = []
+    seen = with_mock_misp(ctx, busy, sleeps)
+    with pytest.raises(plugin.IndexUnavailable, match="the poll was stopped"):
+        plugin.load_index(ctx)
+    assert len(seen) == 1 and sleeps == []
+
+
+def test_without_a_client_yet_the_index_read_creates_the_fetch_plugins_one() -> None:
+    with MispSimulator(api_key=KEY, clock=lambda: START) as sim:
+        ctx = misp_ctx(sim.url)
+        try:
+            result = decide(live_record(model_id=str(sim.models[0]["id"])), ctx)
+            shared = ctx.resources[misp_fetch.CLIENT_RESOURCE]
+            assert isinstance(shared, MispClient) and misp_fetch.client(ctx) is shared
+            assert set(ctx.resources) == {misp_fetch.CLIENT_RESOURCE, "expiry_decay_model.cache"}
+        finally:
+            ctx.close_resources()
+    assert result.reason == "decay-model"  # predicted from the index it read
+    assert [(r.method, r.path, r.status) for r in sim.requests] == [("GET", "/decayingModel/index", 200)]

@@ -261,3 +261,155 @@ def test_a_cancelled_poll_stops_retrying() -> None:
     with pytest.raises(FetchError, match="the poll was stopped"):
         make_client(handler, max_retries=10).search("attributes", {}, cancelled=cancelled)
     assert len(calls) == 1
+
+
+# -- GET: the same retry policy as restSearch ----------------------------------------
+
+INDEX_PATH = "/decayingModel/index"
+INDEX = [{"DecayingModel": {"id": "1", "name": "NIDS", "formula": "Polynomial", "parameters": {}}}]
+
+
+def ok_answer(request: httpx.Request) -> httpx.Response:
+    if request.method == "GET":
+        return httpx.Response(200, json=INDEX)
+    return httpx.Response(200, content=attributes("a"))
+
+
+def by_method(method: str) -> Any:
+    """Send one request of ``method`` (the restSearch POST or the model-index GET)."""
+    if method == "POST":
+        return lambda client, **kw: client.search("attributes", {}, **kw)
+    return lambda client, **kw: client.get_json(INDEX_PATH, **kw)
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [({"Retry-After": "7"}, 7.0), ({"X-Rate-Limit-Reset": "12"}, 12.0), ({}, 7.5)],
+)
+def test_429_on_get_waits_as_told_like_restsearch(method: str, headers: dict[str, str], expected: float) -> None:
+    seen: list[tuple[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path))
+        if len(seen) == 1:
+            return httpx.Response(429, json={"message": "Rate limit exceeded."}, headers=headers)
+        return ok_answer(request)
+
+    sleeps: list[float] = []
+    by_method(method)(make_client(handler, sleeps))
+    assert sleeps == [expected]
+    path = INDEX_PATH if method == "GET" else "/attributes/restSearch"
+    assert seen == [(method, path), (method, path)]
+
+
+def test_get_json_returns_the_body_and_sends_the_key() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return ok_answer(request)
+
+    assert make_client(handler).get_json(INDEX_PATH) == INDEX
+    assert str(seen[0].url) == "https://misp.test/decayingModel/index"
+    assert seen[0].headers["Authorization"] == KEY and seen[0].content == b""
+
+
+def test_429_on_get_asking_longer_than_max_rate_limit_wait_fails() -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(429, headers={"Retry-After": "3600"})
+
+    sleeps: list[float] = []
+    with pytest.raises(FetchError, match="longer than misp.max_rate_limit_wait"):
+        make_client(handler, sleeps).get_json(INDEX_PATH)
+    assert len(calls) == 1 and sleeps == []
+
+
+@pytest.mark.parametrize(
+    "response",
+    [httpx.Response(503, text="unavailable"), httpx.Response(200, text="<html>Login</html>", headers={"content-type": "text/html"})],
+    ids=["503", "html"],
+)
+def test_transient_get_failures_use_the_same_backoff_and_jitter(response: httpx.Response) -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return response
+
+    sleeps: list[float] = []
+    with pytest.raises(FetchError) as info:
+        make_client(handler, sleeps, max_retries=4, backoff_initial="10s", backoff_max="30s").get_json(INDEX_PATH)
+    assert len(calls) == 5 and sleeps == [7.5, 15.0, 22.5, 22.5]
+    assert str(info.value).startswith("GET https://misp.test/decayingModel/index failed after 5 attempts")
+
+
+@pytest.mark.parametrize(
+    ("status", "needle"),
+    [(403, "MISP rejected the API key"), (404, "check misp.url"), (401, "401"), (400, "refused"), (302, "redirected")],
+)
+def test_permanent_get_errors_read_like_restsearch_ones(status: int, needle: str) -> None:
+    messages = {}
+    for method in ("POST", "GET"):
+        calls = []
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            calls.append(1)  # noqa: B023 - called before the loop moves on
+            body = {"name": "Authentication failed.", "message": "Authentication failed.", "url": request.url.path}
+            return httpx.Response(status, json=body, headers={"Location": "https://misp.test/users/login"})
+
+        with pytest.raises(FetchError) as info:
+            by_method(method)(make_client(handler))
+        assert len(calls) == 1
+        messages[method] = str(info.value)
+        assert needle in messages[method] and "\n" not in messages[method]
+        assert KEY not in messages[method] and KEY not in repr(info.value)
+    get = "GET https://misp.test/decayingModel/index"
+    assert messages["GET"] == messages["POST"].replace("POST https://misp.test/attributes/restSearch", get)
+
+
+def test_403_on_get_names_the_request() -> None:
+    with pytest.raises(FetchError) as info:
+        make_client(lambda request: httpx.Response(403, json={"message": "Authentication failed."})).get_json(INDEX_PATH)
+    assert str(info.value) == (
+        "MISP rejected the API key (403 on GET https://misp.test/decayingModel/index); "
+        "check misp.api_key and that its user may use the API"
+    )
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_a_cancelled_get_stops_retrying_like_restsearch(method: str) -> None:
+    import threading
+
+    cancelled = threading.Event()
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        cancelled.set()
+        return httpx.Response(429, headers={"Retry-After": "5"})
+
+    sleeps: list[float] = []
+    with pytest.raises(FetchError, match="the poll was stopped"):
+        by_method(method)(make_client(handler, sleeps, max_retries=10), cancelled=cancelled)
+    assert len(calls) == 1 and sleeps == []
+
+
+def test_get_and_post_share_the_rate_limit() -> None:
+    sleeps: list[float] = []
+    client = make_client(ok_answer, sleeps, rate_limit=4)
+    client.search("attributes", {})
+    client.get_json(INDEX_PATH)
+    client.search("attributes", {})
+    assert len(sleeps) == 2 and all(0.2 < s <= 0.5 for s in sleeps)
+
+
+@pytest.mark.parametrize("path", ["https://elsewhere.test/x", "//elsewhere.test/x", "decayingModel/index"])
+def test_get_json_refuses_anything_but_a_path_below_the_misp_url(path: str) -> None:
+    calls = []
+    with pytest.raises(ValueError, match="path below misp.url"):
+        make_client(lambda request: calls.append(1) or httpx.Response(200, json=[])).get_json(path)
+    assert calls == []

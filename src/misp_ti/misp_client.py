@@ -1,8 +1,9 @@
-"""HTTP client for MISP's ``restSearch`` endpoints (httpx).
+"""HTTP client for MISP's ``restSearch`` endpoints and its JSON ``GET`` reads (httpx).
 
 One :class:`MispClient` per engine: it owns the connection pool, the
 ``Authorization`` header, TLS, proxy, the request-rate limit and the retry
-policy. It answers with validated data or raises
+policy, one policy for both methods (``search`` POSTs, ``get_json`` GETs, e.g.
+``/decayingModel/index`` for the ``decay-model`` policy). It answers with validated data or raises
 :class:`~misp_ti.errors.FetchError`; it never returns an empty result for a
 response it could not understand.
 
@@ -33,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
@@ -46,6 +47,8 @@ log = logging.getLogger("misp_ti.misp_client")
 #: The two restSearch scopes and the path each is served at.
 PATHS = {"attributes": "/attributes/restSearch", "events": "/events/restSearch"}
 _RETRY_STATUSES = {500, 502, 503, 504}
+
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
@@ -223,34 +226,60 @@ class MispClient:
 
         :raises FetchError: a permanent failure, the retry budget is spent, or cancelled.
         """
-        path = PATHS[scope]
-        payload = orjson.dumps(body)
+        (items, count, skipped), attempts = self._with_retries(
+            "POST", PATHS[scope], orjson.dumps(body), lambda response: self._parse(scope, response), cancelled
+        )
+        return SearchResult(items, count, skipped, attempts)
+
+    def get_json(self, path: str, cancelled: threading.Event | None = None) -> Any:
+        """GET ``path`` (below ``misp.url``) and return its decoded JSON body.
+
+        Same retries, waits, rate limit, cancellation and error messages as
+        :meth:`search`; a body that is not JSON is retried. The shape of the
+        JSON is the caller's to check.
+
+        :raises FetchError: a permanent failure, the retry budget is spent, or cancelled.
+        """
+        if not path.startswith("/") or path.startswith("//"):
+            # an absolute URL would carry the key to another host
+            raise ValueError(f"get_json wants a path below misp.url starting with one '/', not {path[:80]!r}")
+        value, _ = self._with_retries("GET", path, None, _json_body, cancelled)
+        return value
+
+    def _with_retries(
+        self,
+        method: str,
+        path: str,
+        payload: bytes | None,
+        parse: Callable[[httpx.Response], _T],
+        cancelled: threading.Event | None,
+    ) -> tuple[_T, int]:
+        """``(parse(response), attempts)`` of the first answer that parses; the one retry loop."""
         settings = self.settings
         attempt = 0
         while True:
             attempt += 1
             try:
-                response = self._send(path, payload)
-                items, count, skipped = self._parse(scope, response)
-                return SearchResult(items, count, skipped, attempt)
+                response = self._send(method, path, payload)
+                return parse(response), attempt
             except _Retryable as exc:
                 if attempt > settings.max_retries:
                     raise FetchError(
-                        f"POST {settings.url}{path} failed after {attempt} attempts; last error: {exc}"
+                        f"{method} {settings.url}{path} failed after {attempt} attempts; last error: {exc}"
                     ) from None
                 if cancelled is not None and cancelled.is_set():
-                    raise FetchError(f"POST {settings.url}{path}: the poll was stopped; not retrying ({exc})") from None
+                    raise FetchError(f"{method} {settings.url}{path}: the poll was stopped; not retrying ({exc})") from None
                 delay = self._delay(attempt, exc.wait)
                 log.warning(
-                    "POST %s%s: %s; retry %d of %d in %.2fs",
-                    settings.url, path, exc, attempt, settings.max_retries, delay,
+                    "%s %s%s: %s; retry %d of %d in %.2fs",
+                    method, settings.url, path, exc, attempt, settings.max_retries, delay,
                 )
                 if cancelled is not None and self.sleep is time.sleep:
                     cancelled.wait(delay)
                 else:
                     self.sleep(delay)
                 if cancelled is not None and cancelled.is_set():
-                    raise FetchError(f"POST {settings.url}{path}: the poll was stopped; not retrying") from None
+                    raise FetchError(f"{method} {settings.url}{path}: the poll was stopped; not retrying") from None
 
     def _delay(self, attempt: int, wait: float | None) -> float:
         cap = self.settings.backoff_max.total_seconds()
@@ -276,11 +305,12 @@ class MispClient:
         if wait > 0:
             self.sleep(wait)
 
-    def _send(self, path: str, payload: bytes) -> httpx.Response:
+    def _send(self, method: str, path: str, payload: bytes | None) -> httpx.Response:
         url = f"{self.settings.url}{path}"
+        request = f"{method} {url}"
         self._pace()
         try:
-            response = self._http.post(path, content=payload)
+            response = self._http.request(method, path, content=payload)
         except httpx.TimeoutException as exc:
             raise _Retryable(f"timed out after {self.settings.timeout.total_seconds():g}s ({type(exc).__name__})") from None
         except httpx.ConnectError as exc:
@@ -306,28 +336,28 @@ class MispClient:
             raise _Retryable(f"MISP answered {status}{_misp_message(response)}")
         if status == 403:
             raise FetchError(
-                f"MISP rejected the API key (403 on POST {url}); check misp.api_key and that its user may use the API"
+                f"MISP rejected the API key (403 on {request}); check misp.api_key and that its user may use the API"
             )
         if status == 401:
-            raise FetchError(f"MISP refused the request as unauthenticated (401 on POST {url}); check misp.api_key")
+            raise FetchError(f"MISP refused the request as unauthenticated (401 on {request}); check misp.api_key")
         if status == 404:
             raise FetchError(
-                f"MISP answered 404 Not Found for POST {url}: check misp.url "
+                f"MISP answered 404 Not Found for {request}: check misp.url "
                 "(the MISP base URL, e.g. https://misp.example.org, without /attributes/...)"
             )
         if status == 405:
             raise FetchError(
-                f"MISP answered 405 Method Not Allowed for POST {url}{_misp_message(response)}: "
+                f"MISP answered 405 Method Not Allowed for {request}{_misp_message(response)}: "
                 "MISP sends this for a request body it cannot parse, or misp.url does not point at MISP"
             )
         if 300 <= status < 400:
             where = response.headers.get("location", "?")
             raise FetchError(
-                f"MISP redirected POST {url} to {where[:200]} ({status}): misp.url is probably wrong "
+                f"MISP redirected {request} to {where[:200]} ({status}): misp.url is probably wrong "
                 "(http instead of https, or a path that ends at a login page)"
             )
         if 400 <= status < 500:
-            raise FetchError(f"MISP refused POST {url} with {status}{_misp_message(response)}")
+            raise FetchError(f"MISP refused {request} with {status}{_misp_message(response)}")
         raise _Retryable(f"unexpected HTTP status {status} ({_describe_body(response)})")
 
     # -------------------------------------------------------------------
@@ -336,10 +366,7 @@ class MispClient:
         """The validated items and counters of a 200 answer; :class:`_Retryable` if it makes no sense."""
         count = _header_int(response, "X-Result-Count")
         skipped = _header_int(response, "X-Skipped-Elements-Count")
-        try:
-            data = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            raise _Retryable(f"MISP sent a body that is not JSON ({_describe_body(response)})") from None
+        data = _json_body(response)
         response_part = data.get("response") if isinstance(data, dict) else None
         if scope == "attributes":
             items = response_part.get("Attribute") if isinstance(response_part, dict) else None
@@ -373,6 +400,13 @@ class MispClient:
                     raise _Retryable(f"MISP sent a malformed object at {where}.Object[{o_index}]")
             events.append(event)
         return events, count, skipped  # type: ignore[return-value]
+
+
+def _json_body(response: httpx.Response) -> Any:
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        raise _Retryable(f"MISP sent a body that is not JSON ({_describe_body(response)})") from None
 
 
 def _check_record(item: Any, where: str) -> None:

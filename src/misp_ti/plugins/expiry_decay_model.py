@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 
 from misp_ti import hookimpl
@@ -35,8 +33,9 @@ from misp_ti.decay import (
     parse_index,
     vote_flip,
 )
-from misp_ti.errors import ConfigError
+from misp_ti.errors import ConfigError, FetchError
 from misp_ti.model import Expiry, RunContext
+from misp_ti.plugins import misp_fetch
 from misp_ti.plugins.expiry import attribute_of, duration_expiry, immediate_expiry
 from misp_ti.timeutil import from_epoch, iso
 
@@ -139,67 +138,22 @@ def _read_file(path: Path) -> Any:
         raise ConfigError(f"expiry.decay_models_path: {path} is not JSON: {exc}") from None
 
 
-def _client(ctx: RunContext) -> httpx.Client:
-    # Same key handling and TLS settings as the restSearch client (misp_client);
-    # that client only speaks restSearch (POST), the index is a GET.
-    from misp_ti.misp_client import _ssl_context
-
-    misp = ctx.config.misp
-    headers = {"Accept": "application/json", "Content-Type": "application/json", "User-Agent": "misp-ti"}
-    if misp.api_key is not None:
-        headers["Authorization"] = misp.api_key.get_secret_value()
-    return httpx.Client(
-        base_url=misp.url, headers=headers, timeout=misp.timeout.total_seconds(), proxy=misp.proxy,
-        verify=_ssl_context(misp) if misp.url.startswith("https:") else True, follow_redirects=False,
-    )
-
-
 def _request_index(ctx: RunContext) -> list[Any]:
-    shared = ctx.resources.get("misp_fetch.client")
-    get_json = getattr(shared, "get_json", None)  # if the MISP client learns GET, use its retries
-    if not callable(get_json):
-        client = ctx.resource("expiry_decay_model.http", lambda: _client(ctx))
-        get_json = lambda path: _get_json(client, path, ctx)  # noqa: E731
+    # the fetch plugin's client: one connection pool, one rate limit, one retry policy
+    misp = misp_fetch.client(ctx)
     models: list[Any] = []
     for page in range(1, 21):
         path = "/decayingModel/index" if page == 1 else f"/decayingModel/index/page:{page}"
         try:
-            batch = get_json(path)
-        except IndexUnavailable:
-            raise
-        except Exception as exc:  # FetchError and friends: the message never holds the key
-            raise IndexUnavailable(f"GET {path}: {exc}") from None
+            batch = misp.get_json(path, cancelled=ctx.cancelled)
+        except FetchError as exc:  # names the method and URL, never the key
+            raise IndexUnavailable(str(exc)) from None
         if not isinstance(batch, list):
             raise IndexUnavailable(f"GET {path} did not answer a JSON list")
         models.extend(batch)
         if len(batch) < INDEX_PAGE_SIZE:
             break
     return models
-
-
-def _get_json(client: httpx.Client, path: str, ctx: RunContext) -> Any:
-    misp = ctx.config.misp
-    delay = misp.backoff_initial.total_seconds()
-    problem = ""
-    for attempt in range(misp.max_retries + 1):
-        if attempt:
-            time.sleep(min(delay, misp.backoff_max.total_seconds()))
-            delay *= 2
-        try:
-            response = client.get(path)
-        except httpx.HTTPError as exc:  # the message names the URL, never the key
-            problem = f"{type(exc).__name__}: {exc}"
-            continue
-        if response.status_code == 429 or response.status_code >= 500:
-            problem = f"HTTP {response.status_code}"
-            continue
-        if response.status_code != 200:
-            raise IndexUnavailable(f"GET {path} answered HTTP {response.status_code}")
-        try:
-            return orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            problem = "a body that is not JSON"
-    raise IndexUnavailable(f"GET {path} failed after {misp.max_retries + 1} attempts: {problem}")
 
 
 def model_overrides(stream: str, ctx: RunContext) -> dict[str, float]:
