@@ -261,3 +261,50 @@ def test_other_streams_are_not_answered_by_the_default_plugin() -> None:
 
     assert ecs_transform.transform_threat_attributes(stream="sightings", record={}, ctx=None) is None
     assert ecs_transform.transform_threat(stream="threat_attributes", record={}, ctx=None) is None
+
+
+def test_is_pipeline_error_recognises_error_documents_only() -> None:
+    from misp_ti.ecs import is_pipeline_error
+
+    assert is_pipeline_error(transform({"response": []}, THREAT))
+    assert not is_pipeline_error(transform(attribute("md5", "x"), OPTS))
+    assert not is_pipeline_error({}) and not is_pipeline_error({"event": "pipeline_error"})
+
+
+def _context(namespace: str, now: Any) -> Any:
+    from misp_ti.config import build_config
+    from misp_ti.model import RunContext
+
+    config = build_config({"output": {"elasticsearch": {"namespace": namespace}}, "plugins": {"entrypoints": False}})
+    return RunContext(config=config, now=now)
+
+
+def test_transform_options_follow_the_context_even_when_config_ids_collide(monkeypatch: pytest.MonkeyPatch) -> None:
+    # an id is reused once its object is collected: make every id collide
+    # (the old cache was keyed by id(ctx.config) in the plugin module)
+    from datetime import UTC, datetime
+
+    from misp_ti.ecs import options
+    from misp_ti.plugins import ecs_transform
+
+    for module in (ecs_transform, options):
+        monkeypatch.setattr(module, "id", lambda obj: 1, raising=False)
+    now = datetime(2024, 6, 1, tzinfo=UTC)
+    first, second = _context("first", now), _context("second", now)
+    assert ecs_transform.options_for("threat", first).namespace == "first"
+    assert ecs_transform.options_for("threat", second).namespace == "second"
+    doc = ecs_transform.transform_threat_attributes(stream="threat_attributes", record=attribute("md5", "x"), ctx=second)
+    assert doc is not None and doc["data_stream"]["namespace"] == "second"
+
+
+def test_transform_options_are_worked_out_once_per_stream_and_context() -> None:
+    from datetime import UTC, datetime
+
+    from misp_ti.ecs import options_for
+
+    ctx = _context("default", datetime(2024, 6, 1, tzinfo=UTC))
+    assert options_for("threat", ctx) is options_for("threat", ctx)
+    assert options_for("threat", ctx) is not options_for("threat_attributes", ctx)
+    assert options_for("threat", ctx).ingested == "2024-06-01T00:00:00.000Z"
+    later = _context("default", datetime(2024, 6, 2, tzinfo=UTC))
+    assert options_for("threat", later).ingested == "2024-06-02T00:00:00.000Z"

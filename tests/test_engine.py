@@ -170,6 +170,44 @@ def test_bad_record_becomes_a_counted_pipeline_error(tmp_path: Path) -> None:
     assert len(db.active_keys(now=NOW)) == 5
 
 
+def test_engine_error_documents_have_the_ecs_shape_and_a_stable_id(tmp_path: Path) -> None:
+    from misp_ti.ecs import error_document, is_pipeline_error, options_for
+
+    bad = {"type": "ip-dst", "value": "no uuid here", "timestamp": "1"}
+    with make_engine(tmp_path, ListSource([]), elasticsearch={"namespace": "prod"}) as engine:
+        ctx = engine.context(now=NOW, dry_run=True)
+        [doc] = engine.process("threat_attributes", [bad], ctx)
+        # a replay (a new context for the same cycle) yields the same document
+        [again] = engine.process("threat_attributes", [bad], engine.context(now=NOW, dry_run=True))
+    assert is_pipeline_error(doc)
+    assert doc == error_document(bad, "ValueError: record has no uuid", options_for("threat_attributes", ctx))
+    assert doc["ecs"]["version"] and doc["event"]["ingested"] == doc["@timestamp"] == "2026-11-01T12:00:00.000Z"
+    assert doc["data_stream"] == {"type": "logs", "dataset": "ti_misp.threat_attributes", "namespace": "prod"}
+    assert again == doc
+
+
+def test_a_failing_expiry_policy_yields_the_same_error_document_shape(tmp_path: Path) -> None:
+    from misp_ti.ecs import is_pipeline_error
+
+    class BrokenPolicy:
+        MISP_TI_EXPIRY_POLICIES = ("broken",)
+
+        @hookimpl
+        def compute_expiry(self, stream: str, record: Any, doc: Any, ctx: Any) -> Any:
+            raise RuntimeError("no answer")
+
+    config = build_config({
+        "output": {"sqlite": {"path": str(tmp_path / "store.db")}},
+        "expiry": {"policy": "broken"},
+        "plugins": {"entrypoints": False},
+    })
+    [record] = make_attributes(1, start_ts=RECENT)
+    with Engine(config, extra_plugins=[ListSource([]), MiniTransform(), BrokenPolicy()], clock=lambda: NOW) as engine:
+        [doc] = engine.process("threat_attributes", [record], engine.context(now=NOW, dry_run=True))
+    assert is_pipeline_error(doc) and doc["error"]["message"] == "RuntimeError: no answer"
+    assert {"ecs", "data_stream", "tags"} <= doc.keys() and doc["event"]["ingested"] == "2026-11-01T12:00:00.000Z"
+
+
 def test_batches_are_cut_to_batch_size(tmp_path: Path) -> None:
     source = ListSource(make_attributes(10, start_ts=RECENT), page_size=10)
     counter = FlakySink(fail_on=set())

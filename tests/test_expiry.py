@@ -206,3 +206,29 @@ def test_split_record_with_object_attribute_uses_the_object_attribute() -> None:
     record = {"Event": {"Attribute": context, "Object": {"Attribute": primary}}}
     assert attribute_of(record) is primary
     assert attribute_of({"Event": {"Attribute": context}}) is context
+
+
+# -- decay-model overrides from the stream filters ------------------------------------
+
+
+def overrides_ctx(filters: dict[str, Any]) -> RunContext:
+    config = build_config({"streams": {"threat_attributes": {"filters": filters}}, "plugins": {"entrypoints": False}})
+    return RunContext(config=config, now=NOW)
+
+
+def test_model_overrides_are_read_from_the_stream_filters() -> None:
+    ctx = overrides_ctx({"modelOverrides": {"lifetime": "30", "decay_speed": "fast"}, "score": 40})
+    assert expiry.model_overrides("threat_attributes", ctx) == {"threshold": 40.0, "lifetime": 30.0}
+    assert expiry.model_overrides("threat", ctx) == {}
+
+
+def test_model_overrides_are_worked_out_once_per_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    parse = expiry.parse_overrides
+    monkeypatch.setattr(expiry, "parse_overrides", lambda filters: calls.append(filters) or parse(filters))
+    ctx = overrides_ctx({"modelOverrides": {"threshold": 50}})
+    first = expiry.model_overrides("threat_attributes", ctx)
+    assert expiry.model_overrides("threat_attributes", ctx) is first and len(calls) == 1
+    # another context, another config: its own values, whatever the ids
+    assert expiry.model_overrides("threat_attributes", overrides_ctx({"score": 20})) == {"threshold": 20.0}
+    assert len(calls) == 2

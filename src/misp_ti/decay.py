@@ -138,6 +138,27 @@ def parse_model(entry: Mapping[str, Any]) -> DecayModel:
     )
 
 
+#: The model parameters restSearch ``modelOverrides`` may change (MISP's ``allowed_overrides``).
+OVERRIDABLE = ("threshold", "lifetime", "decay_speed")
+
+
+def parse_overrides(filters: Mapping[str, Any]) -> dict[str, float]:
+    """The ``modelOverrides`` of restSearch ``filters`` (and ``score``, MISP's
+    shorthand for a threshold): the parameters MISP scores with. A value that
+    is not a number is left out, as MISP ignores it."""
+    given = filters.get("modelOverrides")
+    raw = dict(given) if isinstance(given, Mapping) else {}
+    if filters.get("score") is not None:
+        raw["threshold"] = filters["score"]
+    overrides = {}
+    for key in OVERRIDABLE:
+        try:
+            overrides[key] = float(raw[key])
+        except (KeyError, TypeError, ValueError):
+            continue
+    return overrides
+
+
 def parse_index(payload: Any) -> dict[str, DecayModel]:
     """The answer of ``GET /decayingModel/index``: a list of models, by id."""
     if isinstance(payload, Mapping):  # a single model, or {"response": [...]}

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-import orjson
 import pluggy
 
 from misp_ti.config import Config
+from misp_ti.ecs import error_document, is_pipeline_error, options_for
 from misp_ti.errors import ConfigError, PluginError, SinkError
 from misp_ti.manager import POLICIES_ATTR, SINKS_ATTR, declared_names, make_plugin_manager
 from misp_ti.model import Page, RunContext, SinkReport
@@ -87,26 +87,6 @@ class CycleResult:
             "failure_stored": self.failure_stored,
             "seconds": round(self.seconds, 3),
         }
-
-
-def error_document(stream: str, record: Any, exc: BaseException, ctx: RunContext) -> dict[str, Any]:
-    """The document for a record the transform could not handle (as the reference does)."""
-    try:
-        original = orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:
-        original = repr(record)
-    digest = hashlib.blake2b(f"{stream}\0{original}".encode(), digest_size=16).hexdigest()
-    return {
-        "_id": digest,
-        "@timestamp": iso(ctx.now),
-        "event": {
-            "kind": "pipeline_error",
-            "dataset": f"ti_misp.{stream}",
-            "original": original,
-        },
-        "error": {"message": f"{type(exc).__name__}: {exc}"[:1000]},
-        "tags": ["misp_ti-transform-error"],
-    }
 
 
 def _fold_id(base: str, decayed: bool, decayed_at: str) -> str:
@@ -358,7 +338,7 @@ class Engine:
 
     def _deliver_page(self, stream: str, page: Page, ctx: RunContext, result: CycleResult) -> None:
         docs = self.process(stream, page.records, ctx)
-        errors = sum(1 for d in docs if d.get("event", {}).get("kind") == "pipeline_error")
+        errors = sum(1 for d in docs if is_pipeline_error(d))
         for batch in _chunks(docs, self.config.output.batch_size):
             self.emit(stream, batch, ctx, result)
         result.pages += 1
@@ -380,13 +360,13 @@ class Engine:
             except PluginError:
                 raise
             except Exception as exc:  # a bad record never stops the stream
-                docs.append(error_document(stream, record, exc, ctx))
+                docs.append(error_document(record, exc, options_for(stream, ctx)))
                 continue
-            if doc.get("event", {}).get("kind") != "pipeline_error":
+            if not is_pipeline_error(doc):
                 try:
                     decision = expire(stream=stream, record=record, doc=doc, ctx=ctx)
                 except Exception as exc:
-                    docs.append(error_document(stream, record, exc, ctx))
+                    docs.append(error_document(record, exc, options_for(stream, ctx)))
                     continue
                 if decision is None:
                     raise PluginError(f"no compute_expiry plugin answers for the policy {ctx.policy!r}")

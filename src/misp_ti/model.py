@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
     from misp_ti.config import Config
@@ -19,6 +19,24 @@ if TYPE_CHECKING:
 
 #: The two streams, named as in Elastic's ti_misp integration.
 STREAMS = ("threat_attributes", "threat")
+
+T = TypeVar("T")
+
+
+class ContextKey(Generic[T]):
+    """Names one value that :meth:`RunContext.derive` computes once per context.
+
+    Keys compare by identity, so two plugins never share a value by accident;
+    the type parameter is what ``derive`` returns.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"ContextKey({self.name!r})"
 
 
 @dataclass(slots=True)
@@ -89,6 +107,8 @@ class RunContext:
     #: Set when the cycle is over (stopped, failed, or done) while a fetch may
     #: still be reading ahead: a fetch plugin should stop retrying and return.
     cancelled: threading.Event = field(default_factory=threading.Event)
+    #: Values worked out from ``config`` and ``now`` (see :meth:`derive`).
+    derived: dict[ContextKey[Any], Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def dry_run_requests(self) -> list[dict[str, Any]]:
@@ -114,6 +134,19 @@ class RunContext:
         except KeyError:
             value = self.resources[key] = factory()
             return value
+
+    def derive(self, key: ContextKey[T], compute: Callable[[RunContext], T]) -> T:
+        """The value of ``key`` for this context: ``compute(self)`` on first use.
+
+        For settings a hook would otherwise work out again for every record.
+        The value lives as long as this context (one cycle), so it always
+        belongs to this context's ``config`` and ``now``.
+        """
+        try:
+            value: T = self.derived[key]
+        except KeyError:
+            value = self.derived[key] = compute(self)
+        return value
 
     def close_resources(self) -> None:
         for value in reversed(list(self.resources.values())):

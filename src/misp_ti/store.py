@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from misp_ti.ecs import PIPELINE_ERROR, is_pipeline_error
 from misp_ti.timeutil import epoch_ms, parse_iso
 
 SCHEMA_VERSION = 1
@@ -158,7 +159,7 @@ class EmbeddedStore:
             attribute = doc.get("misp", {}).get("attribute") or {}
             uuid = attribute.get("uuid") if isinstance(attribute, dict) else None
             source_rows.append((doc["_id"], dataset, uuid, ingested_ms, body))
-            if not uuid or not isinstance(uuid, str) or doc.get("event", {}).get("kind") == "pipeline_error":
+            if not uuid or not isinstance(uuid, str) or is_pipeline_error(doc):
                 continue
             row = (
                 dataset, uuid, doc["_id"], ingested_ms, _date_ms(doc.get("@timestamp")),
@@ -273,7 +274,7 @@ class EmbeddedStore:
             entry = by_type.setdefault(itype, {"active": 0, "expired": 0})
             entry["active" if active else "expired"] += n
         errors = self.conn.execute(
-            "SELECT count(*) FROM source WHERE json_extract(doc, '$.event.kind') = 'pipeline_error'"
+            "SELECT count(*) FROM source WHERE json_extract(doc, '$.event.kind') = ?", (PIPELINE_ERROR,)
         ).fetchone()[0]
         return {
             "source_documents": source,

@@ -19,12 +19,14 @@ here: the engine asks ``compute_expiry`` and folds them into ``_id``.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from hashlib import blake2b
 from typing import Any
 
 import orjson
 
 from misp_ti.ecs.fields import ECS_VERSION
+from misp_ti.ecs.options import Options
 from misp_ti.ecs.types import TYPE_RULES
 from misp_ti.ecs.values import Malformed, epoch_seconds, iso_seconds, seen_iso, to_long
 
@@ -48,29 +50,6 @@ _CONTEXT_DROPPED = frozenset(("Galaxy", "ShadowAttribute"))
 _OBJECT_MOVED = frozenset(("Attribute", "ObjectReference", "meta-category"))
 _EVENT_DATES = ("timestamp", "publish_timestamp", "sighting_timestamp")
 _EVENT_LONGS = ("distribution", "attribute_count", "threat_level_id")
-
-
-class Options:
-    """Per-run settings, resolved once per cycle rather than per record."""
-
-    __slots__ = ("stream", "dataset", "namespace", "preserve_original", "ingested")
-
-    def __init__(
-        self,
-        stream: str,
-        namespace: str = "default",
-        preserve_original: bool = False,
-        ingested: str = "1970-01-01T00:00:00.000Z",
-    ):
-        self.stream = stream
-        self.dataset = f"ti_misp.{stream}"
-        self.namespace = namespace
-        self.preserve_original = preserve_original
-        #: The cycle's fixed ingest time, ISO 8601: ``event.ingested`` of every document.
-        self.ingested = ingested
-
-    def __repr__(self) -> str:
-        return f"Options({self.stream!r}, namespace={self.namespace!r}, preserve_original={self.preserve_original}, ingested={self.ingested!r})"
 
 
 def _prune(value: Any) -> Any:
@@ -373,14 +352,28 @@ def dump_original(record: Any) -> str:
             return repr(record)
 
 
-def error_document(record: Any, message: str, opts: Options, *, original: str | None = None) -> dict:
-    """A ``pipeline_error`` document: the raw record in ``event.original`` and the reason.
+#: ``event.kind`` of the document standing for a record that became no indicator.
+PIPELINE_ERROR = "pipeline_error"
 
-    ``original`` is the raw text when there is no parsed record (a line that is not JSON).
+
+def is_pipeline_error(doc: Mapping[str, Any]) -> bool:
+    """Whether ``doc`` stands for a record that could not become an indicator."""
+    event = doc.get("event")
+    return isinstance(event, dict) and event.get("kind") == PIPELINE_ERROR
+
+
+def error_document(record: Any, reason: str | BaseException, opts: Options, *, original: str | None = None) -> dict:
+    """The ``pipeline_error`` document of ``record``: the raw record in
+    ``event.original`` and the reason (an exception is named with its type).
+
+    ``original`` is the raw text when there is no parsed record (a line that
+    is not JSON). The id depends on the stream and the record only, so a
+    replayed record yields the same document.
     """
     if original is None:
         original = dump_original(record)
-    event = {"kind": "pipeline_error", "dataset": opts.dataset, "ingested": opts.ingested, "original": original}
+    message = reason if isinstance(reason, str) else f"{type(reason).__name__}: {reason}"
+    event = {"kind": PIPELINE_ERROR, "dataset": opts.dataset, "ingested": opts.ingested, "original": original}
     return {
         "_id": _doc_id(opts.dataset, "error", original),
         "@timestamp": opts.ingested,
@@ -403,4 +396,4 @@ def transform(record: Any, opts: Options) -> dict:
         return error_document(record, str(exc), opts)
     except (TypeError, ValueError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
         # a shape no check above anticipated: still one document, still counted
-        return error_document(record, f"{type(exc).__name__}: {exc}", opts)
+        return error_document(record, exc, opts)

@@ -9,28 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from misp_ti import hookimpl
-from misp_ti.ecs import Options, transform
+from misp_ti.ecs import options_for, transform
 from misp_ti.model import RunContext
-from misp_ti.timeutil import iso
 
-_options_cache: dict[tuple[str, int, Any], Options] = {}
-
-
-def options_for(stream: str, ctx: RunContext) -> Options:
-    """The transform options of ``ctx`` (cached: this is asked once per record)."""
-    key = (stream, id(ctx.config), ctx.now)
-    opts = _options_cache.get(key)
-    if opts is None:
-        if len(_options_cache) > 32:
-            _options_cache.clear()
-        output = ctx.config.output
-        opts = _options_cache[key] = Options(
-            stream=stream,
-            namespace=output.elasticsearch.namespace,
-            preserve_original=output.preserve_original_event,
-            ingested=iso(ctx.now),
-        )
-    return opts
+# options_for is re-exported: ``misp-ti transform`` imports it from here
+__all__ = ["options_for", "transform_threat", "transform_threat_attributes"]
 
 
 @hookimpl(specname="transform_doc")

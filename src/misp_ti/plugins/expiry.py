@@ -24,8 +24,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from misp_ti import hookimpl
-from misp_ti.decay import epoch_seconds
-from misp_ti.model import Expiry, RunContext
+from misp_ti.decay import epoch_seconds, parse_overrides
+from misp_ti.model import ContextKey, Expiry, RunContext
 from misp_ti.timeutil import from_epoch, parse_iso
 
 MISP_TI_EXPIRY_POLICIES = ("duration", "refetch")
@@ -158,6 +158,26 @@ def refetch_grace(stream: str, ctx: RunContext) -> timedelta:
     stream_settings = getattr(ctx.config.streams, stream, None)
     interval = getattr(stream_settings, "interval", None)
     return 2 * interval if isinstance(interval, timedelta) else timedelta(0)
+
+
+_MODEL_OVERRIDES: ContextKey[dict[str, dict[str, float]]] = ContextKey("misp_ti.expiry.model_overrides")
+
+
+def _no_overrides(ctx: RunContext) -> dict[str, dict[str, float]]:
+    return {}
+
+
+def model_overrides(stream: str, ctx: RunContext) -> dict[str, float]:
+    """The decay-model parameters the stream's restSearch filters override
+    (:func:`misp_ti.decay.parse_overrides`), worked out once per stream and
+    context. The dict is shared: do not change it."""
+    by_stream = ctx.derive(_MODEL_OVERRIDES, _no_overrides)
+    try:
+        return by_stream[stream]
+    except KeyError:
+        filters = getattr(getattr(ctx.config.streams, stream, None), "filters", None) or {}
+        overrides = by_stream[stream] = parse_overrides(filters)
+        return overrides
 
 
 @hookimpl
