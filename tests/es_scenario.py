@@ -42,7 +42,10 @@ Key = tuple[str, str]
 
 
 class ModelBackend:
-    """The model of Elasticsearch, served over HTTP to the real client."""
+    """The model of Elasticsearch, served over HTTP to the real client; time is a manual clock."""
+
+    #: after a poll, how long the transforms get (above sync delay + frequency)
+    settle_time = timedelta(minutes=3)
 
     def __init__(self, version: tuple[int, int] = (8, 19)) -> None:
         self.version = version
@@ -52,10 +55,17 @@ class ModelBackend:
         self.es_settings: dict[str, Any] = {}
         self.cluster: ModelCluster = None  # type: ignore[assignment]
 
+    def make_clock(self) -> Any:
+        return ManualClock(START)
+
     def start(self, clock: ManualClock, stack: ExitStack) -> str:
         self.cluster = ModelCluster(self.version, clock=clock.now, builtin_templates=self.builtin_templates, security=self.security)
         url: str = stack.enter_context(serve(self.cluster))
         return url
+
+    def settle(self, clock: ManualClock) -> None:
+        clock.advance(self.settle_time)
+        self.run_transforms()
 
     def run_transforms(self) -> None:
         self.cluster.advance()
@@ -114,12 +124,11 @@ class Scenario:
     """Simulator + engine (sqlite and elasticsearch sinks) + a backend, on one manual clock."""
 
     interval = timedelta(hours=6)
-    #: after a poll, how long the transforms get (above sync delay + frequency)
-    settle_time = timedelta(minutes=3)
 
     def __init__(self, tmp_path: Path, backend: Any, *, dataset: str = "sample", streams: tuple[str, ...] = STREAMS) -> None:
         self.tmp_path, self.backend, self.streams = tmp_path, backend, streams
-        self.clock = ManualClock(START)
+        self.clock = backend.make_clock()
+        self.settle_time: timedelta = backend.settle_time
         self.rng = random.Random(20260302)
         self.stack = ExitStack()
         if dataset == "sample":
@@ -137,7 +146,7 @@ class Scenario:
 
     def __enter__(self) -> Scenario:
         self.stack.enter_context(self.sim)
-        self.sim.shift_to(START - timedelta(hours=1))
+        self.sim.shift_to(self.clock.now() - timedelta(hours=1))
         url = self.backend.start(self.clock, self.stack)
         self.config = build_config(
             {
@@ -174,8 +183,7 @@ class Scenario:
 
     def poll_and_settle(self) -> None:
         self.poll()
-        self.clock.advance(self.settle_time)
-        self.backend.run_transforms()
+        self.backend.settle(self.clock)
 
     def mutate(self, step: int) -> None:
         """Edits, soft deletes and inserts, as an analyst would make them."""
