@@ -65,8 +65,8 @@ def command(obj: Obj, stream: str, now: datetime | None, fmt: str) -> None:
     pipeline_error documents; their count goes to stderr and the exit status
     is 3. Blank lines are skipped.
     """
-    from misp_ti.ecs import error_document
-    from misp_ti.plugins.ecs_transform import options_for
+    from misp_ti.ecs import error_document, is_pipeline_error
+    from misp_ti.ecs.options import options_for
 
     config = obj.config()
     engine = obj.engine(config)
@@ -90,7 +90,7 @@ def command(obj: Obj, stream: str, now: datetime | None, fmt: str) -> None:
             chunk = bytearray()
             for slot in slots:
                 doc = next(docs) if slot is None else slot
-                if doc.get("event", {}).get("kind") == "pipeline_error":
+                if is_pipeline_error(doc):
                     errors += 1
                 if fmt == "bulk":
                     body = {k: v for k, v in doc.items() if k != "_id"}

@@ -36,7 +36,7 @@ from misp_ti.decay import (
 from misp_ti.errors import ConfigError, FetchError
 from misp_ti.model import Expiry, RunContext
 from misp_ti.plugins import misp_fetch
-from misp_ti.plugins.expiry import attribute_of, duration_expiry, immediate_expiry
+from misp_ti.plugins.expiry import attribute_of, duration_expiry, immediate_expiry, model_overrides
 from misp_ti.timeutil import from_epoch, iso
 
 NAME = "decay-model"
@@ -154,23 +154,6 @@ def _request_index(ctx: RunContext) -> list[Any]:
         if len(batch) < INDEX_PAGE_SIZE:
             break
     return models
-
-
-def model_overrides(stream: str, ctx: RunContext) -> dict[str, float]:
-    """The restSearch ``modelOverrides`` (and ``score``, MISP's shorthand for a
-    threshold) of the stream's filters: MISP scores with these parameters."""
-    settings = getattr(ctx.config.streams, stream, None)
-    filters = getattr(settings, "filters", None) or {}
-    raw = dict(filters.get("modelOverrides") or {}) if isinstance(filters.get("modelOverrides"), Mapping) else {}
-    if filters.get("score") is not None:
-        raw["threshold"] = filters["score"]
-    overrides = {}
-    for key in ("threshold", "lifetime", "decay_speed"):
-        try:
-            overrides[key] = float(raw[key])
-        except (KeyError, TypeError, ValueError):
-            continue
-    return overrides
 
 
 def _has_retention_tag(record: Any) -> bool:

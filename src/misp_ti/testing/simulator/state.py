@@ -454,10 +454,10 @@ def _date(epoch: int) -> str:
 def _matching(rows: Iterable[Row], query: Query) -> Iterator[Row]:
     """The rows the query's filters keep, in the order given (event filters
     are evaluated once per event)."""
-    event_ok: dict[int, bool] = {}
+    event_ok: dict[str, bool] = {}
     predicates = query.attribute_predicates
     for row in rows:
-        eid = id(row.event)
+        eid = str(row.event.get("uuid"))
         ok = event_ok.get(eid)
         if ok is None:
             ok = event_ok[eid] = all(p(row.event) for p in query.event_predicates)
