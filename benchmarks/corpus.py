@@ -65,7 +65,7 @@ def fetch_from_simulator(events: Path | None = None, *, page_size: int = 1000) -
     import httpx
 
     from misp_ti.testing.clock import ManualClock
-    from misp_ti.testing.simulator import Dataset, MispSimulator
+    from misp_ti.simulator import Dataset, MispSimulator
 
     clock = ManualClock(start=CORPUS_NOW)
     dataset = Dataset.from_path(_events_dir(events))
@@ -94,7 +94,7 @@ def fetch_from_simulator(events: Path | None = None, *, page_size: int = 1000) -
 
 def with_decay_scores(record: dict[str, Any], now: datetime = CORPUS_NOW) -> dict[str, Any]:
     """``record`` as ``includeDecayScore`` returns it (``decay_score`` after the attribute fields)."""
-    from misp_ti.testing.simulator.decay import DecayScorer, default_models
+    from misp_ti.simulator.decay import DecayScorer, default_models
 
     scorer = _SCORER.get("scorer")
     if scorer is None:

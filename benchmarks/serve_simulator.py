@@ -3,7 +3,7 @@
     python benchmarks/serve_simulator.py --attributes 100000 [--events DIR] [--seed 0]
 
 Loads the real events of ``DIR`` (default: the sample shipped in
-``misp_ti/testing/data/misp-events``), replicates them with fresh uuids to
+``misp_ti/simulator/data/misp-events``), replicates them with fresh uuids to
 ``N`` attributes (see :func:`corpus.replicated_events`), then prints one line
 ``READY <url> <attributes> <now epoch> <load seconds>`` and serves until its
 standard input is closed.
@@ -51,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from misp_ti.testing.clock import ManualClock
-    from misp_ti.testing.simulator import Dataset, MispSimulator
+    from misp_ti.simulator import Dataset, MispSimulator
 
     started = time.perf_counter()
     base = Dataset.from_path(args.events).events()

@@ -28,12 +28,12 @@ from misp_ti.engine import Engine
 from misp_ti.es import assets, bulk
 from misp_ti.es.client import make_client
 from misp_ti.model import SinkReport
+from misp_ti.simulator import Dataset, MispSimulator
 from misp_ti.store import EmbeddedStore
 from misp_ti.testing import strategies as ms
 from misp_ti.testing.clock import ManualClock
 from misp_ti.testing.es_model import ModelCluster, serve
 from misp_ti.testing.es_model.search import search
-from misp_ti.testing.simulator import Dataset, MispSimulator
 
 START = datetime(2026, 3, 2, 12, tzinfo=UTC)
 STREAMS = ("threat_attributes", "threat")

@@ -20,11 +20,12 @@ from misp_ti import hookimpl
 from misp_ti.cli import cli
 from misp_ti.config import build_config
 from misp_ti.engine import Engine
-from misp_ti.es import assets, spec
+from misp_ti.es import assets
 from misp_ti.model import Page
+from misp_ti.testing import es_spec as spec
 from misp_ti.timeutil import from_epoch, iso
 
-EVENT_FILE = Path(__file__).resolve().parent.parent / "src/misp_ti/testing/data/misp-events/pymisp-tests/57c4445b-c548-4654-af0b-4be3950d210f.json"
+EVENT_FILE = Path(__file__).resolve().parent.parent / "src/misp_ti/simulator/data/misp-events/pymisp-tests/57c4445b-c548-4654-af0b-4be3950d210f.json"
 
 MODES = {
     "ecs-server": {"mode": "ecs", "ingested_by": "server"},

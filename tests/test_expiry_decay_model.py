@@ -20,15 +20,15 @@ from misp_ti.misp_client import MispClient
 from misp_ti.model import RunContext
 from misp_ti.plugins import expiry_decay_model as plugin
 from misp_ti.plugins import misp_fetch
-from misp_ti.state import StateStore
-from misp_ti.testing.clock import ManualClock
-from misp_ti.testing.simulator import MispSimulator
-from misp_ti.testing.simulator.decay import (
+from misp_ti.simulator import MispSimulator
+from misp_ti.simulator.decay import (
     DecayScorer,
     default_models,
     index_rows,
     normalise_models,
 )
+from misp_ti.state import StateStore
+from misp_ti.testing.clock import ManualClock
 from misp_ti.timeutil import from_epoch
 
 START = datetime(2026, 1, 1, tzinfo=UTC)

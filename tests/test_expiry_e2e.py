@@ -28,9 +28,9 @@ from typing import Any
 
 from misp_ti.config import build_config
 from misp_ti.engine import Engine
+from misp_ti.simulator import MispSimulator
 from misp_ti.store import EmbeddedStore
 from misp_ti.testing.clock import ManualClock
-from misp_ti.testing.simulator import MispSimulator
 
 START = datetime(2026, 2, 2, tzinfo=UTC)
 DATASET = "ti_misp.threat_attributes"

@@ -22,9 +22,9 @@ import pytest
 
 from misp_ti.config import build_config
 from misp_ti.engine import Engine
+from misp_ti.simulator import Dataset, MispSimulator
 from misp_ti.testing.clock import ManualClock
 from misp_ti.testing.recording import REPLAY_API_KEY, REPLAY_URL
-from misp_ti.testing.simulator import Dataset, MispSimulator
 
 CASSETTES = Path(__file__).resolve().parent.parent / "cassettes" / "fetch"
 NOW = datetime(2026, 2, 1, 8, 0, tzinfo=UTC)

@@ -20,8 +20,8 @@ import pytest
 from misp_ti.config import build_config
 from misp_ti.engine import Engine
 from misp_ti.errors import FetchError
+from misp_ti.simulator import FAULT_KINDS, Dataset, MispSimulator, RequestInfo
 from misp_ti.testing.clock import ManualClock
-from misp_ti.testing.simulator import FAULT_KINDS, Dataset, MispSimulator, RequestInfo
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 KEY = "sim-fetch-key-0123456789abcdef"
@@ -195,8 +195,12 @@ def test_fault_without_retries_fails_the_poll_before_the_cursor_passes_it(tmp_pa
     finishes the same window with nothing lost and nothing doubled."""
     clock = ManualClock(start=T0)
     uuids = {a["uuid"] for a in dataset.attributes()}
-    sim = MispSimulator(dataset, api_key=KEY, clock=clock, faults=f"{kind}@12", timeout_delay=1.0, retry_after=1)
-    with sim, Engine(config(sim, tmp_path, misp={"max_retries": 0, "timeout": "0.3s"}), clock=clock) as engine:
+    # a short client timeout only where the fault is a timeout (the simulator
+    # then holds the answer well past it); elsewhere a generous one, so a
+    # busy machine's slow answer is never mistaken for the fault
+    timeout = "2s" if kind == "timeout" else "60s"
+    sim = MispSimulator(dataset, api_key=KEY, clock=clock, faults=f"{kind}@12", timeout_delay=8.0, retry_after=1)
+    with sim, Engine(config(sim, tmp_path, misp={"max_retries": 0, "timeout": timeout}), clock=clock) as engine:
         with pytest.raises(FetchError) as info:
             engine.run_once()
         assert KEY not in str(info.value)

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from misp_ti.cli import cli
-from misp_ti.testing.simulator import Dataset, MispSimulator
+from misp_ti.simulator import Dataset, MispSimulator
 from misp_ti.timeutil import parse_iso
 
 #: MISP types -> ECS indicator type, for the rows checked below (ti_misp's mapping).

@@ -60,7 +60,7 @@ def test_default_server_serves_the_sample_shifted_to_the_clock(pytester):
         import httpx
         from datetime import datetime, timezone
         from misp_ti.testing.fixtures import DEFAULT_API_KEY, DEFAULT_NOW
-        from misp_ti.testing.simulator import Dataset
+        from misp_ti.simulator import Dataset
 
         def test_default(misp_server, misp_dataset, misp_clock):
             assert misp_clock.now() == DEFAULT_NOW

@@ -39,7 +39,7 @@ def test_importing_the_kit_loads_nothing_heavy():
         "pydantic",
         "misp_ti.engine",
         "misp_ti.config",
-        "misp_ti.testing.simulator",
+        "misp_ti.simulator",
         "misp_ti.testing.strategies",
     ]
     code = f"import sys, misp_ti.testing; print([m for m in {heavy!r} if m in sys.modules])"

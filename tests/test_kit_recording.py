@@ -132,9 +132,9 @@ def test_body_matching_ignores_json_key_order():
 def test_record_from_a_real_misp_scrubs_its_key(project, monkeypatch):
     """``MISP_TI_MISP_URL``/``MISP_TI_MISP_KEY`` point recording at another server;
     here a separate simulator with its own key stands in for the real MISP."""
+    from misp_ti.simulator import Dataset, MispSimulator
     from misp_ti.testing.clock import ManualClock
     from misp_ti.testing.fixtures import DEFAULT_NOW
-    from misp_ti.testing.simulator import Dataset, MispSimulator
 
     key = "REAL-misp-key-0123456789abcdefghijklmnop"
     dataset = Dataset.from_events([EVENT]).shift_to(DEFAULT_NOW)

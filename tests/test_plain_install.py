@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,3 +40,16 @@ def test_demo_runs_without_the_testing_extra(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert "IOCs in the latest view: 1708" in done.stdout
     assert (tmp_path / "demo" / "misp-ti.db").exists()
+
+
+def test_no_runtime_module_imports_the_test_kit() -> None:
+    """The runtime (CLI, demo, simulator, sinks) never imports misp_ti.testing:
+    the kit is for tests; the simulator is a runtime feature in misp_ti.simulator."""
+    src = Path(__file__).resolve().parent.parent / "src" / "misp_ti"
+    importing = re.compile(r"^\s*(from misp_ti\.testing\b|import misp_ti\.testing\b|from misp_ti import testing\b)", re.M)
+    offenders = [
+        str(path.relative_to(src))
+        for path in src.rglob("*.py")
+        if path.relative_to(src).parts[0] != "testing" and importing.search(path.read_text(encoding="utf-8"))
+    ]
+    assert offenders == []

@@ -35,9 +35,9 @@ from typing import Any
 
 import pytest
 
+from misp_ti.simulator import Dataset, MispSimulator
 from misp_ti.state import StateStore
 from misp_ti.testing.clock import ManualClock
-from misp_ti.testing.simulator import Dataset, MispSimulator
 from reliability_helpers import source_ids, store_snapshot
 
 NOW = "2026-03-01T12:00:00Z"

@@ -26,8 +26,8 @@ import pytest
 
 from misp_ti.config import build_config
 from misp_ti.engine import Engine
+from misp_ti.simulator import FAULT_KINDS, Dataset, MispSimulator
 from misp_ti.testing.clock import ManualClock
-from misp_ti.testing.simulator import FAULT_KINDS, Dataset, MispSimulator
 from reliability_helpers import history_edits, source_ids, store_snapshot
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -74,14 +74,14 @@ def _run_history(tmp_path: Path, dataset: Dataset, faults: str | None, seed: int
     uuids = sorted(a["uuid"] for a in dataset.attributes())
     edits = random.Random(1234)  # the same MISP history for every plan
     db = tmp_path / "store.db"
-    sim = MispSimulator(dataset, api_key=KEY, clock=clock, faults=faults, seed=seed, timeout_delay=1.0, retry_after=1)
+    sim = MispSimulator(dataset, api_key=KEY, clock=clock, faults=faults, seed=seed, timeout_delay=4.0, retry_after=1)
     # counted as they arrive (a "timeout" request is recorded only once it is answered)
     seen: list[Any] = []
     sim.on_request(seen.append)
     with sim:
         config = build_config({
             "misp": {
-                "url": sim.url, "api_key": KEY, "page_size": PAGE_SIZE, "timeout": "0.3s",
+                "url": sim.url, "api_key": KEY, "page_size": PAGE_SIZE, "timeout": "1.5s",  # a busy box answers well within it
                 "max_retries": 40, "backoff_initial": "0.002s", "backoff_max": "1.5s",
             },
             "streams": {"threat_attributes": {"initial_interval": "5000d", "interval": "10m"}},

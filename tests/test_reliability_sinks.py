@@ -34,10 +34,10 @@ from misp_ti import hookimpl
 from misp_ti.config import build_config
 from misp_ti.engine import Engine
 from misp_ti.errors import SinkError
+from misp_ti.simulator import Dataset, MispSimulator
 from misp_ti.state import StateStore
 from misp_ti.store import EmbeddedStore
 from misp_ti.testing.clock import ManualClock
-from misp_ti.testing.simulator import Dataset, MispSimulator
 from reliability_helpers import FakeElasticsearch, source_ids, store_snapshot
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -29,8 +29,8 @@ from typing import Any
 
 import pytest
 
+from misp_ti.simulator import Dataset, MispSimulator
 from misp_ti.testing.clock import ManualClock
-from misp_ti.testing.simulator import Dataset, MispSimulator
 from reliability_helpers import FakeElasticsearch
 
 pytest_plugins = ["pytester"]

@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from misp_ti.simulator import Dataset, DatasetError, MispSimulator
 from misp_ti.testing.clock import ManualClock
-from misp_ti.testing.simulator import Dataset, DatasetError, MispSimulator
 from simulator_helpers import KEY, NOW, filter_events, u
 
 

@@ -7,8 +7,8 @@ import json
 import httpx
 import pytest
 
+from misp_ti.simulator import Dataset, FaultPlan, FaultPlanError, MispSimulator
 from misp_ti.testing.clock import ManualClock
-from misp_ti.testing.simulator import Dataset, FaultPlan, FaultPlanError, MispSimulator
 from simulator_helpers import KEY, NOW, filter_events
 
 AUTH_MESSAGE = "Authentication failed. Please make sure you pass the API key of an API enabled user along in the Authorization header."

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from misp_ti.simulator import Dataset, MispSimulator
 from misp_ti.testing.clock import ManualClock
-from misp_ti.testing.simulator import Dataset, MispSimulator
 from simulator_helpers import DAY, KEY, NOW, T0, filter_events, search, u, uuids
 
 LIVE = {"a1", "a2", "a3", "a4", "a5", "a6", "a7", "b2", "b3"}  # b1 is soft-deleted

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from misp_ti.simulator import Dataset, MispSimulator, attribute_result_count
 from misp_ti.testing.clock import ManualClock
-from misp_ti.testing.simulator import Dataset, MispSimulator, attribute_result_count
 from simulator_helpers import DAY, KEY, NOW, T0, attr, filter_events, search, u, uuids
 
 # 12 ip-dst attributes, one per hour; positions 4-6 (page 2 at limit 3) and 2 are public resolvers.

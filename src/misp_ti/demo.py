@@ -153,8 +153,8 @@ def run_demo(
     """Serve the sample data, run one cycle into a fresh store, and count what is there."""
     from misp_ti.engine import Engine
     from misp_ti.manager import make_plugin_manager
+    from misp_ti.simulator import Dataset, MispSimulator
     from misp_ti.store import EmbeddedStore
-    from misp_ti.testing.simulator import Dataset, MispSimulator
     from misp_ti.timeutil import utcnow
 
     directory = _fresh_directory(directory)

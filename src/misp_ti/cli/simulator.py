@@ -91,7 +91,7 @@ def command(
     timeout_delay: float,
 ) -> None:
     """Serve a simulated MISP REST API (restSearch, decaying models) from sample or given data."""
-    from misp_ti.testing.simulator import (
+    from misp_ti.simulator import (
         Dataset,
         DatasetError,
         FaultPlan,

@@ -13,7 +13,7 @@ markers
 options
     ``--misp-record``, ini ``misp_cassette_dir``;
 modules
-    :mod:`misp_ti.testing.strategies` (hypothesis), :mod:`misp_ti.testing.simulator`,
+    :mod:`misp_ti.testing.strategies` (hypothesis), :mod:`misp_ti.simulator`,
     :mod:`misp_ti.testing.es_model` (a model of Elasticsearch's server rules).
 
 pytest imports this module in every project where misp-ti is installed, so
@@ -28,12 +28,13 @@ from typing import Any
 
 from misp_ti.testing.plugins import InstalledPlugin, install_entry_point_plugin
 
-# The simulator (misp_ti.testing.simulator) also serves `misp-ti demo` in a
-# plain install without pytest; the fixtures exist only where pytest does,
+# No runtime module imports this package (the simulator lives in
+# misp_ti.simulator); only the old name misp_ti.testing.simulator may be
+# imported where pytest is absent, so the fixtures load only where it exists,
 # which is always the case when pytest loads this module as a plugin.
 try:
     import pytest as _pytest
-except ImportError:  # a plain install: the demo needs the simulator, not the fixtures
+except ImportError:  # a plain install importing misp_ti.testing.simulator
     _pytest = None  # type: ignore[assignment]
 
 if _pytest is not None:

@@ -19,9 +19,9 @@ import pytest
 if TYPE_CHECKING:
     from misp_ti.config import Config
     from misp_ti.engine import Engine
+    from misp_ti.simulator import Dataset, MispSimulator
     from misp_ti.testing.clock import ManualClock
     from misp_ti.testing.plugins import InstalledPlugin
-    from misp_ti.testing.simulator import Dataset, MispSimulator
 
 #: Where ``misp_clock`` starts unless ``misp_data(now=...)`` says otherwise. A
 #: fixed instant keeps restSearch bodies (their time window) and therefore
@@ -105,13 +105,13 @@ def misp_clock(request: pytest.FixtureRequest) -> ManualClock:
 
 @functools.cache
 def _sample() -> Dataset:
-    from misp_ti.testing.simulator import Dataset
+    from misp_ti.simulator import Dataset
 
     return Dataset.sample()  # immutable, so one load serves every test
 
 
 def _load_source(source: Any, base: Path) -> Dataset:
-    from misp_ti.testing.simulator import Dataset
+    from misp_ti.simulator import Dataset
 
     if isinstance(source, Dataset):
         return source
@@ -131,7 +131,7 @@ def _load_source(source: Any, base: Path) -> Dataset:
 
 @pytest.fixture
 def misp_dataset(request: pytest.FixtureRequest, misp_clock: ManualClock) -> Dataset:
-    """The events the simulator serves (a :class:`~misp_ti.testing.simulator.Dataset`).
+    """The events the simulator serves (a :class:`~misp_ti.simulator.Dataset`).
 
     From ``@pytest.mark.misp_data(...)``; default: misp-ti's sample of real
     MISP events, shifted so that its newest attribute is ``misp_clock.now()``
@@ -139,7 +139,7 @@ def misp_dataset(request: pytest.FixtureRequest, misp_clock: ManualClock) -> Dat
     ``Dataset.from_events(ds.events())`` or change the live server with
     ``misp_server().add_attribute(...)`` / ``modify_attribute`` / ``delete_attribute``.
     """
-    from misp_ti.testing.simulator import Dataset
+    from misp_ti.simulator import Dataset
 
     args, kwargs = _marker_kwargs(request, "misp_data")
     unknown = set(kwargs) - {"shift_to_now", "now", "synthetic"}
@@ -194,7 +194,7 @@ class MispServerFactory:
         seed: int = 0,
         **options: Any,
     ) -> MispSimulator:
-        from misp_ti.testing.simulator import MispSimulator
+        from misp_ti.simulator import MispSimulator
 
         is_default = (
             dataset is None

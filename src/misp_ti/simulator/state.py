@@ -19,12 +19,12 @@ from typing import Any
 
 import orjson
 
-from misp_ti.testing.simulator.dataset import Dataset, no_gc
-from misp_ti.testing.simulator.decay import DecayScorer
-from misp_ti.testing.simulator.filters import NUMERIC_FIELDS, Query
-from misp_ti.testing.simulator.render import render_attribute, render_event
-from misp_ti.testing.simulator.tags import TagRegistry, like_regex
-from misp_ti.testing.simulator.warninglist import Warninglist
+from misp_ti.simulator.dataset import Dataset, no_gc
+from misp_ti.simulator.decay import DecayScorer
+from misp_ti.simulator.filters import NUMERIC_FIELDS, Query
+from misp_ti.simulator.render import render_attribute, render_event
+from misp_ti.simulator.tags import TagRegistry, like_regex
+from misp_ti.simulator.warninglist import Warninglist
 
 __all__ = ["SimState", "SearchResult", "attribute_result_count"]
 

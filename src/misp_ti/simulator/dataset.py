@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from misp_ti.testing.simulator.tags import TagRegistry
+from misp_ti.simulator.tags import TagRegistry
 
 __all__ = ["Dataset", "DatasetError"]
 
@@ -272,8 +272,8 @@ class Dataset:
 
     @classmethod
     def sample(cls) -> Dataset:
-        """The real MISP events shipped in ``misp_ti/testing/data/misp-events``."""
-        root = resources.files("misp_ti.testing") / "data" / "misp-events"
+        """The real MISP events shipped in ``misp_ti/simulator/data/misp-events``."""
+        root = resources.files("misp_ti.simulator") / "data" / "misp-events"
         with resources.as_file(root) as directory:
             return cls.from_path(directory)
 
@@ -288,7 +288,7 @@ class Dataset:
         per_event: int = 200,
     ) -> Dataset:
         """``n_attributes`` generated attributes (about a tenth inside objects), timestamps spread over ``span``."""
-        from misp_ti.testing.simulator.synthetic import generate_events
+        from misp_ti.simulator.synthetic import generate_events
 
         newest = newest or datetime(2026, 1, 1, tzinfo=UTC)
         return cls(
@@ -315,7 +315,7 @@ class Dataset:
         ``include_event_tags`` adds the event's tags with ``inherited: 1``, as
         MISP does when ``includeEventTags`` or ``includeDecayScore`` is set.
         """
-        from misp_ti.testing.simulator.render import render_attribute
+        from misp_ti.simulator.render import render_attribute
 
         for event in self._events:
             for attribute in event["Attribute"]:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from misp_ti.testing.simulator.tags import like_regex
+from misp_ti.simulator.tags import like_regex
 
 __all__ = ["Query", "compile_query", "php_truthy", "php_intval", "FilterError", "convert_filters"]
 

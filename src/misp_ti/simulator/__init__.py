@@ -36,19 +36,19 @@ in ``X-Result-Count``, as ``Event::filterEventIds`` does.
 
 Use::
 
-    from misp_ti.testing.clock import ManualClock
-    from misp_ti.testing.simulator import Dataset, MispSimulator
+    from misp_ti.simulator import Dataset, MispSimulator
 
-    with MispSimulator(Dataset.sample().shift_to(clock.now()), clock=clock) as sim:
+    # any callable returning an aware datetime; tests use misp_ti.testing.clock.ManualClock
+    with MispSimulator(Dataset.sample(), clock=clock) as sim:
         httpx.post(f"{sim.url}/attributes/restSearch", headers={"Authorization": "test-key"}, json={...})
 """
 
-from misp_ti.testing.simulator.dataset import Dataset, DatasetError
-from misp_ti.testing.simulator.faults import FAULT_KINDS, FaultPlan, FaultPlanError
-from misp_ti.testing.simulator.server import RecordedRequest, RequestInfo
-from misp_ti.testing.simulator.simulator import MispSimulator
-from misp_ti.testing.simulator.state import attribute_result_count
-from misp_ti.testing.simulator.warninglist import DEFAULT_WARNINGLIST, Warninglist
+from misp_ti.simulator.dataset import Dataset, DatasetError
+from misp_ti.simulator.faults import FAULT_KINDS, FaultPlan, FaultPlanError
+from misp_ti.simulator.server import RecordedRequest, RequestInfo
+from misp_ti.simulator.simulator import MispSimulator
+from misp_ti.simulator.state import attribute_result_count
+from misp_ti.simulator.warninglist import DEFAULT_WARNINGLIST, Warninglist
 
 __all__ = [
     "Dataset",

@@ -29,14 +29,14 @@ from typing import Any
 
 import orjson
 
-from misp_ti.testing.simulator.tags import tag_base_name
+from misp_ti.simulator.tags import tag_base_name
 
 __all__ = ["default_models", "index_rows", "DecayScorer", "polynomial_score"]
 
 
 def default_models() -> list[dict[str, Any]]:
     """The three models MISP ships (misp-decaying-models), enabled, with ids 1..3 in file-name order."""
-    root = resources.files("misp_ti.testing") / "data" / "decaying-models"
+    root = resources.files("misp_ti.simulator") / "data" / "decaying-models"
     models = []
     for entry in sorted(root.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".json"):

@@ -25,15 +25,15 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from misp_ti.testing.simulator.decay import index_rows
-from misp_ti.testing.simulator.filters import FilterError
+from misp_ti.simulator.decay import index_rows
+from misp_ti.simulator.filters import FilterError
 
 if TYPE_CHECKING:
-    from misp_ti.testing.simulator.simulator import MispSimulator
+    from misp_ti.simulator.simulator import MispSimulator
 
 __all__ = ["RecordedRequest", "RequestInfo", "SimulatorHTTPServer"]
 
-log = logging.getLogger("misp_ti.testing.simulator")
+log = logging.getLogger("misp_ti.simulator")
 
 AUTH_FAILED = "Authentication failed. Please make sure you pass the API key of an API enabled user along in the Authorization header."
 BAD_JSON = "Invalid JSON input. Make sure that the JSON input is a correctly formatted JSON string. This request has been blocked to avoid an unfiltered request."

@@ -9,14 +9,14 @@ from typing import Any
 
 import orjson
 
-from misp_ti.testing.simulator.dataset import Dataset
-from misp_ti.testing.simulator.decay import default_models, normalise_models
-from misp_ti.testing.simulator.faults import FaultPlan
-from misp_ti.testing.simulator.filters import compile_query
-from misp_ti.testing.simulator.render import render_attribute
-from misp_ti.testing.simulator.server import RecordedRequest, RequestInfo, SimulatorHTTPServer
-from misp_ti.testing.simulator.state import SimState
-from misp_ti.testing.simulator.warninglist import DEFAULT_WARNINGLIST, Warninglist
+from misp_ti.simulator.dataset import Dataset
+from misp_ti.simulator.decay import default_models, normalise_models
+from misp_ti.simulator.faults import FaultPlan
+from misp_ti.simulator.filters import compile_query
+from misp_ti.simulator.render import render_attribute
+from misp_ti.simulator.server import RecordedRequest, RequestInfo, SimulatorHTTPServer
+from misp_ti.simulator.state import SimState
+from misp_ti.simulator.warninglist import DEFAULT_WARNINGLIST, Warninglist
 
 __all__ = ["MispSimulator"]
 
