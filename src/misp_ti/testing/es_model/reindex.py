@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .mappings import ModelUnsupported
-from .search import IndexNotFound, error, resolve_expression, response, search, unsupported
+from .search import error, matching_hits, response, unsupported
 
 
 def reindex(cluster: Any, body: dict[str, Any], params: dict[str, Any] | None = None) -> Any:
@@ -38,15 +37,9 @@ def reindex(cluster: Any, body: dict[str, Any], params: dict[str, Any] | None = 
     if conflicts not in ("abort", "proceed"):
         return error(400, "illegal_argument_exception", f"conflicts may only be \"proceed\" or \"abort\" but was [{conflicts}]")
     expression = source["index"] if isinstance(source["index"], str) else ",".join(source["index"])
-    try:
-        resolve_expression(cluster, expression, allow_no_indices=False)
-        hits = search(cluster, expression, source.get("query"))
-    except IndexNotFound as exc:
-        return exc.answer()
-    except (ModelUnsupported, ValueError) as exc:
-        return unsupported(str(exc))
-    if "max_docs" in body:
-        hits = hits[: int(body["max_docs"])]
+    hits, refused = matching_hits(cluster, expression, source.get("query"), {"allow_no_indices": False}, body.get("max_docs"))
+    if refused is not None:
+        return refused
     counts = {"created": 0, "updated": 0, "version_conflicts": 0}
     failures: list[dict[str, Any]] = []
     for hit in hits:

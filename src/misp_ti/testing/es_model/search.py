@@ -215,6 +215,20 @@ def matches(query: dict[str, Any] | None, source: dict[str, Any], mapping: Any, 
 
 
 # ---------------------------------------------------------------- endpoints
+def matching_hits(cluster: Any, expression: str, query: dict[str, Any] | None, opts: dict[str, Any],
+                  max_docs: Any = None) -> tuple[list[dict[str, Any]], Any]:
+    """What a by-query request (``_delete_by_query``, ``_reindex``) acts on:
+    ``(hits, None)``, or ``([], error response)`` when the expression or query is refused."""
+    try:
+        resolve_expression(cluster, expression, **opts)
+        hits = search(cluster, expression, query, expand_wildcards=opts.get("expand_wildcards", "open"))
+    except IndexNotFound as exc:
+        return [], exc.answer()
+    except (ModelUnsupported, ValueError) as exc:
+        return [], unsupported(str(exc))
+    return (hits[: int(max_docs)] if max_docs is not None else hits), None
+
+
 def _options(params: dict[str, Any] | None) -> dict[str, Any]:
     params = params or {}
     return {"expand_wildcards": str(params.get("expand_wildcards", "open")),
@@ -295,16 +309,9 @@ def _delete_by_query_handler(cluster: Any, match: Any, params: dict[str, Any], b
         return error(400, "action_request_validation_exception", "Validation Failed: 1: query is missing;")
     if set(body) - {"query", "max_docs"}:
         return unsupported(f"_delete_by_query body keys {sorted(set(body) - {'query', 'max_docs'})}")
-    try:
-        opts = _options(params)
-        resolve_expression(cluster, match.group("expr"), **opts)
-        hits = search(cluster, match.group("expr"), body["query"], expand_wildcards=opts["expand_wildcards"])
-    except IndexNotFound as exc:
-        return exc.answer()
-    except (ModelUnsupported, ValueError) as exc:
-        return unsupported(str(exc))
-    if "max_docs" in body:
-        hits = hits[: int(body["max_docs"])]
+    hits, refused = matching_hits(cluster, match.group("expr"), body["query"], _options(params), body.get("max_docs"))
+    if refused is not None:
+        return refused
     state = state_of(cluster)
     for hit in hits:
         state.indices[hit["_index"]].docs.pop(hit["_id"], None)
