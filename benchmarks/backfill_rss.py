@@ -89,8 +89,8 @@ def replicated_events(target: int, seed: int = 7) -> list[dict[str, Any]]:
 def measure(size: int, page_size: int, baseline: bool) -> dict[str, Any]:
     from misp_ti.config import build_config
     from misp_ti.engine import Engine
-    from misp_ti.testing.clock import ManualClock
     from misp_ti.simulator import Dataset, MispSimulator
+    from misp_ti.testing.clock import ManualClock
 
     dataset = Dataset.from_events(replicated_events(size))
     ahead = max(int(e["timestamp"]) for e in dataset.events()) - dataset.newest_timestamp()

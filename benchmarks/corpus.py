@@ -64,8 +64,8 @@ def fetch_from_simulator(events: Path | None = None, *, page_size: int = 1000) -
     """Every attribute of ``events`` as the simulator's restSearch answers it."""
     import httpx
 
-    from misp_ti.testing.clock import ManualClock
     from misp_ti.simulator import Dataset, MispSimulator
+    from misp_ti.testing.clock import ManualClock
 
     clock = ManualClock(start=CORPUS_NOW)
     dataset = Dataset.from_path(_events_dir(events))

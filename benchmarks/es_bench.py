@@ -1,7 +1,7 @@
 """Elasticsearch bulk path: documents/s through the sink's bulk writer.
 
 The documents (the corpus transformed and expired by :meth:`Engine.process`,
-outside the timing) go through :func:`misp_ti.es.bulk.write`, the code the
+outside the timing) go through :func:`misp_ti.sinks.elasticsearch.bulk.write`, the code the
 ``elasticsearch`` sink's ``emit`` runs, in batches of ``output.batch_size``
 (1 000), against ``bulk_endpoint.py`` in another process. The writer builds
 the ``create`` actions, serialises them, cuts ``_bulk`` requests by
@@ -37,8 +37,8 @@ def _documents(base: list[bytes], n: int, seed: int) -> list[dict[str, Any]]:
 
 def run(base: list[bytes], n: int, *, seed: int = 0, batch: int = 1_000) -> dict[str, Any]:
     from misp_ti.config import build_config
-    from misp_ti.es import bulk
-    from misp_ti.es.client import make_client
+    from misp_ti.sinks.elasticsearch import bulk
+    from misp_ti.sinks.elasticsearch.client import make_client
 
     docs = _documents(base, n, seed)
     endpoint = subprocess.Popen([sys.executable, str(HERE / "bulk_endpoint.py")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

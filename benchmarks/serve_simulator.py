@@ -50,8 +50,8 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from misp_ti.testing.clock import ManualClock
     from misp_ti.simulator import Dataset, MispSimulator
+    from misp_ti.testing.clock import ManualClock
 
     started = time.perf_counter()
     base = Dataset.from_path(args.events).events()

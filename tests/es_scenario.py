@@ -25,11 +25,11 @@ from hypothesis import strategies as st
 
 from misp_ti.config import build_config
 from misp_ti.engine import Engine
-from misp_ti.es import assets, bulk
-from misp_ti.es.client import make_client
 from misp_ti.model import SinkReport
 from misp_ti.simulator import Dataset, MispSimulator
-from misp_ti.store import EmbeddedStore
+from misp_ti.sinks.elasticsearch import assets, bulk
+from misp_ti.sinks.elasticsearch.client import make_client
+from misp_ti.sinks.sqlite import EmbeddedStore
 from misp_ti.testing import strategies as ms
 from misp_ti.testing.clock import ManualClock
 from misp_ti.testing.es_model import ModelCluster, serve

@@ -144,7 +144,7 @@ class FakeElasticsearch:
 
 def store_snapshot(path: Path) -> dict[tuple[str, str], tuple[str, int, int]]:
     """The embedded store's latest view, row by row."""
-    from misp_ti.store import EmbeddedStore
+    from misp_ti.sinks.sqlite import EmbeddedStore
 
     store = EmbeddedStore(path)
     try:

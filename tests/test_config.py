@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from misp_ti.config import InsecureConfigWarning, build_config, load_config, parse_duration
-from misp_ti.config_reference import render_reference
+from misp_ti.config.reference import render_reference
 from misp_ti.errors import ConfigError
 
 ROOT = Path(__file__).parents[1]

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from fakeplugins import make_attributes
+from misp_ti.sinks.sqlite import EmbeddedStore
 from misp_ti.state import StateStore
-from misp_ti.store import EmbeddedStore
 from misp_ti.timeutil import parse_iso
 
 TESTS = Path(__file__).parent

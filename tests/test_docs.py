@@ -9,7 +9,7 @@ import pytest
 
 import misp_ti.hookspecs as hookspecs
 from misp_ti.cli import cli
-from misp_ti.config_reference import reference_rows, render_reference
+from misp_ti.config.reference import reference_rows, render_reference
 from misp_ti.hookspecs import HOOK_NAMES
 
 ROOT = Path(__file__).parents[1]

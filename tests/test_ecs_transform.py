@@ -257,7 +257,7 @@ def test_malformed_event_records_become_pipeline_error_documents(record: Any, me
 
 
 def test_other_streams_are_not_answered_by_the_default_plugin() -> None:
-    from misp_ti.plugins import ecs_transform
+    from misp_ti.default_plugins import ecs_transform
 
     assert ecs_transform.transform_threat_attributes(stream="sightings", record={}, ctx=None) is None
     assert ecs_transform.transform_threat(stream="threat_attributes", record={}, ctx=None) is None
@@ -284,8 +284,8 @@ def test_transform_options_follow_the_context_even_when_config_ids_collide(monke
     # (the old cache was keyed by id(ctx.config) in the plugin module)
     from datetime import UTC, datetime
 
+    from misp_ti.default_plugins import ecs_transform
     from misp_ti.ecs import options
-    from misp_ti.plugins import ecs_transform
 
     for module in (ecs_transform, options):
         monkeypatch.setattr(module, "id", lambda obj: 1, raising=False)

@@ -14,7 +14,7 @@ from misp_ti.config import build_config
 from misp_ti.engine import Engine
 from misp_ti.errors import ConfigError, SinkError
 from misp_ti.model import SinkReport
-from misp_ti.store import EmbeddedStore
+from misp_ti.sinks.sqlite import EmbeddedStore
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

@@ -20,8 +20,8 @@ from fakeplugins import ListSource, MiniTransform, make_attributes
 from misp_ti.config import build_config
 from misp_ti.engine import Engine
 from misp_ti.errors import ConfigError, SinkError
-from misp_ti.es import bulk
-from misp_ti.es.client import client_options, make_client
+from misp_ti.sinks.elasticsearch import bulk
+from misp_ti.sinks.elasticsearch.client import client_options, make_client
 
 API_KEY = "c2VjcmV0LWFwaS1rZXktdmFsdWU="
 Script = Callable[[str, int], int]  # (document _id, attempt number from 1) -> item status

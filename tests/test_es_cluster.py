@@ -24,9 +24,9 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from es_scenario import Key, Scenario, store_keys
-from misp_ti.es import assets
-from misp_ti.es import provision as prov
-from misp_ti.es.client import make_client, send
+from misp_ti.sinks.elasticsearch import assets
+from misp_ti.sinks.elasticsearch import provision as prov
+from misp_ti.sinks.elasticsearch.client import make_client, send
 
 
 class SystemClock:

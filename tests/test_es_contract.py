@@ -20,8 +20,8 @@ from misp_ti import hookimpl
 from misp_ti.cli import cli
 from misp_ti.config import build_config
 from misp_ti.engine import Engine
-from misp_ti.es import assets
 from misp_ti.model import Page
+from misp_ti.sinks.elasticsearch import assets
 from misp_ti.testing import es_spec as spec
 from misp_ti.timeutil import from_epoch, iso
 
@@ -254,7 +254,7 @@ def test_the_transform_unique_key_exists_on_our_documents(tmp_path: Path) -> Non
 
 
 def test_emit_does_not_mutate_the_shared_documents(tmp_path: Path) -> None:
-    from misp_ti.es import bulk
+    from misp_ti.sinks.elasticsearch import bulk
 
     config = build_config(es_config(tmp_path, "ecs-client"), source="test")
     docs = [{"_id": "x1", "event": {"dataset": "ti_misp.threat_attributes"}, "misp": {"attribute": {"uuid": "u"}}}]
@@ -369,7 +369,7 @@ def test_every_request_of_install_rerun_upgrade_and_check_is_valid(es_spec: spec
     """Beyond the dry run (a first install): what provision sends on a cluster
     that answers (the model), a second run, an upgrade (reindex, alias move,
     cleanup), the privileges check, and the housekeeping of a cycle."""
-    from misp_ti.es import provision as prov
+    from misp_ti.sinks.elasticsearch import provision as prov
     from misp_ti.testing.es_model import ModelCluster
     from test_es_provision import config as provision_config
     from test_es_provision import sender

@@ -200,7 +200,7 @@ def test_object_versus_leaf_in_composition_is_refused() -> None:
 
 def test_model_refuses_todays_destination_index() -> None:
     """misp-ti's v1 provisioning created a plain index under logs-*-*: a stock cluster refuses it."""
-    from misp_ti.es import assets
+    from misp_ti.sinks.elasticsearch import assets
     body = assets.dest_index_body() if hasattr(assets, "dest_index_body") else {"settings": {"index": {"number_of_shards": 1}}, "mappings": {"properties": {}}}
     cluster = ModelCluster(version=(8, 15))
     err(cluster.handle("PUT", "/logs-ti_misp_latest.dest_threat_attributes-1", body=body), 400, "illegal_argument_exception",

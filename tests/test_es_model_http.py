@@ -11,8 +11,8 @@ import pytest
 
 from misp_ti.config import build_config
 from misp_ti.errors import SinkError
-from misp_ti.es import assets, bulk, provision
-from misp_ti.es.client import make_client, send
+from misp_ti.sinks.elasticsearch import assets, bulk, provision
+from misp_ti.sinks.elasticsearch.client import make_client, send
 from misp_ti.testing.es_model import ManualClock, ModelCluster, serve
 
 API_KEY = "c2VjcmV0LWFwaS1rZXktdmFsdWU="
@@ -52,7 +52,7 @@ def test_client_speaks_to_the_model(served: tuple[ModelCluster, str]) -> None:
 def provision_over_http(client: Any, settings: Any) -> list[dict[str, Any]]:
     """Run the whole plan through the real client. Transforms are the other half of the model; where it does
     not answer them yet (501), this stands in with "no such transform" answers so the rest still runs."""
-    from misp_ti.es.provision import Answer
+    from misp_ti.sinks.elasticsearch.provision import Answer
     sent: list[dict[str, Any]] = []
 
     def send_one(req: dict[str, Any], assumed: Any) -> Any:

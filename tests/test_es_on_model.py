@@ -26,7 +26,7 @@ import pytest
 
 from ecs_validation import ecs_fields
 from es_scenario import DATASETS, ModelBackend, Scenario, alias_keys, store_keys
-from misp_ti.es import assets
+from misp_ti.sinks.elasticsearch import assets
 from misp_ti.testing.es_model import ModelCluster
 from misp_ti.testing.es_model.rules import threat_hits
 

@@ -20,10 +20,10 @@ import pytest
 
 from es_scenario import ModelBackend, Scenario, alias_keys, store_keys
 from misp_ti.config import Config, build_config
+from misp_ti.default_plugins import elasticsearch_sink
 from misp_ti.errors import ConfigError, SinkError
-from misp_ti.es import assets
-from misp_ti.es import provision as prov
-from misp_ti.plugins import elasticsearch_sink
+from misp_ti.sinks.elasticsearch import assets
+from misp_ti.sinks.elasticsearch import provision as prov
 from misp_ti.testing.clock import ManualClock
 from misp_ti.testing.es_model import ModelCluster
 from misp_ti.testing.es_model.rules import threat_hits

@@ -1,5 +1,5 @@
 """Expiry rules shared by the built-in policies, and the ``duration`` and
-``refetch`` policies (``misp_ti.plugins.expiry``)."""
+``refetch`` policies (``misp_ti.default_plugins.expiry``)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from misp_ti.config import build_config
+from misp_ti.default_plugins import expiry
 from misp_ti.errors import ConfigError
 from misp_ti.manager import make_plugin_manager
 from misp_ti.model import RunContext
-from misp_ti.plugins import expiry
 from misp_ti.timeutil import from_epoch, iso
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -199,7 +199,7 @@ def test_each_policy_is_answered_by_exactly_one_plugin() -> None:
 
 
 def test_split_record_with_object_attribute_uses_the_object_attribute() -> None:
-    from misp_ti.plugins.expiry import attribute_of
+    from misp_ti.default_plugins.expiry import attribute_of
 
     context = {"uuid": "context", "decay_score": []}
     primary = {"uuid": "primary", "deleted": True}

@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 from click.testing import CliRunner
 
-from misp_ti import decay
 from misp_ti.cli import cli
+from misp_ti.misp import decay
 from misp_ti.timeutil import from_epoch, iso, parse_iso
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)

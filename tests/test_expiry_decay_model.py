@@ -1,4 +1,4 @@
-"""MISP's Polynomial formula and its inverse (``misp_ti.decay``), and the
+"""MISP's Polynomial formula and its inverse (``misp_ti.misp.decay``), and the
 ``decay-model`` policy, checked against the MISP simulator's own scoring."""
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from misp_ti import decay
 from misp_ti.config import build_config
-from misp_ti.misp_client import MispClient
+from misp_ti.default_plugins import expiry_decay_model as plugin
+from misp_ti.default_plugins import misp_fetch
+from misp_ti.misp import decay
+from misp_ti.misp.client import MispClient
 from misp_ti.model import RunContext
-from misp_ti.plugins import expiry_decay_model as plugin
-from misp_ti.plugins import misp_fetch
 from misp_ti.simulator import MispSimulator
 from misp_ti.simulator.decay import (
     DecayScorer,

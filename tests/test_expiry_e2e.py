@@ -29,7 +29,7 @@ from typing import Any
 from misp_ti.config import build_config
 from misp_ti.engine import Engine
 from misp_ti.simulator import MispSimulator
-from misp_ti.store import EmbeddedStore
+from misp_ti.sinks.sqlite import EmbeddedStore
 from misp_ti.testing.clock import ManualClock
 
 START = datetime(2026, 2, 2, tzinfo=UTC)

@@ -14,7 +14,7 @@ from fakeplugins import ListSource, MiniTransform, make_attributes
 from misp_ti import hookimpl
 from misp_ti.config import build_config
 from misp_ti.engine import Engine
-from misp_ti.store import EmbeddedStore
+from misp_ti.sinks.sqlite import EmbeddedStore
 from misp_ti.testing.clock import ManualClock
 
 START = datetime(2026, 1, 5, tzinfo=UTC)

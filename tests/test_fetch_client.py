@@ -18,7 +18,7 @@ import pytest
 
 from misp_ti.config import build_config
 from misp_ti.errors import ConfigError, FetchError
-from misp_ti.misp_client import MispClient
+from misp_ti.misp.client import MispClient
 
 KEY = "s3cret-Key-0123456789abcdef0123456789abcdef"
 

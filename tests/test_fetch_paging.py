@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from misp_ti.misp_client import SearchResult
-from misp_ti.misp_paging import WindowReader, row_key, sql_page_full
+from misp_ti.misp.client import SearchResult
+from misp_ti.misp.paging import WindowReader, row_key, sql_page_full
 
 
 @dataclass
@@ -179,7 +179,7 @@ def test_property_every_visible_row_exactly_once(n: int, spread: int, limit: int
 
 
 def test_malformed_rows_are_delivered_and_do_not_steer_the_keyset() -> None:
-    from misp_ti.misp_client import SearchResult
+    from misp_ti.misp.client import SearchResult
 
     good = [{"uuid": f"u{i}", "timestamp": str(100 + i), "id": str(i)} for i in range(3)]
     bad = [{"value": "no uuid", "timestamp": "101"}, {"uuid": "x", "timestamp": "later"}]

@@ -20,12 +20,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import misp_ti.misp_paging
+import misp_ti.misp.paging
 from misp_ti.config import build_config
+from misp_ti.default_plugins.misp_fetch import CLIENT_RESOURCE
 from misp_ti.engine import Engine
 from misp_ti.errors import FetchError
-from misp_ti.misp_client import MispClient
-from misp_ti.plugins.misp_fetch import CLIENT_RESOURCE
+from misp_ti.misp.client import MispClient
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 END = int(NOW.timestamp())
@@ -94,7 +94,7 @@ def run_against(sequence: list[tuple[int, dict[str, str], bytes]], directory: Pa
 @pytest.fixture(autouse=True)
 def _short_runaway_guard(monkeypatch: pytest.MonkeyPatch) -> None:
     # a transport that says "more" forever is given up after 15 pages instead of 1000
-    monkeypatch.setattr(misp_ti.misp_paging, "MAX_BLIND_PAGES", 15)
+    monkeypatch.setattr(misp_ti.misp.paging, "MAX_BLIND_PAGES", 15)
 
 
 @settings(max_examples=120, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -27,7 +27,7 @@ from cryptography.x509.oid import NameOID
 
 from misp_ti.config import build_config
 from misp_ti.errors import FetchError
-from misp_ti.misp_client import MispClient
+from misp_ti.misp.client import MispClient
 
 KEY = "tls-test-key-0123456789abcdef"
 

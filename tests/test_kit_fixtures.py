@@ -139,7 +139,7 @@ def test_client_config_and_engine_run_a_cycle_into_the_store(pytester):
     pytester.makepyfile(
         """
         import pytest
-        from misp_ti.store import EmbeddedStore
+        from misp_ti.sinks.sqlite import EmbeddedStore
 
         @pytest.mark.misp_data("data/event.json")
         def test_cycle(engine, misp_client_config, misp_server, misp_clock, tmp_path):
@@ -170,7 +170,7 @@ def test_misp_plugins_marker_and_make_engine(pytester):
         import pytest
         import misp_ti
         from misp_ti.model import SinkReport
-        from misp_ti.store import EmbeddedStore
+        from misp_ti.sinks.sqlite import EmbeddedStore
 
         class Collect:
             '''A sink that keeps every batch.'''

@@ -17,7 +17,7 @@ from misp_ti.engine import Engine
 from misp_ti.errors import PluginError
 from misp_ti.hookspecs import HOOK_NAMES
 from misp_ti.manager import describe, make_plugin_manager
-from misp_ti.store import EmbeddedStore
+from misp_ti.sinks.sqlite import EmbeddedStore
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

@@ -37,11 +37,11 @@ from hypothesis import strategies as st
 
 from misp_ti import hookimpl
 from misp_ti.config import build_config
+from misp_ti.default_plugins.misp_fetch import CLIENT_RESOURCE
 from misp_ti.engine import Engine
 from misp_ti.errors import FetchError, MispTiError
-from misp_ti.misp_client import MispClient
+from misp_ti.misp.client import MispClient
 from misp_ti.model import SinkReport
-from misp_ti.plugins.misp_fetch import CLIENT_RESOURCE
 from misp_ti.state import StateStore
 from misp_ti.testing import strategies as ms
 

@@ -61,7 +61,7 @@ class RetryCounter(logging.Handler):
 
 def run_history(tmp_path: Path, dataset: Dataset, faults: str | None, seed: int) -> dict[str, Any]:
     counter = RetryCounter()
-    client_log = logging.getLogger("misp_ti.misp_client")
+    client_log = logging.getLogger("misp_ti.misp.client")
     client_log.addHandler(counter)
     try:
         return _run_history(tmp_path, dataset, faults, seed) | {"retries": counter.retries}

@@ -35,8 +35,8 @@ from misp_ti.config import build_config
 from misp_ti.engine import Engine
 from misp_ti.errors import SinkError
 from misp_ti.simulator import Dataset, MispSimulator
+from misp_ti.sinks.sqlite import EmbeddedStore
 from misp_ti.state import StateStore
-from misp_ti.store import EmbeddedStore
 from misp_ti.testing.clock import ManualClock
 from reliability_helpers import FakeElasticsearch, source_ids, store_snapshot
 

@@ -17,7 +17,7 @@ from fakeplugins import ListSource, MiniTransform, make_attributes
 from misp_ti.config import build_config
 from misp_ti.engine import Engine
 from misp_ti.errors import SinkError
-from misp_ti.store import EmbeddedStore
+from misp_ti.sinks.sqlite import EmbeddedStore
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 RECENT = int(NOW.timestamp()) - 3600

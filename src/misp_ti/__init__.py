@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import pluggy
 
+from misp_ti import _moved
+
 __version__ = "0.1.0"
 
 #: The one project name used for hook markers, the plugin manager and the
@@ -20,5 +22,7 @@ __version__ = "0.1.0"
 PROJECT_NAME = "misp_ti"
 
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+_moved.install()  # old module paths keep importing, with a DeprecationWarning
 
 __all__ = ["PROJECT_NAME", "__version__", "hookimpl"]

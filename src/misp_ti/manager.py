@@ -14,8 +14,8 @@ from types import ModuleType
 import pluggy
 
 from misp_ti import PROJECT_NAME, hookspecs
+from misp_ti.default_plugins import DEFAULT_PLUGINS
 from misp_ti.errors import PluginError
-from misp_ti.plugins import DEFAULT_PLUGINS
 
 #: Attribute names through which plugins declare what they provide.
 SINKS_ATTR = "MISP_TI_SINKS"

@@ -20,7 +20,7 @@ import orjson
 
 from misp_ti import __version__
 from misp_ti.config import Config, load_config
-from misp_ti.config_reference import render_reference
+from misp_ti.config.reference import render_reference
 from misp_ti.errors import MispTiError
 
 COMMAND_MODULES = ("misp_ti.cli.transform", "misp_ti.cli.simulator", "misp_ti.cli.demo")
@@ -294,7 +294,7 @@ def config_reference(output: Path | None) -> None:
 @handle_errors
 def lookup(obj: Obj, value: str, as_json: bool, db: Path | None) -> None:
     """Is VALUE an active IOC in the embedded store? Exit 0 if found, 1 if not."""
-    from misp_ti.store import EmbeddedStore
+    from misp_ti.sinks.sqlite import EmbeddedStore
     from misp_ti.timeutil import utcnow
 
     path = db or obj.config().output.sqlite.path

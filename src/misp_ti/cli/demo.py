@@ -38,9 +38,9 @@ def command(
     import orjson
 
     from misp_ti.cli import handle_errors
-    from misp_ti.demo import render_summary, run_demo
     from misp_ti.logs import setup_logging
     from misp_ti.progress import make_progress
+    from misp_ti.simulator.demo import render_summary, run_demo
 
     quiet = bool(getattr(obj, "quiet", False))
     setup_logging(

@@ -29,7 +29,7 @@ from typing import Any
 from misp_ti.testing.plugins import InstalledPlugin, install_entry_point_plugin
 
 # No runtime module imports this package (the simulator lives in
-# misp_ti.simulator); only the old name misp_ti.testing.simulator may be
+# misp_ti.simulator); only the old name misp_ti.testing.simulator (see misp_ti._moved) may be
 # imported where pytest is absent, so the fixtures load only where it exists,
 # which is always the case when pytest loads this module as a plugin.
 try:

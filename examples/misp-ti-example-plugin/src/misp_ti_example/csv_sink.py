@@ -12,7 +12,7 @@ from typing import Any
 import misp_ti
 from misp_ti.errors import ConfigError, SinkError
 from misp_ti.model import RunContext, SinkReport
-from misp_ti.store import indicator_values
+from misp_ti.sinks.sqlite import indicator_values
 
 NAME = "csv"
 MISP_TI_SINKS = (NAME,)

@@ -8,7 +8,7 @@ run (answers are assumed: see :func:`assumed_answer`), so what
 
 Each asset is read first (GET) and written only when its ``_meta`` differs
 from ours, so a second run with the same version and settings writes
-nothing. A new :data:`~misp_ti.es.assets.ASSET_VERSION` installs a new
+nothing. A new :data:`~misp_ti.sinks.elasticsearch.assets.ASSET_VERSION` installs a new
 transform and destination index, copies the old view's IOCs into it, waits
 for the new transform's first checkpoint, moves the filtered alias in one
 atomic ``_aliases`` call, and only then deletes what older versions left (the
@@ -25,7 +25,7 @@ from typing import Any
 
 from misp_ti.config import ElasticsearchSettings
 from misp_ti.errors import ConfigError, SinkError
-from misp_ti.es import assets as A
+from misp_ti.sinks.elasticsearch import assets as A
 
 Request = dict[str, Any]
 

@@ -2,8 +2,8 @@
 
 For each ``decay_score`` entry, the model's parameters (from
 ``GET /decayingModel/index``) and the entry's current score give the moment
-that model says decayed (:func:`misp_ti.decay.flip_time`); the attribute
-leaves the latest view when half of them do (:func:`misp_ti.decay.vote_flip`).
+that model says decayed (:func:`misp_ti.misp.decay.flip_time`); the attribute
+leaves the latest view when half of them do (:func:`misp_ti.misp.decay.vote_flip`).
 New sightings and model edits are picked up by the periodic refetch
 (``expiry.refetch_interval``, default 7d), which also reloads the models.
 
@@ -24,7 +24,15 @@ from typing import Any
 import orjson
 
 from misp_ti import hookimpl
-from misp_ti.decay import (
+from misp_ti.default_plugins import misp_fetch
+from misp_ti.default_plugins.expiry import (
+    attribute_of,
+    duration_expiry,
+    immediate_expiry,
+    model_overrides,
+)
+from misp_ti.errors import ConfigError, FetchError
+from misp_ti.misp.decay import (
     DecayModel,
     Unpredictable,
     earliest_reference_time,
@@ -33,10 +41,7 @@ from misp_ti.decay import (
     parse_index,
     vote_flip,
 )
-from misp_ti.errors import ConfigError, FetchError
 from misp_ti.model import Expiry, RunContext
-from misp_ti.plugins import misp_fetch
-from misp_ti.plugins.expiry import attribute_of, duration_expiry, immediate_expiry, model_overrides
 from misp_ti.timeutil import from_epoch, iso
 
 NAME = "decay-model"

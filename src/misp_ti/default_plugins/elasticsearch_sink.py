@@ -1,6 +1,6 @@
 """Sink ``elasticsearch``: data streams, templates, ILM, the latest transforms, bulk.
 
-The work lives in :mod:`misp_ti.es`; this module only wires it to the hooks.
+The work lives in :mod:`misp_ti.sinks.elasticsearch`; this module only wires it to the hooks.
 Every request is built as a plain dict first, then either sent or (with
 ``ctx.dry_run``) returned/recorded, so a dry run shows what a real run sends.
 """
@@ -11,10 +11,10 @@ from typing import Any
 
 from misp_ti import hookimpl
 from misp_ti.errors import SinkError
-from misp_ti.es import bulk
-from misp_ti.es import provision as prov
-from misp_ti.es.client import make_client, send
 from misp_ti.model import RunContext, SinkReport
+from misp_ti.sinks.elasticsearch import bulk
+from misp_ti.sinks.elasticsearch import provision as prov
+from misp_ti.sinks.elasticsearch.client import make_client, send
 
 NAME = bulk.NAME
 MISP_TI_SINKS = (NAME,)

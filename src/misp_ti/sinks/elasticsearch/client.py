@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from misp_ti.config import ElasticsearchSettings
 from misp_ti.errors import ConfigError, SinkError
-from misp_ti.es.provision import Answer, Request
+from misp_ti.sinks.elasticsearch.provision import Answer, Request
 
 JSON_HEADERS = {"accept": "application/json", "content-type": "application/json"}
 

@@ -32,10 +32,10 @@ import orjson
 
 from misp_ti.config import Config
 from misp_ti.errors import SinkError
-from misp_ti.es.assets import data_stream, es_duration
-from misp_ti.es.client import describe_error
-from misp_ti.es.provision import request
 from misp_ti.model import SinkReport
+from misp_ti.sinks.elasticsearch.assets import data_stream, es_duration
+from misp_ti.sinks.elasticsearch.client import describe_error
+from misp_ti.sinks.elasticsearch.provision import request
 from misp_ti.timeutil import iso, utcnow
 
 NAME = "elasticsearch"

@@ -11,7 +11,7 @@
 
 Each poll reads the fixed window ``[cursor - overlap, ctx.now]``; a first
 run, a refetch (``ctx.refetch``) or a missing cursor starts at
-``ctx.now - initial_interval``. Paging is :class:`misp_ti.misp_paging.WindowReader`
+``ctx.now - initial_interval``. Paging is :class:`misp_ti.misp.paging.WindowReader`
 (keyset on the timestamp, see that module for the algorithm).
 
 Cursor format (JSON, persisted by the engine):
@@ -23,7 +23,7 @@ Cursor format (JSON, persisted by the engine):
   checkpoint from another window is read as ``last_timestamp = t``.
 
 The HTTP client is kept in ``ctx.resources["misp_fetch.client"]``; tests put
-a :class:`~misp_ti.misp_client.MispClient` with a mock transport there.
+a :class:`~misp_ti.misp.client.MispClient` with a mock transport there.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from typing import Any
 
 from misp_ti import hookimpl
 from misp_ti.config import StreamSettings
-from misp_ti.misp_client import MispClient
-from misp_ti.misp_paging import WindowReader, row_key
+from misp_ti.misp.client import MispClient
+from misp_ti.misp.paging import WindowReader, row_key
 from misp_ti.model import Page, RunContext
 
 log = logging.getLogger("misp_ti.misp_fetch")

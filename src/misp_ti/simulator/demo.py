@@ -100,7 +100,7 @@ def _pick_examples(
     """A few values a person can look up: some active IOCs and one expired one."""
     import orjson
 
-    from misp_ti.store import indicator_values
+    from misp_ti.sinks.sqlite import indicator_values
     from misp_ti.timeutil import epoch_ms
 
     picks: list[ExampleLookup] = []
@@ -154,7 +154,7 @@ def run_demo(
     from misp_ti.engine import Engine
     from misp_ti.manager import make_plugin_manager
     from misp_ti.simulator import Dataset, MispSimulator
-    from misp_ti.store import EmbeddedStore
+    from misp_ti.sinks.sqlite import EmbeddedStore
     from misp_ti.timeutil import utcnow
 
     directory = _fresh_directory(directory)

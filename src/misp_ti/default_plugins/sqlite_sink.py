@@ -1,4 +1,4 @@
-"""Sink ``sqlite``: the embedded store (see :mod:`misp_ti.store`)."""
+"""Sink ``sqlite``: the embedded store (see :mod:`misp_ti.sinks.sqlite`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from misp_ti import hookimpl
 from misp_ti.errors import SinkError
 from misp_ti.model import RunContext, SinkReport
-from misp_ti.store import EmbeddedStore
+from misp_ti.sinks.sqlite import EmbeddedStore
 
 NAME = "sqlite"
 MISP_TI_SINKS = (NAME,)

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from misp_ti import hookimpl
-from misp_ti.decay import epoch_seconds, parse_overrides
+from misp_ti.misp.decay import epoch_seconds, parse_overrides
 from misp_ti.model import ContextKey, Expiry, RunContext
 from misp_ti.timeutil import from_epoch, parse_iso
 
@@ -169,7 +169,7 @@ def _no_overrides(ctx: RunContext) -> dict[str, dict[str, float]]:
 
 def model_overrides(stream: str, ctx: RunContext) -> dict[str, float]:
     """The decay-model parameters the stream's restSearch filters override
-    (:func:`misp_ti.decay.parse_overrides`), worked out once per stream and
+    (:func:`misp_ti.misp.decay.parse_overrides`), worked out once per stream and
     context. The dict is shared: do not change it."""
     by_stream = ctx.derive(_MODEL_OVERRIDES, _no_overrides)
     try:

@@ -42,7 +42,7 @@ import orjson
 from misp_ti.config import MispSettings
 from misp_ti.errors import ConfigError, FetchError
 
-log = logging.getLogger("misp_ti.misp_client")
+log = logging.getLogger("misp_ti.misp.client")
 
 #: The two restSearch scopes and the path each is served at.
 PATHS = {"attributes": "/attributes/restSearch", "events": "/events/restSearch"}

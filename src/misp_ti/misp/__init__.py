@@ -1,0 +1,1 @@
+"""Talking to MISP: the REST client, paging, record access, decay models."""

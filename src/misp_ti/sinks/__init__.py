@@ -1,0 +1,1 @@
+"""Where documents go: the embedded SQLite store, NDJSON, Elasticsearch."""
