@@ -1,0 +1,1 @@
+"""Running as a service: one writer per state (lock), metrics and health."""
