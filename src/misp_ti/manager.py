@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable
 from types import ModuleType
+from typing import Any
 
 import pluggy
 
@@ -74,10 +75,10 @@ def make_plugin_manager(
     return pm
 
 
-def declarations(pm: pluggy.PluginManager, attr: str) -> list[tuple[str, object]]:
+def declarations(pm: pluggy.PluginManager, attr: str) -> list[tuple[str, Any]]:
     """``(plugin name, item)`` for every item a registered plugin declares under ``attr``,
     plugins in registration order (built-ins first)."""
-    found: list[tuple[str, object]] = []
+    found: list[tuple[str, Any]] = []
     for name, plugin in pm.list_name_plugin():
         if plugin is None:
             continue
@@ -89,14 +90,14 @@ def declared_names(pm: pluggy.PluginManager, attr: str) -> dict[str, str]:
     """Map each name declared under ``attr`` by a registered plugin to that plugin's name."""
     found: dict[str, str] = {}
     for plugin_name, declared in declarations(pm, attr):
-        found.setdefault(declared, plugin_name)  # type: ignore[call-overload]
+        found.setdefault(declared, plugin_name)
     return found
 
 
 def declared_streams(pm: pluggy.PluginManager) -> StreamRegistry:
     """The streams the registered plugins declare under ``MISP_TI_STREAMS``
     (:class:`~misp_ti.errors.PluginError` for a name declared twice)."""
-    return StreamRegistry(declarations(pm, STREAMS_ATTR))  # type: ignore[arg-type]
+    return StreamRegistry(declarations(pm, STREAMS_ATTR))
 
 
 def describe(pm: pluggy.PluginManager) -> list[dict[str, object]]:

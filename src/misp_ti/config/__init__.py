@@ -20,7 +20,7 @@ import tomllib
 import warnings
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -28,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -164,6 +165,12 @@ class Streams(_Section):
     stream's settings model) when the engine starts."""
 
     model_config = ConfigDict(extra="allow", validate_default=True)
+    #: The row the generated reference shows for the tables plugins add.
+    REFERENCE_EXTRA: ClassVar[tuple[str, str]] = (
+        "<name>",
+        "A stream a plugin declares (`misp-ti plugins` lists them): the keys above, `enabled` defaulting to the stream's own default (usually off), plus the keys of its settings model; checked when the engine starts.",
+    )
+    _configured: frozenset[str] | None = PrivateAttr(None)
 
     threat_attributes: StreamSettings = Field(default_factory=StreamSettings, description="`POST /attributes/restSearch`: one document per attribute.")
     threat: StreamSettings = Field(
@@ -197,11 +204,16 @@ class Streams(_Section):
         built-in. Built-in tables were validated when the config was loaded.
         """
         extra = self.__pydantic_extra__ if self.__pydantic_extra__ is not None else {}
+        if self._configured is None:
+            self._configured = frozenset(extra)  # the tables the configuration itself holds
         builtin = type(self).model_fields
-        for name in extra:
-            if name not in specs:
+        for name in list(extra):
+            if name in specs:
+                continue
+            if name in self._configured:
                 available = [*builtin, *(n for n in specs if n not in builtin)]
                 raise ConfigError(f"streams.{name}: unknown stream; available: {', '.join(available)}")
+            del extra[name]  # the defaults of a stream an earlier bind knew
         for name, spec in specs.items():
             if name in builtin:
                 continue

@@ -38,6 +38,7 @@ from typing import Any
 
 from misp_ti import hookimpl
 from misp_ti.config import StreamSettings
+from misp_ti.errors import PluginError
 from misp_ti.misp.client import MispClient
 from misp_ti.misp.paging import WindowReader, row_key
 from misp_ti.model import Page, RunContext
@@ -102,7 +103,7 @@ def read_stream(stream: str, cursor: Mapping[str, Any] | None, ctx: RunContext) 
     spec = ctx.streams.require(stream)
     scope, path = spec.scope, spec.restsearch_path
     if scope is None:
-        raise ValueError(f"the stream {stream!r} has no restSearch scope: its plugin fetches it")
+        raise PluginError(f"the stream {stream!r} has no restSearch scope: the plugin declaring it must fetch it")
     settings = ctx.config.streams.settings(stream)
     start, end, resume = plan_window(stream, settings, cursor, ctx)
     misp = client(ctx)

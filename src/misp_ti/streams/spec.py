@@ -139,6 +139,9 @@ class StreamRegistry(Mapping[str, StreamSpec]):
     def __getitem__(self, name: str) -> StreamSpec:
         return self._specs[name]
 
+    def get(self, name: str, default: Any = None) -> Any:  # hot path: once per record
+        return self._specs.get(name, default)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._specs)
 
