@@ -312,3 +312,11 @@ def test_one_config_serves_engines_with_and_without_the_plugin(tmp_path: Path) -
         pass
     with pytest.raises(ConfigError, match="streams.watchlist: unknown stream"):
         Engine(configured)  # but a table the configuration holds needs its plugin
+
+
+def test_blocking_misp_fetch_without_declaring_the_built_ins_again_is_an_error(tmp_path: Path) -> None:
+    config = config_with(tmp_path, plugins={"entrypoints": False, "block": ["misp_fetch"]})
+    with pytest.raises(ConfigError, match="streams.threat_attributes: enabled, but no plugin declares this stream"):
+        Engine(config)
+    with Engine(config, extra_plugins=[Declares(*BUILTIN_STREAMS)]) as engine:
+        assert engine.config.streams.enabled() == ["threat_attributes"]

@@ -244,7 +244,11 @@ class Engine:
             )
         self.config.streams.bind(self.streams)
         for name in self.config.streams.enabled():
-            self.streams.require(name, f"streams.{name}.enabled")
+            if name not in self.streams:
+                raise ConfigError(
+                    f"streams.{name}: enabled, but no plugin declares this stream (a plugin replacing misp_fetch "
+                    f"declares misp_ti.streams.BUILTIN_STREAMS again); declared: {', '.join(self.streams) or 'none'}"
+                )
 
     def context(self, *, now: datetime | None = None, refetch: bool = False, dry_run: bool = False, check: bool = False) -> RunContext:
         return RunContext(
@@ -409,9 +413,10 @@ class Engine:
     def run_once(self, *, streams: Iterable[str] | None = None, dry_run: bool = False) -> list[CycleResult]:
         """One cycle for each enabled stream (an interrupted one is resumed first)."""
         results = []
-        for stream in streams or ():
+        chosen = list(streams or ())
+        for stream in chosen:
             self.streams.require(stream, "--stream")
-        for stream in streams or self.config.streams.enabled():
+        for stream in chosen or self.config.streams.enabled():
             if self.stop_requested:
                 break
             results.append(self.run_cycle(stream, dry_run=dry_run))
