@@ -320,3 +320,13 @@ def test_blocking_misp_fetch_without_declaring_the_built_ins_again_is_an_error(t
         Engine(config)
     with Engine(config, extra_plugins=[Declares(*BUILTIN_STREAMS)]) as engine:
         assert engine.config.streams.enabled() == ["threat_attributes"]
+
+
+def test_misp_ti_plugins_lists_the_streams_each_plugin_declares(tmp_path: Path) -> None:
+    path = tmp_path / "misp-ti.toml"
+    path.write_text("[plugins]\nentrypoints = false\n")
+    result = CliRunner().invoke(cli, ["--config", str(path), "--plugin", __name__, "plugins"])
+    assert result.exit_code == 0, result.stderr
+    lines = {line.split(":")[0].strip(): line for line in result.stdout.splitlines()}
+    assert "streams: threat_attributes, threat" in lines["misp_fetch"]
+    assert "streams: to_ids_only, watchlist" in lines[__name__]
