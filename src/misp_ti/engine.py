@@ -26,7 +26,13 @@ import pluggy
 from misp_ti.config import Config
 from misp_ti.ecs import error_document, is_pipeline_error, options_for
 from misp_ti.errors import ConfigError, PluginError, SinkError
-from misp_ti.manager import POLICIES_ATTR, SINKS_ATTR, declared_names, make_plugin_manager
+from misp_ti.manager import (
+    POLICIES_ATTR,
+    SINKS_ATTR,
+    declared_names,
+    declared_streams,
+    make_plugin_manager,
+)
 from misp_ti.model import Page, RunContext, SinkReport
 from misp_ti.state import Cycle, StateStore
 from misp_ti.timeutil import EPOCH, iso, utcnow
@@ -204,6 +210,8 @@ class Engine:
         self.progress = progress or _NoProgress()
         self._state = state
         self.resources: dict[str, Any] = {}
+        #: Every stream the registered plugins declare (``MISP_TI_STREAMS``).
+        self.streams = declared_streams(self.pm)
         self._stop = threading.Event()
         self._provisioned = False
         self.check_plugins()
@@ -217,7 +225,8 @@ class Engine:
         return self._state
 
     def check_plugins(self) -> None:
-        """Fail at start-up when the config names a sink or policy no plugin provides."""
+        """Fail at start-up when the config names a sink, policy or stream no
+        plugin provides; validate plugin streams' tables with their models."""
         sinks = declared_names(self.pm, SINKS_ATTR)
         for name in self.config.output.sinks:
             if name not in sinks:
@@ -233,6 +242,13 @@ class Engine:
                 f"expiry.policy: unknown policy {self.config.expiry.policy!r}; "
                 f"available: {', '.join(sorted(policies)) or 'none'}"
             )
+        self.config.streams.bind(self.streams)
+        for name in self.config.streams.enabled():
+            if name not in self.streams:
+                raise ConfigError(
+                    f"streams.{name}: enabled, but no plugin declares this stream (a plugin replacing misp_fetch "
+                    f"declares misp_ti.streams.BUILTIN_STREAMS again); declared: {', '.join(self.streams) or 'none'}"
+                )
 
     def context(self, *, now: datetime | None = None, refetch: bool = False, dry_run: bool = False, check: bool = False) -> RunContext:
         return RunContext(
@@ -242,6 +258,7 @@ class Engine:
             refetch=refetch,
             dry_run=dry_run,
             check=check,
+            streams=self.streams,
             resources=self.resources,
         )
 
@@ -396,7 +413,10 @@ class Engine:
     def run_once(self, *, streams: Iterable[str] | None = None, dry_run: bool = False) -> list[CycleResult]:
         """One cycle for each enabled stream (an interrupted one is resumed first)."""
         results = []
-        for stream in streams or self.config.streams.enabled():
+        chosen = list(streams or ())
+        for stream in chosen:
+            self.streams.require(stream, "--stream")
+        for stream in chosen or self.config.streams.enabled():
             if self.stop_requested:
                 break
             results.append(self.run_cycle(stream, dry_run=dry_run))
@@ -414,7 +434,7 @@ class Engine:
             for stream in streams:
                 if self.stop_requested or time.monotonic() < next_due[stream]:
                     continue
-                interval = getattr(self.config.streams, stream).interval.total_seconds()
+                interval = self.config.streams.settings(stream).interval.total_seconds()
                 try:
                     self.run_cycle(stream)
                 except Exception as exc:

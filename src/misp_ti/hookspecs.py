@@ -23,7 +23,22 @@ Plugins declare the names they answer to with module or class attributes,
 which ``misp-ti plugins`` lists and the config is checked against:
 
 * ``MISP_TI_SINKS = ("name", ...)``: sink names usable in ``output.sinks``;
-* ``MISP_TI_EXPIRY_POLICIES = ("name", ...)``: values for ``expiry.policy``.
+* ``MISP_TI_EXPIRY_POLICIES = ("name", ...)``: values for ``expiry.policy``;
+* ``MISP_TI_STREAMS = (StreamSpec(...), ...)``: streams, each a
+  :class:`misp_ti.streams.StreamSpec` (name, restSearch scope and path,
+  order, fixed filters, record splitter, attribute accessor, ECS builder,
+  settings model, on by default or not). The engine collects them into
+  ``ctx.streams`` (a name declared twice is an error); ``[streams.<name>]``
+  is validated by the spec's settings model at start-up, and every enabled
+  stream is polled by ``misp-ti run``/``once``. A spec with a ``scope``
+  (``attributes`` or ``events``) is fetched by the default ``misp_fetch``
+  (at its ``path``, with its ``filters`` and ``split``); with
+  ``scope=None`` the declaring plugin answers ``fetch`` for it. Transform
+  (``spec.build``), expiry (``spec.attribute``), the sinks (one data stream
+  and, in Elasticsearch, one latest view per enabled stream) and
+  ``misp-ti transform --stream`` need nothing more. The built-ins
+  (``misp_ti.streams.BUILTIN_STREAMS``) are declared by ``misp_fetch``; a
+  plugin replacing it (``plugins.block = ["misp_fetch"]``) declares them again.
 """
 
 from __future__ import annotations
@@ -49,8 +64,8 @@ def fetch(
     implementation that returns something other than ``None`` serves the
     stream; return ``None`` for streams you do not handle.
 
-    :param stream: ``"threat_attributes"`` or ``"threat"`` (or a stream a
-        plugin adds).
+    :param stream: a name in ``ctx.streams``: ``"threat_attributes"``,
+        ``"threat"``, or a stream a plugin declares (``MISP_TI_STREAMS``).
     :param cursor: the cursor persisted by the last confirmed page, or
         ``None`` for a first run or a refetch (``ctx.refetch``): start at
         ``now - initial_interval`` then.
@@ -76,8 +91,9 @@ def transform_doc(stream: str, record: dict[str, Any], ctx: RunContext) -> dict[
     **firstresult**: the first non-``None`` answer is used.
 
     :param stream: the stream the record came from.
-    :param record: one attribute (``threat_attributes``) or one split event
-        record ``{"Event": {..., "Attribute": {...}}}`` (``threat``).
+    :param record: one attribute (``threat_attributes``), one split event
+        record ``{"Event": {..., "Attribute": {...}}}`` (``threat``), or one
+        record of a plugin stream (what its spec's ``split`` yields).
     :param ctx: the run context; ``ctx.now`` is the ingest time.
     :returns: the ECS document as a nested dict, with a deterministic
         ``"_id"`` key (sinks use it as the document id and strip it from the

@@ -10,16 +10,19 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable
 from types import ModuleType
+from typing import Any
 
 import pluggy
 
 from misp_ti import PROJECT_NAME, hookspecs
 from misp_ti.default_plugins import DEFAULT_PLUGINS
 from misp_ti.errors import PluginError
+from misp_ti.streams import StreamRegistry
 
 #: Attribute names through which plugins declare what they provide.
 SINKS_ATTR = "MISP_TI_SINKS"
 POLICIES_ATTR = "MISP_TI_EXPIRY_POLICIES"
+STREAMS_ATTR = "MISP_TI_STREAMS"
 
 
 def _short_name(module_path: str) -> str:
@@ -72,15 +75,29 @@ def make_plugin_manager(
     return pm
 
 
-def declared_names(pm: pluggy.PluginManager, attr: str) -> dict[str, str]:
-    """Map each name declared under ``attr`` by a registered plugin to that plugin's name."""
-    found: dict[str, str] = {}
+def declarations(pm: pluggy.PluginManager, attr: str) -> list[tuple[str, Any]]:
+    """``(plugin name, item)`` for every item a registered plugin declares under ``attr``,
+    plugins in registration order (built-ins first)."""
+    found: list[tuple[str, Any]] = []
     for name, plugin in pm.list_name_plugin():
         if plugin is None:
             continue
-        for declared in getattr(plugin, attr, ()) or ():
-            found.setdefault(declared, name)
+        found.extend((name, declared) for declared in getattr(plugin, attr, ()) or ())
     return found
+
+
+def declared_names(pm: pluggy.PluginManager, attr: str) -> dict[str, str]:
+    """Map each name declared under ``attr`` by a registered plugin to that plugin's name."""
+    found: dict[str, str] = {}
+    for plugin_name, declared in declarations(pm, attr):
+        found.setdefault(declared, plugin_name)
+    return found
+
+
+def declared_streams(pm: pluggy.PluginManager) -> StreamRegistry:
+    """The streams the registered plugins declare under ``MISP_TI_STREAMS``
+    (:class:`~misp_ti.errors.PluginError` for a name declared twice)."""
+    return StreamRegistry(declarations(pm, STREAMS_ATTR))
 
 
 def describe(pm: pluggy.PluginManager) -> list[dict[str, object]]:
@@ -112,6 +129,7 @@ def plugin_inventory(pm: pluggy.PluginManager) -> list[dict[str, object]]:
                 "hooks": hooks,
                 "sinks": list(getattr(plugin, SINKS_ATTR, ()) or ()),
                 "expiry_policies": list(getattr(plugin, POLICIES_ATTR, ()) or ()),
+                "streams": [getattr(spec, "name", repr(spec)) for spec in getattr(plugin, STREAMS_ATTR, ()) or ()],
             }
         )
     return rows

@@ -16,9 +16,17 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 if TYPE_CHECKING:
     from misp_ti.config import Config
     from misp_ti.state import StateStore
+    from misp_ti.streams import StreamRegistry
 
-#: The two streams, named as in Elastic's ti_misp integration.
+#: The names of the two built-in streams (kept for old imports; the streams
+#: there are come from :class:`misp_ti.streams.StreamRegistry`, ``ctx.streams``).
 STREAMS = ("threat_attributes", "threat")
+
+
+def _builtin_streams() -> StreamRegistry:
+    from misp_ti.streams import BUILTIN_REGISTRY
+
+    return BUILTIN_REGISTRY
 
 T = TypeVar("T")
 
@@ -100,6 +108,8 @@ class RunContext:
     #: ``provision`` only: check that the sink can provision and write (its
     #: privileges), change nothing, and report what is missing.
     check: bool = False
+    #: The streams the plugins declare (the engine's); the built-ins by default.
+    streams: StreamRegistry = field(default_factory=_builtin_streams)
     #: Per-engine cache shared by all cycles: plugins keep clients and
     #: connections here (see :meth:`resource`); closed by :meth:`close_resources`.
     resources: dict[str, Any] = field(default_factory=dict)

@@ -20,7 +20,6 @@ import click
 import orjson
 
 from misp_ti.cli import Obj, handle_errors
-from misp_ti.model import STREAMS
 
 #: Exit status when some input lines became pipeline_error documents.
 EXIT_PIPELINE_ERRORS = 3
@@ -50,8 +49,9 @@ def _batches(stream: IO[bytes]) -> Any:
 
 
 @click.command(name="transform")
-@click.option("--stream", type=click.Choice(STREAMS), default="threat_attributes", show_default=True,
-              help="threat_attributes: one attribute per line; threat: one split event record per line.")
+@click.option("--stream", default="threat_attributes", show_default=True, metavar="STREAM",
+              help="threat_attributes: one attribute per line; threat: one split event record per line; "
+                   "or a stream a plugin declares.")
 @click.option("--now", callback=_parse_now, metavar="ISO-8601",
               help="Ingest time (default: the current time); fixes event.ingested and expiry for reproducible output.")
 @click.option("--format", "fmt", type=click.Choice(["docs", "bulk"]), default="docs", show_default=True,
@@ -70,6 +70,9 @@ def command(obj: Obj, stream: str, now: datetime | None, fmt: str) -> None:
 
     config = obj.config()
     engine = obj.engine(config)
+    if stream not in engine.streams:
+        engine.close()
+        raise click.BadParameter(f"{stream!r} is not a stream; available: {', '.join(engine.streams)}", param_hint="--stream")
     ctx = engine.context(now=now, dry_run=True)
     opts = options_for(stream, ctx)
     index = f"logs-{opts.dataset}-{opts.namespace}"

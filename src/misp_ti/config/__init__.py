@@ -20,7 +20,7 @@ import tomllib
 import warnings
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -28,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -139,7 +140,11 @@ class MispSettings(_Section):
 
 
 class StreamSettings(_Section):
-    """One stream (`threat_attributes` or `threat`)."""
+    """One stream (`threat_attributes`, `threat`, or a stream a plugin declares).
+
+    A plugin stream may use a subclass with keys of its own
+    (:attr:`misp_ti.streams.StreamSpec.settings`).
+    """
 
     enabled: bool = Field(True, description="Poll this stream.")
     initial_interval: Duration = Field(timedelta(hours=120), description="How far back the first poll (and every refetch) reads.")
@@ -155,6 +160,18 @@ class StreamSettings(_Section):
 
 
 class Streams(_Section):
+    """The built-in streams, plus one `[streams.<name>]` table per stream a
+    plugin declares; those are checked against the loaded plugins (each by its
+    stream's settings model) when the engine starts."""
+
+    model_config = ConfigDict(extra="allow", validate_default=True)
+    #: The row the generated reference shows for the tables plugins add.
+    REFERENCE_EXTRA: ClassVar[tuple[str, str]] = (
+        "<name>",
+        "A stream a plugin declares (`misp-ti plugins` lists them): the keys above, `enabled` defaulting to the stream's own default (usually off), plus the keys of its settings model; checked when the engine starts.",
+    )
+    _configured: frozenset[str] | None = PrivateAttr(None)
+
     threat_attributes: StreamSettings = Field(default_factory=StreamSettings, description="`POST /attributes/restSearch`: one document per attribute.")
     threat: StreamSettings = Field(
         default_factory=lambda: StreamSettings(enabled=False),
@@ -162,7 +179,48 @@ class Streams(_Section):
     )
 
     def enabled(self) -> list[str]:
-        return [name for name in type(self).model_fields if getattr(self, name).enabled]
+        """The streams to poll: enabled built-ins, then enabled plugin streams
+        (those :meth:`bind` validated), in declaration order."""
+        names = [name for name in type(self).model_fields if getattr(self, name).enabled]
+        names += [name for name, value in (self.model_extra or {}).items() if isinstance(value, StreamSettings) and value.enabled]
+        return names
+
+    def settings(self, name: str) -> StreamSettings:
+        """The validated settings of the stream ``name``."""
+        value = getattr(self, name, None) if name in type(self).model_fields else (self.model_extra or {}).get(name)
+        if not isinstance(value, StreamSettings):
+            raise ConfigError(f"streams.{name}: not a stream the loaded plugins declare (or not checked yet: Streams.bind)")
+        return value
+
+    def bind(self, specs: Any) -> None:
+        """Check the `[streams.<name>]` tables against the declared streams.
+
+        ``specs`` maps each declared stream name to its
+        :class:`~misp_ti.streams.StreamSpec`. A table naming no declared stream
+        is an error listing the streams there are; a plugin stream's table is
+        validated by its spec's settings model (``enabled`` defaulting to the
+        spec's ``enabled_by_default``) and replaced by the validated settings,
+        so ``settings()``, ``enabled()`` and ``getattr`` see it like a
+        built-in. Built-in tables were validated when the config was loaded.
+        """
+        extra = self.__pydantic_extra__ if self.__pydantic_extra__ is not None else {}
+        if self._configured is None:
+            self._configured = frozenset(extra)  # the tables the configuration itself holds
+        builtin = type(self).model_fields
+        for name in list(extra):
+            if name in specs:
+                continue
+            if name in self._configured:
+                available = [*builtin, *(n for n in specs if n not in builtin)]
+                raise ConfigError(f"streams.{name}: unknown stream; available: {', '.join(available)}")
+            del extra[name]  # the defaults of a stream an earlier bind knew
+        for name, spec in specs.items():
+            if name in builtin:
+                continue
+            raw = extra.get(name, {})
+            if type(raw) is spec.settings:
+                continue
+            extra[name] = _plugin_stream_settings(name, raw, spec)
 
     @model_validator(mode="before")
     @classmethod
@@ -184,6 +242,25 @@ class Streams(_Section):
                 if reason:
                     raise ConfigError(f"streams.{name}.filters.{key}: not allowed: {reason}")
         return self
+
+
+def _plugin_stream_settings(name: str, raw: Any, spec: Any) -> StreamSettings:
+    """``[streams.<name>]`` of a plugin stream, validated by ``spec.settings``; one-line errors."""
+    model: type[StreamSettings] = spec.settings
+    if isinstance(raw, StreamSettings):  # bound before, to another spec of the same name
+        raw = raw.model_dump()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"streams.{name}: expected a table of settings, got {type(raw).__name__}")
+    try:
+        settings = model.model_validate({"enabled": spec.enabled_by_default, **raw})
+    except ValidationError as exc:
+        lines = [_describe_error(err, raw, root=model, prefix=("streams", name)) for err in exc.errors()]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    refused = {**ENGINE_CONTROLLED_FILTERS, **spec.refused_filters()}
+    for key in settings.filters:
+        if key in refused:
+            raise ConfigError(f"streams.{name}.filters.{key}: not allowed: {refused[key]}")
+    return settings
 
 
 #: restSearch keys misp-ti sets itself (paging, window, format); a user value would break paging.
@@ -403,12 +480,14 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _describe_error(err: Any, data: dict[str, Any]) -> str:
-    key = ".".join(str(p) for p in err["loc"])
+def _describe_error(err: Any, data: dict[str, Any], *, root: type[BaseModel] | None = None, prefix: tuple[str, ...] = ()) -> str:
+    """One line for one pydantic error; ``prefix`` is where ``root`` (default
+    :class:`Config`) sits in the whole configuration."""
+    key = ".".join(str(p) for p in (*prefix, *err["loc"]))
     kind = err["type"]
     if kind == "extra_forbidden":
         parent = err["loc"][:-1]
-        allowed = _allowed_keys(parent)
+        allowed = _allowed_keys(parent, root or Config)
         hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
         return f"{key}: unknown key{hint}"
     if kind == "missing":
@@ -428,8 +507,8 @@ def _is_secret_key(key: str) -> bool:
     return key.endswith("api_key") or key.endswith("password")
 
 
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
-    model: Any = Config
+def _allowed_keys(loc: tuple[Any, ...], root: type[BaseModel]) -> list[str]:
+    model: Any = root
     for part in loc:
         field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
         if field is None:

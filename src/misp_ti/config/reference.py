@@ -59,6 +59,9 @@ def reference_rows(instance: BaseModel | None = None, prefix: str = "") -> list[
             rows.extend(reference_rows(value, key + "."))
             continue
         rows.append((key, _type_name(field), _default_text(value), field.description or ""))
+    extra = getattr(type(instance), "REFERENCE_EXTRA", None)
+    if extra:
+        rows.append((f"{prefix}{extra[0]}", "table", "none", extra[1]))
     return rows
 
 

@@ -1,7 +1,8 @@
 """Default ``transform_doc``: MISP records -> ECS documents like Elastic's
-ti_misp integration stores them (see :mod:`misp_ti.ecs`), one hook
-implementation per stream. Each returns ``None`` for any other stream, so a
-plugin can add streams of its own.
+ti_misp integration stores them (see :mod:`misp_ti.ecs`), for every stream in
+``ctx.streams``, with the stream's own builder
+(:attr:`misp_ti.streams.StreamSpec.build`). It returns ``None`` for a stream
+no plugin declares, so a plugin may still answer for streams of its own.
 """
 
 from __future__ import annotations
@@ -13,18 +14,22 @@ from misp_ti.ecs import options_for, transform
 from misp_ti.model import RunContext
 
 # options_for is re-exported: ``misp-ti transform`` imports it from here
-__all__ = ["options_for", "transform_threat", "transform_threat_attributes"]
+__all__ = ["options_for", "transform_doc", "transform_threat", "transform_threat_attributes"]
 
 
-@hookimpl(specname="transform_doc")
+@hookimpl
+def transform_doc(stream: str, record: dict[str, Any], ctx: RunContext) -> dict[str, Any] | None:
+    spec = ctx.streams.get(stream)
+    if spec is None:
+        return None
+    return transform(record, options_for(stream, ctx), spec.build)
+
+
 def transform_threat_attributes(stream: str, record: dict[str, Any], ctx: RunContext) -> dict[str, Any] | None:
-    if stream != "threat_attributes":
-        return None
-    return transform(record, options_for(stream, ctx))
+    """:func:`transform_doc` for ``threat_attributes`` only (the old per-stream entry point)."""
+    return transform_doc(stream, record, ctx) if stream == "threat_attributes" else None
 
 
-@hookimpl(specname="transform_doc")
 def transform_threat(stream: str, record: dict[str, Any], ctx: RunContext) -> dict[str, Any] | None:
-    if stream != "threat":
-        return None
-    return transform(record, options_for(stream, ctx))
+    """:func:`transform_doc` for ``threat`` only (the old per-stream entry point)."""
+    return transform_doc(stream, record, ctx) if stream == "threat" else None

@@ -32,7 +32,7 @@ def provision(ctx: RunContext) -> list[dict[str, Any]] | None:
         return None
     settings = ctx.config.output.elasticsearch
     prov.check_settings(settings, ctx.config.output.preserve_original_event)
-    streams = tuple(ctx.config.streams.enabled()) or prov.A.STREAMS
+    streams = prov.A.streams(ctx.config.streams.enabled(), ctx.streams)
     if ctx.check:
         return _check(ctx, streams)
     outcome = prov.Outcome()

@@ -26,6 +26,7 @@ from typing import Any
 from misp_ti import hookimpl
 from misp_ti.misp.decay import epoch_seconds, parse_overrides
 from misp_ti.model import ContextKey, Expiry, RunContext
+from misp_ti.streams import record_attribute
 from misp_ti.timeutil import from_epoch, parse_iso
 
 MISP_TI_EXPIRY_POLICIES = ("duration", "refetch")
@@ -34,28 +35,19 @@ MISP_TI_EXPIRY_POLICIES = ("duration", "refetch")
 VOTE_BACKDATE = timedelta(minutes=2)
 
 
-def attribute_of(record: Any) -> Mapping[str, Any]:
-    """The MISP attribute inside a raw record of either stream.
+def attribute_of(record: Any, stream: str | None = None, ctx: RunContext | None = None) -> Mapping[str, Any]:
+    """The MISP attribute inside a raw record.
 
-    ``threat_attributes`` records are attributes; ``threat`` records are
-    ``{"Event": {..., "Attribute": {...}}}`` or carry the attribute under
-    ``Event.Object.Attribute`` (then primary, even with an ``Event.Attribute``
-    beside it).
+    With ``stream`` and ``ctx``: the accessor of that stream's spec
+    (:attr:`misp_ti.streams.StreamSpec.attribute`). Without: the built-in
+    streams' accessor (:func:`misp_ti.streams.record_attribute`), which reads
+    attribute records and split event records alike.
     """
-    if not isinstance(record, Mapping):
-        return {}
-    event = record.get("Event")
-    if "timestamp" in record or "decay_score" in record or not isinstance(event, Mapping):
-        return record
-    # a record that carries an object attribute is about it (the event's
-    # own attribute beside it is context), as in the ECS transform
-    obj = event.get("Object")
-    if isinstance(obj, Mapping) and isinstance(obj.get("Attribute"), Mapping):
-        return obj["Attribute"]
-    attribute = event.get("Attribute")
-    if isinstance(attribute, Mapping):
-        return attribute
-    return {}
+    if stream is not None and ctx is not None:
+        spec = ctx.streams.get(stream)
+        if spec is not None:
+            return spec.attribute(record)
+    return record_attribute(record)
 
 
 def decay_vote(record: Any) -> bool:

@@ -177,7 +177,7 @@ def _has_retention_tag(record: Any) -> bool:
 
 def predict(stream: str, record: Any, ctx: RunContext, cache: ModelCache) -> float:
     """Epoch seconds at which the decay vote flips; raises :class:`Unpredictable`."""
-    attribute = attribute_of(record)
+    attribute = attribute_of(record, stream, ctx)
     entries = attribute.get("decay_score")
     if not isinstance(entries, list) or not entries:
         raise Unpredictable("no decay_score (is includeDecayScore on, and a model mapped to this type?)")

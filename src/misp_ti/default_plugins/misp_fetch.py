@@ -1,13 +1,17 @@
-"""Default ``fetch``: read MISP's restSearch API for both streams.
+"""Default ``fetch``: read MISP's restSearch API for every stream whose
+:class:`~misp_ti.streams.StreamSpec` names a ``scope``.
+
+It declares the two built-in streams (:data:`misp_ti.streams.BUILTIN_STREAMS`):
 
 * ``threat_attributes``: ``POST /attributes/restSearch``, one record per
   attribute (object attributes included), with ``decay_score``.
 * ``threat``: ``POST /events/restSearch``; each event is split into one
-  record per attribute, ``{"Event": {<event fields>, "Attribute": {...}}}``,
-  and one per object attribute, ``{"Event": {<event fields>, "Object":
-  {<object fields>, "Attribute": {...}}}}``. (The reference's httpjson split
-  also pairs every object attribute with an event attribute; we do not
-  multiply records, the object keeps its own context.)
+  record per attribute and per object attribute
+  (:func:`misp_ti.streams.split_event`).
+
+A plugin stream on one of these answers (its own path, filters, splitter,
+builder) is read here as well; a stream with ``scope=None`` is left to the
+``fetch`` hook of the plugin that declares it.
 
 Each poll reads the fixed window ``[cursor - overlap, ctx.now]``; a first
 run, a refetch (``ctx.refetch``) or a missing cursor starts at
@@ -34,34 +38,34 @@ from typing import Any
 
 from misp_ti import hookimpl
 from misp_ti.config import StreamSettings
+from misp_ti.errors import PluginError
 from misp_ti.misp.client import MispClient
 from misp_ti.misp.paging import WindowReader, row_key
 from misp_ti.model import Page, RunContext
+from misp_ti.streams import BUILTIN_STREAMS, StreamSpec, one_record, split_event
+
+__all__ = ["MISP_TI_STREAMS", "client", "fetch", "plan_window", "read_stream", "request_body", "split_event"]
 
 log = logging.getLogger("misp_ti.misp_fetch")
 
-CLIENT_RESOURCE = "misp_fetch.client"
+MISP_TI_STREAMS = BUILTIN_STREAMS
 
-#: stream -> (restSearch scope, order: timestamp then id, explicitly; MISP has no default order)
-STREAM_SCOPES = {
-    "threat_attributes": ("attributes", "Attribute.timestamp asc, Attribute.id asc"),
-    "threat": ("events", "Event.timestamp asc, Event.id asc"),
-}
+CLIENT_RESOURCE = "misp_fetch.client"
 
 
 def client(ctx: RunContext) -> MispClient:
     return ctx.resource(CLIENT_RESOURCE, lambda: MispClient(ctx.config.misp))
 
 
-def request_body(stream: str, settings: StreamSettings) -> dict[str, Any]:
-    """The restSearch body of ``stream`` without ``timestamp``, ``page`` and ``limit``.
+def request_body(spec: StreamSpec, settings: StreamSettings) -> dict[str, Any]:
+    """The restSearch body of the stream ``spec`` without ``timestamp``, ``page`` and ``limit``.
 
-    User filters go first so the keys the engine controls win (the config
-    refuses those keys anyway, see ``StreamSettings``).
+    User filters go first so the stream's own filters and the keys the engine
+    controls win (the config refuses those keys anyway, see ``StreamSettings``).
     """
-    scope, order = STREAM_SCOPES[stream]
     body: dict[str, Any] = dict(settings.filters)
-    body.update(returnFormat="json", includeDecayScore=True, order=order)
+    body.update(spec.filters)
+    body.update(returnFormat="json", includeDecayScore=True, order=spec.restsearch_order)
     if settings.include_deleted:
         body["deleted"] = [0, 1]
     if settings.enforce_warninglist:
@@ -95,32 +99,24 @@ def plan_window(
     return initial, end, None
 
 
-def split_event(event: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    """One ``threat`` record per attribute and per object attribute of ``event``."""
-    context = {k: v for k, v in event.items() if k not in ("Attribute", "Object")}
-    for attribute in event.get("Attribute") or ():
-        yield {"Event": {**context, "Attribute": attribute}}
-    for obj in event.get("Object") or ():
-        obj_context = {k: v for k, v in obj.items() if k != "Attribute"}
-        for attribute in obj.get("Attribute") or ():
-            yield {"Event": {**context, "Object": {**obj_context, "Attribute": attribute}}}
-
-
 def read_stream(stream: str, cursor: Mapping[str, Any] | None, ctx: RunContext) -> Iterator[Page]:
-    settings: StreamSettings = getattr(ctx.config.streams, stream)
-    scope, _ = STREAM_SCOPES[stream]
+    spec = ctx.streams.require(stream)
+    scope, path = spec.scope, spec.restsearch_path
+    if scope is None:
+        raise PluginError(f"the stream {stream!r} has no restSearch scope: the plugin declaring it must fetch it")
+    settings = ctx.config.streams.settings(stream)
     start, end, resume = plan_window(stream, settings, cursor, ctx)
     misp = client(ctx)
-    body = request_body(stream, settings)
+    body = request_body(spec, settings)
     reader = WindowReader(
         scope=scope,
-        search=lambda b: misp.search(scope, b, cancelled=ctx.cancelled),
+        search=lambda b: misp.search(scope, b, cancelled=ctx.cancelled, path=path),
         body=body,
         start=start,
         end=end,
         limit=settings.page_size or ctx.config.misp.page_size,
         key=row_key,
-        post_filtered=bool(settings.enforce_warninglist or settings.filters.get("excludeDecayed")),
+        post_filtered=bool(settings.enforce_warninglist or body.get("excludeDecayed")),
     )
     log.info(
         "%s: reading timestamps %d..%d%s", stream, start, end, f" (resuming at {resume})" if resume is not None else ""
@@ -130,15 +126,14 @@ def read_stream(stream: str, cursor: Mapping[str, Any] | None, ctx: RunContext) 
             next_cursor: dict[str, Any] = {"last_timestamp": end}
         else:
             next_cursor = {"window_start": start, "window_end": end, "resume_from": chunk.safe}
-        if scope == "events":
-            records = [record for event in chunk.rows for record in split_event(event)]
-        else:
-            records = chunk.rows
+        split = spec.split
+        records = chunk.rows if split is one_record else [record for row in chunk.rows for record in split(row)]
         yield Page(records, next_cursor, {**chunk.stats, "records": len(records)})
 
 
 @hookimpl
 def fetch(stream: str, cursor: Mapping[str, Any] | None, ctx: RunContext) -> Iterator[Page] | None:
-    if stream not in STREAM_SCOPES:
+    spec = ctx.streams.get(stream)
+    if spec is None or spec.scope is None:
         return None
     return read_stream(stream, cursor, ctx)

@@ -19,7 +19,7 @@ here: the engine asks ``compute_expiry`` and folds them into ``_id``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from hashlib import blake2b
 from typing import Any
 
@@ -385,13 +385,17 @@ def error_document(record: Any, reason: str | BaseException, opts: Options, *, o
     }
 
 
+#: The built-in streams' builders (old name; a stream's builder is its
+#: :attr:`misp_ti.streams.StreamSpec.build`).
 BUILDERS = {"threat_attributes": attribute_document, "threat": event_record_document}
 
 
-def transform(record: Any, opts: Options) -> dict:
-    """The document for ``record`` in ``opts.stream``; never raises for bad input."""
+def transform(record: Any, opts: Options, build: Callable[[Any, Options], dict] | None = None) -> dict:
+    """The document ``build`` (default: the built-in builder of ``opts.stream``)
+    makes of ``record``; never raises for bad input: a record the builder
+    rejects becomes a ``pipeline_error`` document."""
     try:
-        return BUILDERS[opts.stream](record, opts)
+        return (build or BUILDERS[opts.stream])(record, opts)
     except Malformed as exc:
         return error_document(record, str(exc), opts)
     except (TypeError, ValueError, KeyError, AttributeError, OverflowError, RecursionError) as exc:

@@ -44,7 +44,7 @@ from misp_ti.errors import ConfigError, FetchError
 
 log = logging.getLogger("misp_ti.misp.client")
 
-#: The two restSearch scopes and the path each is served at.
+#: The two restSearch answers (scopes) this client validates, and where MISP serves each.
 PATHS = {"attributes": "/attributes/restSearch", "events": "/events/restSearch"}
 _RETRY_STATUSES = {500, 502, 503, 504}
 
@@ -218,8 +218,14 @@ class MispClient:
 
     # -------------------------------------------------------------------
 
-    def search(self, scope: str, body: Mapping[str, Any], cancelled: threading.Event | None = None) -> SearchResult:
+    def search(
+        self, scope: str, body: Mapping[str, Any], cancelled: threading.Event | None = None, *, path: str | None = None
+    ) -> SearchResult:
         """POST ``body`` to the restSearch endpoint of ``scope``, with retries.
+
+        ``scope`` (``attributes`` or ``events``) is the shape the answer is
+        validated against; ``path`` overrides where it is sent (a stream's
+        :attr:`~misp_ti.streams.StreamSpec.path`), default ``PATHS[scope]``.
 
         ``cancelled``: once set (the engine's cycle is over), no further
         attempt is made and waits end early.
@@ -227,7 +233,7 @@ class MispClient:
         :raises FetchError: a permanent failure, the retry budget is spent, or cancelled.
         """
         (items, count, skipped), attempts = self._with_retries(
-            "POST", PATHS[scope], orjson.dumps(body), lambda response: self._parse(scope, response), cancelled
+            "POST", path or PATHS[scope], orjson.dumps(body), lambda response: self._parse(scope, response), cancelled
         )
         return SearchResult(items, count, skipped, attempts)
 

@@ -11,6 +11,7 @@ a new transform destination index (the old one is then deleted).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -314,8 +315,10 @@ def transform(stream: str, settings: ElasticsearchSettings) -> dict[str, Any]:
     return {**body, "_meta": meta(body)}
 
 
-def streams() -> tuple[str, ...]:
-    return STREAMS
+def streams(enabled: Iterable[str] = (), registered: Iterable[str] = STREAMS) -> tuple[str, ...]:
+    """The streams that get assets (a source data stream and a latest view):
+    the enabled ones; when none is, every registered one."""
+    return tuple(enabled) or tuple(registered)
 
 
 def privileges(streams: tuple[str, ...] = STREAMS, *, provision: bool = True) -> dict[str, Any]:
