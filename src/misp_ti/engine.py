@@ -18,20 +18,25 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import pluggy
+from pluggy import _callers
 
 from misp_ti.config import Config
 from misp_ti.ecs import error_document, is_pipeline_error, options_for
 from misp_ti.errors import ConfigError, PluginError, SinkError
-from misp_ti.manager import POLICIES_ATTR, SINKS_ATTR, declared_names, make_plugin_manager
-from misp_ti.model import Page, RunContext, SinkReport
+from misp_ti.manager import POLICIES_ATTR, SINKS_ATTR, declarations, plugin_manager_for
+from misp_ti.model import ExpiryPolicy, Page, RunContext, SinkReport, Stash
 from misp_ti.state import Cycle, StateStore
-from misp_ti.timeutil import EPOCH, iso, utcnow
+from misp_ti.timeutil import iso, utcnow
 
 log = logging.getLogger("misp_ti.engine")
+
+#: The schedule row under which the state store remembers each stream's last
+#: refetch cycle (the name is the engine's: policies only declare a period).
+REFETCH_SCHEDULE = "refetch"
 
 
 class Progress(Protocol):
@@ -96,6 +101,26 @@ def _fold_id(base: str, decayed: bool, decayed_at: str) -> str:
     return hashlib.blake2b(f"{base}\0{int(decayed)}\0{decayed_at}".encode(), digest_size=16).hexdigest()
 
 
+#: pluggy's own dispatch; a manager whose hook calls go anywhere else is monitored.
+_PLAIN_DISPATCH = getattr(_callers, "_multicall", None)
+
+
+def _unmonitored_manager(hook: Any) -> pluggy.PluginManager | None:
+    """The manager behind ``hook`` when its calls go straight to pluggy's
+    dispatch; ``None`` when anything may watch them (``add_hookcall_monitoring``,
+    ``enable_tracing``, a subclass overriding ``_hookexec``) or when this
+    pluggy is built differently: then only the real hook call is right."""
+    manager = getattr(getattr(hook, "_hookexec", None), "__self__", None)
+    if (
+        _PLAIN_DISPATCH is None
+        or not isinstance(manager, pluggy.PluginManager)
+        or type(manager)._hookexec is not pluggy.PluginManager._hookexec
+        or getattr(manager, "_inner_hookexec", None) is not _PLAIN_DISPATCH
+    ):
+        return None
+    return manager
+
+
 def first_result_caller(hook: Any) -> Callable[..., Any]:
     """A faster equivalent of calling a first-result ``hook`` with keywords.
 
@@ -104,15 +129,20 @@ def first_result_caller(hook: Any) -> Callable[..., Any]:
     Without wrappers, first-result dispatch is just: ask each implementation in
     call order, with the arguments it names, until one answers. With wrappers
     (or old-style hookwrappers) the hook itself is returned, so their
-    semantics are untouched. Resolved once per page, so plugins registered
-    later are still seen.
+    semantics are untouched; so it is while hook calls are monitored
+    (``pm.add_hookcall_monitoring``, ``pm.enable_tracing``), checked at every
+    call so that monitoring switched on mid-page sees the next record.
+    Resolved once per page, so plugins registered later are still seen.
     """
+    manager = _unmonitored_manager(hook)
     impls = list(reversed(hook.get_hookimpls()))
-    if any(impl.hookwrapper or impl.wrapper for impl in impls):
+    if manager is None or any(impl.hookwrapper or impl.wrapper for impl in impls):
         return hook  # type: ignore[no-any-return,unused-ignore]
     chain = [(impl.function, tuple(impl.argnames)) for impl in impls]
 
     def call(**kwargs: Any) -> Any:
+        if manager._inner_hookexec is not _PLAIN_DISPATCH:
+            return hook(**kwargs)
         for function, names in chain:
             result = function(*[kwargs[name] for name in names])
             if result is not None:
@@ -195,18 +225,16 @@ class Engine:
         state: StateStore | None = None,
     ):
         self.config = config
-        self.pm = pm or make_plugin_manager(
-            extra_plugins=[*config.plugins.load, *extra_plugins],
-            blocked=config.plugins.block,
-            load_entrypoints=config.plugins.entrypoints,
-        )
+        self.pm = pm or plugin_manager_for(config, extra_plugins)
         self.clock = clock
         self.progress = progress or _NoProgress()
         self._state = state
-        self.resources: dict[str, Any] = {}
+        #: Typed values shared by every cycle (``ctx.stash``), closed by :meth:`close`.
+        self.stash = Stash()
         self._stop = threading.Event()
         self._provisioned = False
-        self.check_plugins()
+        self.expiry_policy: ExpiryPolicy = self.check_plugins()
+        self._warn_at_start()
 
     # setup -----------------------------------------------------------------
 
@@ -216,9 +244,10 @@ class Engine:
             self._state = StateStore(self.config.state_path())
         return self._state
 
-    def check_plugins(self) -> None:
-        """Fail at start-up when the config names a sink or policy no plugin provides."""
-        sinks = declared_names(self.pm, SINKS_ATTR)
+    def check_plugins(self) -> ExpiryPolicy:
+        """Fail at start-up when the config names a sink or policy no plugin
+        provides; the selected policy's declaration otherwise."""
+        sinks = declarations(self.pm, SINKS_ATTR)
         for name in self.config.output.sinks:
             if name not in sinks:
                 raise ConfigError(
@@ -227,12 +256,28 @@ class Engine:
         for extra in (self.config.output.model_extra or {}):
             if extra not in sinks:
                 raise ConfigError(f"output.{extra}: unknown key (not a setting and no plugin declares a sink {extra!r})")
-        policies = declared_names(self.pm, POLICIES_ATTR)
+        policies = declarations(self.pm, POLICIES_ATTR)
         if self.config.expiry.policy not in policies:
             raise ConfigError(
                 f"expiry.policy: unknown policy {self.config.expiry.policy!r}; "
                 f"available: {', '.join(sorted(policies)) or 'none'}"
             )
+        policy: ExpiryPolicy = policies[self.config.expiry.policy][1]
+        return policy
+
+    def _warn_at_start(self) -> None:
+        sinks = declarations(self.pm, SINKS_ATTR)
+        for name in self.config.output.sinks:
+            warn = sinks[name][1].startup_warnings
+            for message in (warn(self.config) if warn is not None else ()):
+                log.warning("%s", message)
+
+    @property
+    def refetch_interval(self) -> timedelta | None:
+        """How often every stream is re-read from ``initial_interval`` (a
+        refetch cycle): ``expiry.refetch_interval``, else the period the
+        selected policy declares; ``None``: never."""
+        return self.expiry_policy.refetch_interval(self.config.expiry)
 
     def context(self, *, now: datetime | None = None, refetch: bool = False, dry_run: bool = False, check: bool = False) -> RunContext:
         return RunContext(
@@ -242,7 +287,7 @@ class Engine:
             refetch=refetch,
             dry_run=dry_run,
             check=check,
-            resources=self.resources,
+            stash=self.stash,
         )
 
     def provision(self, *, dry_run: bool = False, check: bool = False) -> list[dict[str, Any]]:
@@ -257,7 +302,7 @@ class Engine:
         return actions
 
     def close(self) -> None:
-        RunContext(config=self.config, now=EPOCH, resources=self.resources).close_resources()
+        self.stash.close()
         if self._state is not None:
             self._state.close()
             self._state = None
@@ -281,10 +326,10 @@ class Engine:
     # cycles ----------------------------------------------------------------
 
     def refetch_due(self, stream: str, now: datetime) -> bool:
-        interval = self.config.expiry.effective_refetch_interval()
+        interval = self.refetch_interval
         if interval is None:
             return False
-        last = self.state.last_run(stream, "refetch")
+        last = self.state.last_run(stream, REFETCH_SCHEDULE)
         return last is None or now >= last + interval
 
     def _start(self, stream: str, *, dry_run: bool) -> tuple[Cycle, bool]:
@@ -328,7 +373,8 @@ class Engine:
                     break
             else:
                 if not dry_run:
-                    self.state.finish_cycle(stream, cursor=last_cursor, cycle=cycle)
+                    schedule = REFETCH_SCHEDULE if cycle.refetch else None
+                    self.state.finish_cycle(stream, cursor=last_cursor, cycle=cycle, schedule=schedule)
                 result.completed = True
         finally:
             prefetch.close()
