@@ -22,9 +22,9 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import pluggy
-from pluggy import _callers
 
 from misp_ti.config import Config
+from misp_ti.dispatch import first_result_caller
 from misp_ti.ecs import error_document, is_pipeline_error, options_for
 from misp_ti.errors import ConfigError, PluginError, SinkError
 from misp_ti.manager import POLICIES_ATTR, SINKS_ATTR, declarations, plugin_manager_for
@@ -99,57 +99,6 @@ def _fold_id(base: str, decayed: bool, decayed_at: str) -> str:
     # moves decayed_at must produce a new document (a same-id create would be
     # ignored as a replay), while a replay of the same cycle reproduces it.
     return hashlib.blake2b(f"{base}\0{int(decayed)}\0{decayed_at}".encode(), digest_size=16).hexdigest()
-
-
-#: pluggy's own dispatch; a manager whose hook calls go anywhere else is monitored.
-_PLAIN_DISPATCH = getattr(_callers, "_multicall", None)
-
-
-def _unmonitored_manager(hook: Any) -> pluggy.PluginManager | None:
-    """The manager behind ``hook`` when its calls go straight to pluggy's
-    dispatch; ``None`` when anything may watch them (``add_hookcall_monitoring``,
-    ``enable_tracing``, a subclass overriding ``_hookexec``) or when this
-    pluggy is built differently: then only the real hook call is right."""
-    manager = getattr(getattr(hook, "_hookexec", None), "__self__", None)
-    if (
-        _PLAIN_DISPATCH is None
-        or not isinstance(manager, pluggy.PluginManager)
-        or type(manager)._hookexec is not pluggy.PluginManager._hookexec
-        or getattr(manager, "_inner_hookexec", None) is not _PLAIN_DISPATCH
-    ):
-        return None
-    return manager
-
-
-def first_result_caller(hook: Any) -> Callable[..., Any]:
-    """A faster equivalent of calling a first-result ``hook`` with keywords.
-
-    ``transform_doc`` and ``compute_expiry`` run for every record; pluggy's
-    generic dispatch costs about 1.7 µs a call, more than a small transform.
-    Without wrappers, first-result dispatch is just: ask each implementation in
-    call order, with the arguments it names, until one answers. With wrappers
-    (or old-style hookwrappers) the hook itself is returned, so their
-    semantics are untouched; so it is while hook calls are monitored
-    (``pm.add_hookcall_monitoring``, ``pm.enable_tracing``), checked at every
-    call so that monitoring switched on mid-page sees the next record.
-    Resolved once per page, so plugins registered later are still seen.
-    """
-    manager = _unmonitored_manager(hook)
-    impls = list(reversed(hook.get_hookimpls()))
-    if manager is None or any(impl.hookwrapper or impl.wrapper for impl in impls):
-        return hook  # type: ignore[no-any-return,unused-ignore]
-    chain = [(impl.function, tuple(impl.argnames)) for impl in impls]
-
-    def call(**kwargs: Any) -> Any:
-        if manager._inner_hookexec is not _PLAIN_DISPATCH:
-            return hook(**kwargs)
-        for function, names in chain:
-            result = function(*[kwargs[name] for name in names])
-            if result is not None:
-                return result
-        return None
-
-    return call
 
 
 class Prefetch:

@@ -1,6 +1,8 @@
-"""Small value types passed through the hooks.
+"""Small value types passed through the hooks, the declarations plugins make
+(:class:`ExpiryPolicy`, :class:`Sink`), and the engine's typed
+:class:`Stash`.
 
-They are plain dataclasses so that plugins can build them without importing
+They are plain classes so that plugins can build them without importing
 anything heavier than this module.
 """
 
