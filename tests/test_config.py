@@ -32,7 +32,7 @@ def test_defaults_match_the_reference() -> None:
     assert config.streams.threat_attributes.interval == timedelta(minutes=10)
     assert config.streams.enabled() == ["threat_attributes"]
     assert config.output.sinks == ["sqlite"]
-    assert config.expiry.effective_refetch_interval() is None
+    assert config.expiry.refetch_interval is None
 
 
 def test_the_documented_example_loads(tmp_path: Path) -> None:
@@ -108,7 +108,6 @@ def test_environment_overrides_file_values(tmp_path: Path) -> None:
     }
     config = load_config(path, environ=env)
     assert config.expiry.policy == "refetch"
-    assert config.expiry.effective_refetch_interval() == timedelta(hours=24)
     assert config.streams.enabled() == ["threat_attributes", "threat"]
     assert config.output.sinks == ["sqlite", "ndjson"]
     assert config.misp.api_key.get_secret_value() == "12345"

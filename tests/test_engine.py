@@ -279,6 +279,121 @@ def test_fast_first_result_dispatch_matches_pluggy() -> None:
     assert wrapped(stream="s", record=1, ctx=None)["wrapped"] is True
 
 
+def test_hookcall_monitoring_sees_every_transform_doc_and_compute_expiry_call(tmp_path: Path) -> None:
+    # the fast dispatch must not hide calls from pluggy's monitoring (tracers, pm.enable_tracing)
+    source = ListSource(make_attributes(3, start_ts=RECENT), page_size=10)
+    with make_engine(tmp_path, source) as engine:
+        seen: list[tuple[str, str]] = []
+        answered: list[str] = []
+        undo = engine.pm.add_hookcall_monitoring(
+            lambda name, impls, kwargs: seen.append((name, kwargs.get("record", {}).get("uuid"))),
+            lambda outcome, name, impls, kwargs: answered.append(name),
+        )
+        ctx = engine.context(dry_run=True)
+        records = make_attributes(3, start_ts=RECENT, prefix="m")
+        docs = engine.process("threat_attributes", records, ctx)
+        per_record = [(hook, r["uuid"]) for r in records for hook in ("transform_doc", "compute_expiry")]
+        assert seen == per_record
+        assert answered == [hook for hook, _ in per_record]
+        undo()
+        seen.clear()
+        # unmonitored again: the same documents, through the fast path, unseen
+        assert engine.process("threat_attributes", records, ctx) == docs
+        assert seen == []
+
+
+def test_monitoring_switched_on_after_the_caller_was_resolved_is_honoured() -> None:
+    import misp_ti
+    from misp_ti.engine import first_result_caller
+    from misp_ti.manager import make_plugin_manager
+
+    class Answers:
+        @misp_ti.hookimpl
+        def transform_doc(self, record: Any) -> dict[str, Any]:
+            return {"record": record}
+
+    pm = make_plugin_manager(load_entrypoints=False, extra_plugins=[Answers()])
+    fast = first_result_caller(pm.hook.transform_doc)
+    assert fast is not pm.hook.transform_doc  # unmonitored: the fast path
+    traced: list[str] = []
+    pm.trace.root.setwriter(traced.append)
+    undo = pm.enable_tracing()
+    try:
+        assert fast(stream="s", record=1, ctx=None) == {"record": 1}
+        assert first_result_caller(pm.hook.transform_doc) is pm.hook.transform_doc
+    finally:
+        undo()
+    assert any("transform_doc" in line for line in traced), traced
+
+
+def test_the_stash_is_shared_by_cycles_and_closed_newest_first_by_engine_close(tmp_path: Path) -> None:
+    from misp_ti.model import StashKey
+
+    closed: list[str] = []
+
+    class Closing:
+        def __init__(self, name: str):
+            self.name = name
+
+        def close(self) -> None:
+            closed.append(self.name)
+
+    first: StashKey[Closing] = StashKey("test.first")
+    second: StashKey[Closing] = StashKey("test.first")  # same name, another key
+    made: list[int] = []
+
+    class UsesTheStash:
+        @hookimpl
+        def emit(self, ctx: Any) -> None:
+            made.append(id(ctx.stash.get_or_create(first, lambda: Closing("first"))))
+            ctx.stash.get_or_create(second, lambda: Closing("second"))
+
+    source = ListSource(make_attributes(20, start_ts=RECENT), page_size=10)
+    engine = make_engine(tmp_path, source, UsesTheStash())
+    engine.run_once()
+    engine.run_once()
+    assert len(made) >= 2 and len(set(made)) == 1  # one object for every batch of every cycle
+    assert engine.stash[first] is not engine.stash[second]
+    engine.close()
+    assert closed[:2] == ["second", "first"]
+    assert len(engine.stash) == 0
+    engine.close()  # closing twice is harmless
+    assert closed.count("first") == 1
+
+
+def test_the_old_string_keyed_resource_still_works_with_a_deprecation_warning(tmp_path: Path) -> None:
+    source = ListSource([])
+    with make_engine(tmp_path, source) as engine:
+        ctx, later = engine.context(), engine.context()
+        with pytest.deprecated_call(match=r"ctx.stash.get_or_create"):
+            made = ctx.resource("old.plugin.client", list)
+        with pytest.deprecated_call():
+            assert later.resource("old.plugin.client", dict) is made  # per engine, not per context
+        assert len(engine.stash) == 1
+    with pytest.deprecated_call(match="StashKey"):
+        from misp_ti.model import ContextKey
+    from misp_ti.model import StashKey
+
+    assert ContextKey is StashKey
+
+
+def test_a_sink_reports_its_own_start_up_warnings(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from misp_ti.model import Sink
+
+    class Careless:
+        MISP_TI_SINKS = (Sink("careless", startup_warnings=lambda config: [f"careless writes to {config.output.batch_size}"]),)
+
+    source = ListSource([])
+    caplog.set_level("WARNING", logger="misp_ti")
+    with make_engine(tmp_path, source, Careless(), sinks=["sqlite", "careless"]):
+        pass
+    assert [r.getMessage() for r in caplog.records] == ["careless writes to 1000"]
+    caplog.clear()
+    with make_engine(tmp_path, source, Careless()):  # not enabled: nothing to say
+        pass
+    assert caplog.records == []
+
+
 def test_run_forever_retries_a_failed_poll_at_the_next_interval(tmp_path: Path) -> None:
     source = ListSource(make_attributes(20, start_ts=RECENT), page_size=10, fail_at_page=2)
     config = build_config({

@@ -19,7 +19,7 @@ from misp_ti.default_plugins import expiry_decay_model as plugin
 from misp_ti.default_plugins import misp_fetch
 from misp_ti.misp import decay
 from misp_ti.misp.client import MispClient
-from misp_ti.model import RunContext
+from misp_ti.model import RunContext, Stash
 from misp_ti.simulator import MispSimulator
 from misp_ti.simulator.decay import (
     DecayScorer,
@@ -117,7 +117,7 @@ def with_models(ctx: RunContext, index: list[dict[str, Any]]) -> RunContext:
     cache = plugin.ModelCache()
     cache.models = decay.parse_index(index)
     cache.loaded_for = ctx.now
-    ctx.resources["expiry_decay_model.cache"] = cache
+    ctx.stash[plugin.CACHE] = cache
     return ctx
 
 
@@ -289,11 +289,11 @@ def test_model_overrides_in_the_stream_filters_are_applied(tmp_path: Path) -> No
 def test_models_reload_on_refetch_cycles_only(tmp_path: Path) -> None:
     path = tmp_path / "models.json"
     path.write_text(json.dumps([nids(lifetime=120)]))
-    resources: dict[str, Any] = {}
+    stash = Stash()  # one engine's, across its cycles
 
     def flip(now: datetime, refetch: bool) -> float:
         ctx = make_ctx(now, refetch=refetch, decay_models_path=str(path))
-        ctx.resources = resources
+        ctx.stash = stash
         record = {**live_record(score=80.0), "timestamp": str(int(now.timestamp()))}
         return (decide(record, ctx).decayed_at - now).total_seconds() / DAY
 
@@ -313,7 +313,7 @@ def test_models_persist_in_the_state_store_across_restarts(tmp_path: Path, monke
 
     monkeypatch.setattr(plugin, "_request_index", fake_request)
     assert decide(live_record(), make_ctx(START, refetch=True, state=state)).reason == "decay-model"
-    # a restarted engine (new resources) in a normal cycle reads the saved index, not MISP
+    # a restarted engine (a new stash) in a normal cycle reads the saved index, not MISP
     assert decide(live_record(), make_ctx(START + timedelta(hours=1), state=state)).reason == "decay-model"
     assert calls == [START]
     state.close()
@@ -341,7 +341,7 @@ def with_mock_misp(ctx: RunContext, handler: Any, sleeps: list[float]) -> list[t
         seen.append((request.method, request.url.path))
         return handler(request)  # type: ignore[no-any-return]
 
-    ctx.resources[misp_fetch.CLIENT_RESOURCE] = MispClient(
+    ctx.stash[misp_fetch.CLIENT] = MispClient(
         ctx.config.misp, transport=httpx.MockTransport(recording), sleep=sleeps.append, rng=lambda: 0.5
     )
     return seen
@@ -396,10 +396,10 @@ def test_without_a_client_yet_the_index_read_creates_the_fetch_plugins_one() -> 
         ctx = misp_ctx(sim.url)
         try:
             result = decide(live_record(model_id=str(sim.models[0]["id"])), ctx)
-            shared = ctx.resources[misp_fetch.CLIENT_RESOURCE]
+            shared = ctx.stash[misp_fetch.CLIENT]
             assert isinstance(shared, MispClient) and misp_fetch.client(ctx) is shared
-            assert set(ctx.resources) == {misp_fetch.CLIENT_RESOURCE, "expiry_decay_model.cache"}
+            assert plugin.CACHE in ctx.stash and len(ctx.stash) == 2
         finally:
-            ctx.close_resources()
+            ctx.stash.close()
     assert result.reason == "decay-model"  # predicted from the index it read
     assert [(r.method, r.path, r.status) for r in sim.requests] == [("GET", "/decayingModel/index", 200)]

@@ -4,6 +4,7 @@ across restarts, never re-firing in a loop (the reference's bug)."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,10 @@ from fakeplugins import ListSource, MiniTransform, make_attributes
 from misp_ti import hookimpl
 from misp_ti.config import build_config
 from misp_ti.engine import Engine
+from misp_ti.errors import PluginError
+from misp_ti.model import Expiry, ExpiryPolicy
 from misp_ti.sinks.sqlite import EmbeddedStore
+from misp_ti.state import StateStore
 from misp_ti.testing.clock import ManualClock
 
 START = datetime(2026, 1, 5, tzinfo=UTC)
@@ -40,13 +44,13 @@ class RecordingSource(ListSource):
         return self._pages(int((cursor or {}).get("offset", 0)))
 
 
-def engine_for(tmp_path: Path, source: RecordingSource, clock: ManualClock, **expiry: Any) -> Engine:
+def engine_for(tmp_path: Path, source: RecordingSource, clock: ManualClock, *plugins: Any, **expiry: Any) -> Engine:
     config = build_config({
         "expiry": {"policy": "refetch", **expiry},
         "output": {"sqlite": {"path": str(tmp_path / "store.db")}},
         "plugins": {"entrypoints": False},
     })
-    return Engine(config, extra_plugins=[source, MiniTransform()], clock=clock)
+    return Engine(config, extra_plugins=[source, MiniTransform(), *plugins], clock=clock)
 
 
 def poll_until(engine: Engine, clock: ManualClock, end: datetime, step: timedelta) -> None:
@@ -139,3 +143,82 @@ def test_refetched_attributes_stay_active_between_refetches(tmp_path: Path) -> N
             clock.advance(timedelta(minutes=7))
             assert len(store.active_keys(now=clock.now())) == 10, clock.now()
     store.close()
+
+
+class SixHourly:
+    """A plugin policy that declares its own refetch period."""
+
+    MISP_TI_EXPIRY_POLICIES = (ExpiryPolicy("six-hourly", refetch_every=timedelta(hours=6)), "never-again")
+
+    @hookimpl
+    def compute_expiry(self, ctx: Any) -> Expiry | None:
+        if ctx.policy not in ("six-hourly", "never-again"):
+            return None
+        return Expiry(False, ctx.now + timedelta(hours=7), ctx.policy)
+
+
+def test_a_plugin_policy_gets_refetch_cycles_at_the_period_it_declares(tmp_path: Path) -> None:
+    clock = ManualClock(START)
+    source = RecordingSource(make_attributes(5, start_ts=int(START.timestamp()) - 3600), clock)
+    with engine_for(tmp_path, source, clock, SixHourly(), policy="six-hourly") as engine:
+        assert engine.refetch_interval == timedelta(hours=6)
+        poll_until(engine, clock, START + timedelta(days=2), timedelta(minutes=10))
+    assert source.rewinds == [START + n * timedelta(hours=6) for n in range(8)]
+    assert sum(source.refetch_flags) == 8
+
+
+def test_expiry_refetch_interval_overrides_the_declared_period(tmp_path: Path) -> None:
+    clock = ManualClock(START)
+    source = RecordingSource(make_attributes(5, start_ts=int(START.timestamp()) - 3600), clock)
+    with engine_for(tmp_path, source, clock, SixHourly(), policy="six-hourly", refetch_interval="2h") as engine:
+        poll_until(engine, clock, START + timedelta(hours=12), timedelta(minutes=10))
+    assert source.rewinds == [START + n * timedelta(hours=2) for n in range(6)]
+
+
+def test_a_policy_declared_by_plain_name_never_refetches(tmp_path: Path) -> None:
+    clock = ManualClock(START)
+    source = RecordingSource(make_attributes(5, start_ts=int(START.timestamp()) - 3600), clock)
+    with engine_for(tmp_path, source, clock, SixHourly(), policy="never-again") as engine:
+        assert engine.refetch_interval is None
+        poll_until(engine, clock, START + timedelta(days=2), timedelta(hours=1))
+    assert source.rewinds == [START]
+    assert not any(source.refetch_flags)
+
+
+@pytest.mark.parametrize(("policy", "period"), [
+    ("refetch", timedelta(hours=24)), ("decay-model", timedelta(days=7)), ("duration", None),
+])
+def test_the_built_in_policies_declare_their_periods(tmp_path: Path, policy: str, period: timedelta | None) -> None:
+    source = RecordingSource([], ManualClock(START))
+    with engine_for(tmp_path, source, ManualClock(START), policy=policy) as engine:
+        assert engine.refetch_interval == period
+
+
+def test_a_declaration_that_is_neither_a_name_nor_a_spec_is_a_clear_error(tmp_path: Path) -> None:
+    class Broken:
+        MISP_TI_EXPIRY_POLICIES = (timedelta(hours=6),)
+
+    source = RecordingSource([], ManualClock(START))
+    with pytest.raises(PluginError, match=r"MISP_TI_EXPIRY_POLICIES holds datetime.timedelta\(seconds=21600\); expected a name or a misp_ti.model.ExpiryPolicy"):
+        engine_for(tmp_path, source, ManualClock(START), Broken())
+
+
+def test_a_refetch_recorded_by_an_older_version_is_still_read(tmp_path: Path) -> None:
+    # the schedule row as earlier versions wrote it (its name spelled in their SQL)
+    StateStore(tmp_path / "store.db").close()  # the schema, as any version creates it
+    earlier = START - timedelta(hours=20)
+    with sqlite3.connect(tmp_path / "store.db") as conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO misp_ti_schedule (stream, name, last_at) VALUES (?, 'refetch', ?)",
+            ("threat_attributes", int(earlier.timestamp())),
+        )
+        conn.execute(
+            "INSERT INTO misp_ti_cursor (stream, cursor, updated_at) VALUES (?, ?, ?)",
+            ("threat_attributes", '{"offset": 0}', int(earlier.timestamp())),
+        )
+    conn.close()
+    clock = ManualClock(START)
+    source = RecordingSource(make_attributes(5, start_ts=int(START.timestamp()) - 3600), clock)
+    with engine_for(tmp_path, source, clock) as engine:
+        poll_until(engine, clock, START + timedelta(hours=6), timedelta(minutes=10))
+    assert source.rewinds == [earlier + timedelta(days=1)]

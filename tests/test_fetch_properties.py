@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 import misp_ti.misp.paging
 from misp_ti.config import build_config
-from misp_ti.default_plugins.misp_fetch import CLIENT_RESOURCE
+from misp_ti.default_plugins import misp_fetch
 from misp_ti.engine import Engine
 from misp_ti.errors import FetchError
 from misp_ti.misp.client import MispClient
@@ -83,7 +83,7 @@ def run_against(sequence: list[tuple[int, dict[str, str], bytes]], directory: Pa
         "plugins": {"entrypoints": False},
     })
     engine = Engine(config, clock=lambda: NOW)
-    engine.resources[CLIENT_RESOURCE] = MispClient(config.misp, transport=httpx.MockTransport(handler), sleep=lambda s: None)
+    engine.stash[misp_fetch.CLIENT] = MispClient(config.misp, transport=httpx.MockTransport(handler), sleep=lambda s: None)
     try:
         engine.run_once()
     except Exception as exc:  # the property is about which exceptions escape

@@ -163,6 +163,37 @@ def test_client_config_and_engine_run_a_cycle_into_the_store(pytester):
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
 
 
+def test_a_client_with_a_mock_transport_serves_the_engine_the_documented_way(pytester):
+    # docs/testing-your-plugin.md: engine.stash[misp_fetch.CLIENT] = MispClient(..., transport=...)
+    pytester.makepyfile(
+        """
+        import httpx
+        from misp_ti.default_plugins import misp_fetch
+        from misp_ti.misp.client import MispClient
+
+        def test_injected(make_engine, misp_clock):
+            seen = []
+            now = str(int(misp_clock.now().timestamp()) - 60)
+            attribute = {"id": "1", "uuid": "5e0e1b2c-0000-4000-8000-0000000000f1", "type": "ip-dst",
+                         "category": "Network activity", "value": "203.0.113.9", "to_ids": True,
+                         "timestamp": now, "event_id": "1", "Event": {"uuid": "5e0e1b2c-0000-4000-8000-0000000000e1"}}
+
+            def handler(request):
+                seen.append((request.method, request.url.path))
+                return httpx.Response(200, json={"response": {"Attribute": [attribute] if len(seen) == 1 else []}})
+
+            engine = make_engine()
+            engine.stash[misp_fetch.CLIENT] = MispClient(
+                engine.config.misp, transport=httpx.MockTransport(handler), sleep=lambda s: None
+            )
+            [result] = engine.run_once()
+            assert (result.completed, result.records) == (True, 1)
+            assert seen and set(seen) == {("POST", "/attributes/restSearch")}
+        """
+    )
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
 def test_misp_plugins_marker_and_make_engine(pytester):
     _write_event(pytester)
     pytester.makepyfile(

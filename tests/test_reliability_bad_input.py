@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 
 from misp_ti import hookimpl
 from misp_ti.config import build_config
-from misp_ti.default_plugins.misp_fetch import CLIENT_RESOURCE
+from misp_ti.default_plugins import misp_fetch
 from misp_ti.engine import Engine
 from misp_ti.errors import FetchError, MispTiError
 from misp_ti.misp.client import MispClient
@@ -81,7 +81,7 @@ def engine() -> Any:
     with Engine(config, clock=lambda: NOW, extra_plugins=[collector], state=StateStore(":memory:")) as eng:
         eng.collector = collector  # type: ignore[attr-defined]
         eng.answering = answering  # type: ignore[attr-defined]
-        eng.resources[CLIENT_RESOURCE] = MispClient(config.misp, transport=httpx.MockTransport(answering), sleep=lambda s: None)
+        eng.stash[misp_fetch.CLIENT] = MispClient(config.misp, transport=httpx.MockTransport(answering), sleep=lambda s: None)
         yield eng
 
 

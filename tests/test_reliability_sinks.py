@@ -32,6 +32,7 @@ import pytest
 
 from misp_ti import hookimpl
 from misp_ti.config import build_config
+from misp_ti.default_plugins import sqlite_sink
 from misp_ti.engine import Engine
 from misp_ti.errors import SinkError
 from misp_ti.simulator import Dataset, MispSimulator
@@ -135,9 +136,10 @@ def assert_cursor_behind_unconfirmed(workdir: Path, recorder: BatchRecorder, tim
     assert sum(ok for _, ok in recorder.batches) >= FAIL_AFTER
 
 
-def run_until_fault(config: Any, recorder: BatchRecorder, resources: dict[str, Any] | None = None) -> str:
+def run_until_fault(config: Any, recorder: BatchRecorder, store: EmbeddedStore | None = None) -> str:
     with Engine(config, clock=lambda: T0, extra_plugins=[recorder]) as engine:
-        engine.resources.update(resources or {})
+        if store is not None:
+            engine.stash[sqlite_sink.STORE] = store
         with pytest.raises(SinkError) as failure:
             engine.run_once()
     return str(failure.value)
@@ -164,7 +166,7 @@ def test_store_disk_full_keeps_the_cursor_then_resumes(simulator: MispSimulator,
             store.conn.execute(f"PRAGMA max_page_count = {pages + 2}")
 
     recorder = BatchRecorder(fill_the_disk)
-    message = run_until_fault(config, recorder, {"sqlite_sink.store": store})
+    message = run_until_fault(config, recorder, store)
     assert "full" in message and "refused a batch" in message
     assert_cursor_behind_unconfirmed(tmp_path, recorder, timestamps)
     # the failed batch was rolled back whole: the store holds the confirmed batches only
@@ -188,7 +190,7 @@ def test_store_locked_by_another_writer_keeps_the_cursor_then_resumes(simulator:
 
     recorder = BatchRecorder(lock)
     try:
-        message = run_until_fault(config, recorder, {"sqlite_sink.store": store})
+        message = run_until_fault(config, recorder, store)
         assert "locked" in message
         assert_cursor_behind_unconfirmed(tmp_path, recorder, timestamps)
     finally:

@@ -15,6 +15,7 @@ import pytest
 
 from fakeplugins import ListSource, MiniTransform, make_attributes
 from misp_ti.config import build_config
+from misp_ti.default_plugins import sqlite_sink
 from misp_ti.engine import Engine
 from misp_ti.errors import SinkError
 from misp_ti.sinks.sqlite import EmbeddedStore
@@ -88,7 +89,7 @@ def test_locked_store_refuses_the_batch_and_keeps_the_cursor(tmp_path: Path) -> 
     # cursor state in its own file: only the embedded store is locked here
     engine = engine_for(tmp_path, source, state=str(tmp_path / "state.db"))
     engine.provision()
-    store = engine.resources["sqlite_sink.store"]
+    store = engine.stash[sqlite_sink.STORE]
     store.conn.execute("PRAGMA busy_timeout = 100")
     blocker = sqlite3.connect(tmp_path / "store.db")
     blocker.execute("BEGIN EXCLUSIVE")

@@ -18,26 +18,31 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import pluggy
 
 from misp_ti.config import Config
+from misp_ti.dispatch import first_result_caller
 from misp_ti.ecs import error_document, is_pipeline_error, options_for
 from misp_ti.errors import ConfigError, PluginError, SinkError
 from misp_ti.manager import (
     POLICIES_ATTR,
     SINKS_ATTR,
-    declared_names,
+    declarations,
     declared_streams,
-    make_plugin_manager,
+    plugin_manager_for,
 )
-from misp_ti.model import Page, RunContext, SinkReport
+from misp_ti.model import ExpiryPolicy, Page, RunContext, SinkReport, Stash
 from misp_ti.state import Cycle, StateStore
-from misp_ti.timeutil import EPOCH, iso, utcnow
+from misp_ti.timeutil import iso, utcnow
 
 log = logging.getLogger("misp_ti.engine")
+
+#: The schedule row under which the state store remembers each stream's last
+#: refetch cycle (the name is the engine's: policies only declare a period).
+REFETCH_SCHEDULE = "refetch"
 
 
 class Progress(Protocol):
@@ -100,32 +105,6 @@ def _fold_id(base: str, decayed: bool, decayed_at: str) -> str:
     # moves decayed_at must produce a new document (a same-id create would be
     # ignored as a replay), while a replay of the same cycle reproduces it.
     return hashlib.blake2b(f"{base}\0{int(decayed)}\0{decayed_at}".encode(), digest_size=16).hexdigest()
-
-
-def first_result_caller(hook: Any) -> Callable[..., Any]:
-    """A faster equivalent of calling a first-result ``hook`` with keywords.
-
-    ``transform_doc`` and ``compute_expiry`` run for every record; pluggy's
-    generic dispatch costs about 1.7 µs a call, more than a small transform.
-    Without wrappers, first-result dispatch is just: ask each implementation in
-    call order, with the arguments it names, until one answers. With wrappers
-    (or old-style hookwrappers) the hook itself is returned, so their
-    semantics are untouched. Resolved once per page, so plugins registered
-    later are still seen.
-    """
-    impls = list(reversed(hook.get_hookimpls()))
-    if any(impl.hookwrapper or impl.wrapper for impl in impls):
-        return hook  # type: ignore[no-any-return,unused-ignore]
-    chain = [(impl.function, tuple(impl.argnames)) for impl in impls]
-
-    def call(**kwargs: Any) -> Any:
-        for function, names in chain:
-            result = function(*[kwargs[name] for name in names])
-            if result is not None:
-                return result
-        return None
-
-    return call
 
 
 class Prefetch:
@@ -201,20 +180,18 @@ class Engine:
         state: StateStore | None = None,
     ):
         self.config = config
-        self.pm = pm or make_plugin_manager(
-            extra_plugins=[*config.plugins.load, *extra_plugins],
-            blocked=config.plugins.block,
-            load_entrypoints=config.plugins.entrypoints,
-        )
+        self.pm = pm or plugin_manager_for(config, extra_plugins)
         self.clock = clock
         self.progress = progress or _NoProgress()
         self._state = state
-        self.resources: dict[str, Any] = {}
+        #: Typed values shared by every cycle (``ctx.stash``), closed by :meth:`close`.
+        self.stash = Stash()
         #: Every stream the registered plugins declare (``MISP_TI_STREAMS``).
         self.streams = declared_streams(self.pm)
         self._stop = threading.Event()
         self._provisioned = False
-        self.check_plugins()
+        self.expiry_policy: ExpiryPolicy = self.check_plugins()
+        self._warn_at_start()
 
     # setup -----------------------------------------------------------------
 
@@ -224,10 +201,11 @@ class Engine:
             self._state = StateStore(self.config.state_path())
         return self._state
 
-    def check_plugins(self) -> None:
+    def check_plugins(self) -> ExpiryPolicy:
         """Fail at start-up when the config names a sink, policy or stream no
-        plugin provides; validate plugin streams' tables with their models."""
-        sinks = declared_names(self.pm, SINKS_ATTR)
+        plugin provides (plugin streams' tables are validated by their models);
+        the selected policy's declaration otherwise."""
+        sinks = declarations(self.pm, SINKS_ATTR)
         for name in self.config.output.sinks:
             if name not in sinks:
                 raise ConfigError(
@@ -236,7 +214,7 @@ class Engine:
         for extra in (self.config.output.model_extra or {}):
             if extra not in sinks:
                 raise ConfigError(f"output.{extra}: unknown key (not a setting and no plugin declares a sink {extra!r})")
-        policies = declared_names(self.pm, POLICIES_ATTR)
+        policies = declarations(self.pm, POLICIES_ATTR)
         if self.config.expiry.policy not in policies:
             raise ConfigError(
                 f"expiry.policy: unknown policy {self.config.expiry.policy!r}; "
@@ -249,6 +227,22 @@ class Engine:
                     f"streams.{name}: enabled, but no plugin declares this stream (a plugin replacing misp_fetch "
                     f"declares misp_ti.streams.BUILTIN_STREAMS again); declared: {', '.join(self.streams) or 'none'}"
                 )
+        policy: ExpiryPolicy = policies[self.config.expiry.policy][1]
+        return policy
+
+    def _warn_at_start(self) -> None:
+        sinks = declarations(self.pm, SINKS_ATTR)
+        for name in self.config.output.sinks:
+            warn = sinks[name][1].startup_warnings
+            for message in (warn(self.config) if warn is not None else ()):
+                log.warning("%s", message)
+
+    @property
+    def refetch_interval(self) -> timedelta | None:
+        """How often every stream is re-read from ``initial_interval`` (a
+        refetch cycle): ``expiry.refetch_interval``, else the period the
+        selected policy declares; ``None``: never."""
+        return self.expiry_policy.refetch_interval(self.config.expiry)
 
     def context(self, *, now: datetime | None = None, refetch: bool = False, dry_run: bool = False, check: bool = False) -> RunContext:
         return RunContext(
@@ -259,7 +253,7 @@ class Engine:
             dry_run=dry_run,
             check=check,
             streams=self.streams,
-            resources=self.resources,
+            stash=self.stash,
         )
 
     def provision(self, *, dry_run: bool = False, check: bool = False) -> list[dict[str, Any]]:
@@ -274,7 +268,7 @@ class Engine:
         return actions
 
     def close(self) -> None:
-        RunContext(config=self.config, now=EPOCH, resources=self.resources).close_resources()
+        self.stash.close()
         if self._state is not None:
             self._state.close()
             self._state = None
@@ -298,10 +292,10 @@ class Engine:
     # cycles ----------------------------------------------------------------
 
     def refetch_due(self, stream: str, now: datetime) -> bool:
-        interval = self.config.expiry.effective_refetch_interval()
+        interval = self.refetch_interval
         if interval is None:
             return False
-        last = self.state.last_run(stream, "refetch")
+        last = self.state.last_run(stream, REFETCH_SCHEDULE)
         return last is None or now >= last + interval
 
     def _start(self, stream: str, *, dry_run: bool) -> tuple[Cycle, bool]:
@@ -345,7 +339,8 @@ class Engine:
                     break
             else:
                 if not dry_run:
-                    self.state.finish_cycle(stream, cursor=last_cursor, cycle=cycle)
+                    schedule = REFETCH_SCHEDULE if cycle.refetch else None
+                    self.state.finish_cycle(stream, cursor=last_cursor, cycle=cycle, schedule=schedule)
                 result.completed = True
         finally:
             prefetch.close()

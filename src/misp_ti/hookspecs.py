@@ -20,10 +20,19 @@ a third-party plugin (entry point or ``--plugin``) is asked before them and
 wins every ``firstresult`` hook it answers. Return ``None`` to pass.
 
 Plugins declare the names they answer to with module or class attributes,
-which ``misp-ti plugins`` lists and the config is checked against:
+which ``misp-ti plugins`` lists and the config is checked against. Each
+entry is a plain name or, to say more about it, a spec from
+:mod:`misp_ti.model`:
 
 * ``MISP_TI_SINKS = ("name", ...)``: sink names usable in ``output.sinks``;
+  ``Sink(name, startup_warnings=f)``: ``f(config)`` returns the messages the
+  engine logs as warnings when it starts with the sink enabled (e.g. TLS
+  verification off);
 * ``MISP_TI_EXPIRY_POLICIES = ("name", ...)``: values for ``expiry.policy``;
+  ``ExpiryPolicy(name, refetch_every=timedelta(...))``: while it is
+  selected, the engine runs a refetch cycle (``ctx.refetch``: every stream
+  re-read from ``initial_interval``) that often, unless
+  ``expiry.refetch_interval`` is set; a plain name never refetches;
 * ``MISP_TI_STREAMS = (StreamSpec(...), ...)``: streams, each a
   :class:`misp_ti.streams.StreamSpec` (name, restSearch scope and path,
   order, fixed filters, record splitter, attribute accessor, ECS builder,
@@ -39,6 +48,11 @@ which ``misp-ti plugins`` lists and the config is checked against:
   ``misp-ti transform --stream`` need nothing more. The built-ins
   (``misp_ti.streams.BUILTIN_STREAMS``) are declared by ``misp_fetch``; a
   plugin replacing it (``plugins.block = ["misp_fetch"]``) declares them again.
+
+State a plugin keeps for the whole engine (clients, connections, caches)
+lives in ``ctx.stash`` under a module-level
+:class:`~misp_ti.model.StashKey`: ``ctx.stash.get_or_create(KEY, factory)``;
+the engine closes what has a ``close()`` when it closes, newest first.
 """
 
 from __future__ import annotations

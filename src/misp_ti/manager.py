@@ -10,14 +10,18 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from misp_ti import PROJECT_NAME, hookspecs
 from misp_ti.default_plugins import DEFAULT_PLUGINS
 from misp_ti.errors import PluginError
+from misp_ti.model import ExpiryPolicy, Sink
 from misp_ti.streams import StreamRegistry
+
+if TYPE_CHECKING:
+    from misp_ti.config import Config
 
 #: Attribute names through which plugins declare what they provide.
 SINKS_ATTR = "MISP_TI_SINKS"
@@ -75,9 +79,9 @@ def make_plugin_manager(
     return pm
 
 
-def declarations(pm: pluggy.PluginManager, attr: str) -> list[tuple[str, Any]]:
+def declared_items(pm: pluggy.PluginManager, attr: str) -> list[tuple[str, Any]]:
     """``(plugin name, item)`` for every item a registered plugin declares under ``attr``,
-    plugins in registration order (built-ins first)."""
+    plugins in registration order (built-ins first), as declared."""
     found: list[tuple[str, Any]] = []
     for name, plugin in pm.list_name_plugin():
         if plugin is None:
@@ -86,18 +90,57 @@ def declarations(pm: pluggy.PluginManager, attr: str) -> list[tuple[str, Any]]:
     return found
 
 
+def plugin_manager_for(
+    config: Config, extra_plugins: Iterable[str | ModuleType | object] = (), *, load_entrypoints: bool | None = None
+) -> pluggy.PluginManager:
+    """The manager ``config`` asks for: ``plugins.load`` then ``extra_plugins``,
+    without ``plugins.block``, with entry points if ``plugins.entrypoints``
+    (unless ``load_entrypoints`` says otherwise, as the test kit does)."""
+    return make_plugin_manager(
+        extra_plugins=[*config.plugins.load, *extra_plugins],
+        blocked=config.plugins.block,
+        load_entrypoints=config.plugins.entrypoints if load_entrypoints is None else load_entrypoints,
+    )
+
+
+#: declaration attribute -> the spec type each declaration (or plain name) becomes
+_SPECS: dict[str, type] = {SINKS_ATTR: Sink, POLICIES_ATTR: ExpiryPolicy}
+
+
+def declarations(pm: pluggy.PluginManager, attr: str) -> dict[str, tuple[str, Any]]:
+    """Each name declared under ``attr`` -> (the declaring plugin's name, its spec).
+
+    A plain name declares a spec with defaults (``"x"`` in ``MISP_TI_SINKS``
+    is ``Sink("x")``). The first plugin registered wins a name.
+    """
+    spec_type = _SPECS[attr]
+    found: dict[str, tuple[str, Any]] = {}
+    for plugin_name, plugin in pm.list_name_plugin():
+        if plugin is None:
+            continue
+        for declared in getattr(plugin, attr, ()) or ():
+            spec = spec_type(declared) if isinstance(declared, str) else declared
+            if not isinstance(spec, spec_type):
+                raise PluginError(
+                    f"plugin {plugin_name}: {attr} holds {declared!r}; expected a name or a misp_ti.model.{spec_type.__name__}"
+                )
+            found.setdefault(spec.name, (plugin_name, spec))
+    return found
+
+
 def declared_names(pm: pluggy.PluginManager, attr: str) -> dict[str, str]:
     """Map each name declared under ``attr`` by a registered plugin to that plugin's name."""
-    found: dict[str, str] = {}
-    for plugin_name, declared in declarations(pm, attr):
-        found.setdefault(declared, plugin_name)
-    return found
+    return {name: plugin_name for name, (plugin_name, _) in declarations(pm, attr).items()}
+
+
+def _names(plugin: object, attr: str) -> list[str]:
+    return [d if isinstance(d, str) else getattr(d, "name", repr(d)) for d in getattr(plugin, attr, ()) or ()]
 
 
 def declared_streams(pm: pluggy.PluginManager) -> StreamRegistry:
     """The streams the registered plugins declare under ``MISP_TI_STREAMS``
     (:class:`~misp_ti.errors.PluginError` for a name declared twice)."""
-    return StreamRegistry(declarations(pm, STREAMS_ATTR))
+    return StreamRegistry(declared_items(pm, STREAMS_ATTR))
 
 
 def describe(pm: pluggy.PluginManager) -> list[dict[str, object]]:
@@ -127,8 +170,8 @@ def plugin_inventory(pm: pluggy.PluginManager) -> list[dict[str, object]]:
             {
                 "name": name,
                 "hooks": hooks,
-                "sinks": list(getattr(plugin, SINKS_ATTR, ()) or ()),
-                "expiry_policies": list(getattr(plugin, POLICIES_ATTR, ()) or ()),
+                "sinks": _names(plugin, SINKS_ATTR),
+                "expiry_policies": _names(plugin, POLICIES_ATTR),
                 "streams": [getattr(spec, "name", repr(spec)) for spec in getattr(plugin, STREAMS_ATTR, ()) or ()],
             }
         )

@@ -1,6 +1,8 @@
-"""Small value types passed through the hooks.
+"""Small value types passed through the hooks, the declarations plugins make
+(:class:`ExpiryPolicy`, :class:`Sink`), and the engine's typed
+:class:`Stash`.
 
-They are plain dataclasses so that plugins can build them without importing
+They are plain classes so that plugins can build them without importing
 anything heavier than this module.
 """
 
@@ -8,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 if TYPE_CHECKING:
-    from misp_ti.config import Config
+    from misp_ti.config import Config, ExpirySettings
     from misp_ti.state import StateStore
     from misp_ti.streams import StreamRegistry
 
@@ -29,13 +32,18 @@ def _builtin_streams() -> StreamRegistry:
     return BUILTIN_REGISTRY
 
 T = TypeVar("T")
+D = TypeVar("D")
 
 
-class ContextKey(Generic[T]):
-    """Names one value that :meth:`RunContext.derive` computes once per context.
+class StashKey(Generic[T]):
+    """Names one typed value in a :class:`Stash` (or one :meth:`RunContext.derive` value).
 
-    Keys compare by identity, so two plugins never share a value by accident;
-    the type parameter is what ``derive`` returns.
+    Create keys once, at module level. Keys compare by identity, so two
+    plugins never share a value by accident, whatever their names; the name
+    is for ``repr`` and error messages. The type parameter is the type of the
+    value: ``CLIENT: StashKey[MispClient] = StashKey("misp_fetch.client")``.
+    Where the value lives decides how long: ``ctx.stash`` holds it for the
+    engine, ``ctx.derive`` for one context.
     """
 
     __slots__ = ("name",)
@@ -44,7 +52,109 @@ class ContextKey(Generic[T]):
         self.name = name
 
     def __repr__(self) -> str:
-        return f"ContextKey({self.name!r})"
+        return f"StashKey({self.name!r})"
+
+
+class Stash:
+    """Typed values shared by every cycle of one engine: clients, connections, caches.
+
+    The engine owns one (``engine.stash``, handed to hooks as ``ctx.stash``)
+    and closes it in :meth:`Engine.close <misp_ti.engine.Engine.close>`.
+    Modelled on pytest's ``Stash``: values are looked up by
+    :class:`StashKey`, never by string, so their types are known.
+    """
+
+    __slots__ = ("_values", "_lock")
+
+    def __init__(self) -> None:
+        self._values: dict[StashKey[Any], object] = {}
+        # the fetch runs in its own thread: two first uses must not build two clients
+        self._lock = threading.RLock()
+
+    def __getitem__(self, key: StashKey[T]) -> T:
+        return cast(T, self._values[key])
+
+    def __setitem__(self, key: StashKey[T], value: T) -> None:
+        """Put ``value`` under ``key`` (a test injecting a client with a mock transport)."""
+        with self._lock:
+            self._values[key] = value
+
+    def __contains__(self, key: StashKey[Any]) -> bool:
+        return key in self._values
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def get(self, key: StashKey[T], default: D) -> T | D:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def get_or_create(self, key: StashKey[T], factory: Callable[[], T]) -> T:
+        """The value under ``key``, made by ``factory()`` on first use (once, even across threads)."""
+        try:
+            return self[key]
+        except KeyError:
+            pass
+        with self._lock:
+            if key not in self._values:
+                self._values[key] = factory()
+            return self[key]
+
+    def close(self) -> None:
+        """Close every value that has a ``close()``, newest first, and forget them all.
+
+        Newest first because a later value may use an earlier one. A failing
+        ``close()`` is logged at debug level: closing must not hide the real
+        outcome of a run.
+        """
+        with self._lock:
+            values, self._values = list(self._values.values()), {}
+        for value in reversed(values):
+            close = getattr(value, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception:
+                    logging.getLogger("misp_ti").debug("closing %r failed", value, exc_info=True)
+
+
+#: Where sinks record, in dry-run mode, the requests they would send.
+DRY_RUN_REQUESTS: StashKey[list[dict[str, Any]]] = StashKey("misp_ti.dry_run_requests")
+
+#: Keys made for the deprecated :meth:`RunContext.resource`, one per name.
+_NAMED_KEYS: dict[str, StashKey[Any]] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryPolicy:
+    """An expiry policy, as a plugin declares it in ``MISP_TI_EXPIRY_POLICIES``.
+
+    A plain name declares a policy without refetch cycles:
+    ``MISP_TI_EXPIRY_POLICIES = ("one-week", ExpiryPolicy("weekly-refetch",
+    refetch_every=timedelta(days=7)))``.
+    """
+
+    name: str
+    #: How often the engine re-reads every stream from ``initial_interval``
+    #: (a refetch cycle: ``ctx.refetch``) while this policy is selected;
+    #: ``None``: never. ``expiry.refetch_interval`` overrides it.
+    refetch_every: timedelta | None = None
+
+    def refetch_interval(self, settings: ExpirySettings) -> timedelta | None:
+        """The refetch period in effect: ``expiry.refetch_interval``, else this policy's own."""
+        return settings.refetch_interval if settings.refetch_interval is not None else self.refetch_every
+
+
+@dataclass(frozen=True, slots=True)
+class Sink:
+    """A sink, as a plugin declares it in ``MISP_TI_SINKS`` (or by its plain name)."""
+
+    name: str
+    #: Called once when an engine starts with this sink enabled; each message
+    #: it returns is logged as a warning (e.g. TLS verification turned off).
+    startup_warnings: Callable[[Config], Iterable[str]] | None = None
 
 
 @dataclass(slots=True)
@@ -110,21 +220,21 @@ class RunContext:
     check: bool = False
     #: The streams the plugins declare (the engine's); the built-ins by default.
     streams: StreamRegistry = field(default_factory=_builtin_streams)
-    #: Per-engine cache shared by all cycles: plugins keep clients and
-    #: connections here (see :meth:`resource`); closed by :meth:`close_resources`.
-    resources: dict[str, Any] = field(default_factory=dict)
+    #: Typed values shared by all cycles of the engine (clients, connections):
+    #: ``ctx.stash.get_or_create(KEY, factory)``; the engine closes them.
+    stash: Stash = field(default_factory=Stash)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("misp_ti"))
     #: Set when the cycle is over (stopped, failed, or done) while a fetch may
     #: still be reading ahead: a fetch plugin should stop retrying and return.
     cancelled: threading.Event = field(default_factory=threading.Event)
     #: Values worked out from ``config`` and ``now`` (see :meth:`derive`).
-    derived: dict[ContextKey[Any], Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    derived: dict[StashKey[Any], Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def dry_run_requests(self) -> list[dict[str, Any]]:
         """Where sinks record, in dry-run mode, each request they would send
         (``{"method", "path", "params", "body"}``); shared by all cycles."""
-        return self.resource("dry_run_requests", list)  # type: ignore[no-any-return,unused-ignore]
+        return self.stash.get_or_create(DRY_RUN_REQUESTS, list)
 
     @property
     def policy(self) -> str:
@@ -138,14 +248,17 @@ class RunContext:
         return name in self.config.output.sinks
 
     def resource(self, key: str, factory: Callable[[], Any]) -> Any:
-        """Return the per-engine object stored under ``key``, creating it once."""
-        try:
-            return self.resources[key]
-        except KeyError:
-            value = self.resources[key] = factory()
-            return value
+        """Deprecated: use ``ctx.stash.get_or_create(KEY, factory)`` with a module-level
+        :class:`StashKey`. The object stored under the name ``key``, created once."""
+        warnings.warn(
+            "RunContext.resource(name, factory) is deprecated; use "
+            "ctx.stash.get_or_create(StashKey(...), factory) with a module-level key",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.stash.get_or_create(_NAMED_KEYS.setdefault(key, StashKey(key)), factory)
 
-    def derive(self, key: ContextKey[T], compute: Callable[[RunContext], T]) -> T:
+    def derive(self, key: StashKey[T], compute: Callable[[RunContext], T]) -> T:
         """The value of ``key`` for this context: ``compute(self)`` on first use.
 
         For settings a hook would otherwise work out again for every record.
@@ -158,12 +271,9 @@ class RunContext:
             value = self.derived[key] = compute(self)
         return value
 
-    def close_resources(self) -> None:
-        for value in reversed(list(self.resources.values())):
-            close = getattr(value, "close", None)
-            if callable(close):
-                try:
-                    close()
-                except Exception:  # closing must not hide the real outcome
-                    self.log.debug("closing a resource failed", exc_info=True)
-        self.resources.clear()
+
+def __getattr__(name: str) -> Any:
+    if name == "ContextKey":  # one key class for both lifetimes
+        warnings.warn("misp_ti.model.ContextKey is deprecated; use misp_ti.model.StashKey", DeprecationWarning, stacklevel=2)
+        return StashKey
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -149,8 +149,11 @@ class StateStore:
     def save_checkpoint(self, stream: str, checkpoint: Mapping[str, Any]) -> None:
         self._write([("UPDATE misp_ti_cycle SET checkpoint = ? WHERE stream = ?", (_dump(checkpoint), stream))])
 
-    def finish_cycle(self, stream: str, *, cursor: Mapping[str, Any] | None, cycle: Cycle) -> None:
-        """Atomically: store the final cursor, record a refetch, close the cycle."""
+    def finish_cycle(
+        self, stream: str, *, cursor: Mapping[str, Any] | None, cycle: Cycle, schedule: str | None = None
+    ) -> None:
+        """Atomically: store the final cursor, record the cycle's start as the
+        last run of ``schedule`` (see :meth:`last_run`), close the cycle."""
         statements: list[tuple[str, tuple[Any, ...]]] = []
         if cursor is not None:
             statements.append((
@@ -158,10 +161,10 @@ class StateStore:
                 "ON CONFLICT(stream) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
                 (stream, _dump(cursor), _ts(cycle.started_at)),
             ))
-        if cycle.refetch:
+        if schedule is not None:
             statements.append((
-                "INSERT OR REPLACE INTO misp_ti_schedule (stream, name, last_at) VALUES (?, 'refetch', ?)",
-                (stream, _ts(cycle.started_at)),
+                "INSERT OR REPLACE INTO misp_ti_schedule (stream, name, last_at) VALUES (?, ?, ?)",
+                (stream, schedule, _ts(cycle.started_at)),
             ))
         statements.append(("DELETE FROM misp_ti_cycle WHERE stream = ?", (stream,)))
         self._write(statements)

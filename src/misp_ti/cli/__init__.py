@@ -72,13 +72,12 @@ class Obj:
 
 
 def _warn_insecure(config: Config) -> None:
+    # sinks warn for themselves when the engine starts (``Sink.startup_warnings``)
     import logging
 
     log = logging.getLogger("misp_ti")
     if not config.misp.verify:
         log.warning("TLS verification of MISP (%s) is OFF: misp.verify = false; anyone on the path can read the API key", config.misp.url)
-    if "elasticsearch" in config.output.sinks and not config.output.elasticsearch.verify_certs:
-        log.warning("TLS verification of Elasticsearch is OFF: output.elasticsearch.verify_certs = false")
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -225,14 +224,9 @@ def provision(obj: Obj, dry_run: bool, check: bool) -> None:
 @handle_errors
 def plugins(obj: Obj, as_json: bool) -> None:
     """List the hooks and the plugins implementing each, in call order."""
-    from misp_ti.manager import describe, make_plugin_manager, plugin_inventory
+    from misp_ti.manager import describe, plugin_inventory, plugin_manager_for
 
-    config = obj.config()
-    pm = make_plugin_manager(
-        extra_plugins=[*config.plugins.load, *obj.plugins],
-        blocked=config.plugins.block,
-        load_entrypoints=config.plugins.entrypoints,
-    )
+    pm = plugin_manager_for(obj.config(), obj.plugins)
     hooks, inventory = describe(pm), plugin_inventory(pm)
     if as_json:
         click.echo(orjson.dumps({"hooks": hooks, "plugins": inventory}, option=orjson.OPT_INDENT_2).decode())

@@ -55,7 +55,7 @@ def _batches(stream: IO[bytes]) -> Any:
 @click.option("--now", callback=_parse_now, metavar="ISO-8601",
               help="Ingest time (default: the current time); fixes event.ingested and expiry for reproducible output.")
 @click.option("--format", "fmt", type=click.Choice(["docs", "bulk"]), default="docs", show_default=True,
-              help="docs: one document per line (with its _id); bulk: Elasticsearch _bulk create lines.")
+              help="docs: one document per line (with its _id); bulk: the _bulk lines the elasticsearch sink sends (output.elasticsearch settings).")
 @click.pass_obj
 @handle_errors
 def command(obj: Obj, stream: str, now: datetime | None, fmt: str) -> None:
@@ -67,6 +67,7 @@ def command(obj: Obj, stream: str, now: datetime | None, fmt: str) -> None:
     """
     from misp_ti.ecs import error_document, is_pipeline_error
     from misp_ti.ecs.options import options_for
+    from misp_ti.sinks.elasticsearch import bulk
 
     config = obj.config()
     engine = obj.engine(config)
@@ -75,7 +76,6 @@ def command(obj: Obj, stream: str, now: datetime | None, fmt: str) -> None:
         raise click.BadParameter(f"{stream!r} is not a stream; available: {', '.join(engine.streams)}", param_hint="--stream")
     ctx = engine.context(now=now, dry_run=True)
     opts = options_for(stream, ctx)
-    index = f"logs-{opts.dataset}-{opts.namespace}"
     out = sys.stdout.buffer
     records = documents = errors = 0
     try:
@@ -89,19 +89,13 @@ def command(obj: Obj, stream: str, now: datetime | None, fmt: str) -> None:
                 except orjson.JSONDecodeError as exc:
                     text = line.decode("utf-8", errors="backslashreplace")
                     slots.append(error_document(None, f"not a JSON line: {exc}", opts, original=text))
-            docs = iter(engine.process(stream, parsed, ctx))
-            chunk = bytearray()
-            for slot in slots:
-                doc = next(docs) if slot is None else slot
-                if is_pipeline_error(doc):
-                    errors += 1
-                if fmt == "bulk":
-                    body = {k: v for k, v in doc.items() if k != "_id"}
-                    chunk += orjson.dumps({"create": {"_index": index, "_id": doc["_id"]}})
-                    chunk += b"\n" + orjson.dumps(body) + b"\n"
-                else:
-                    chunk += orjson.dumps(doc) + b"\n"
-            out.write(chunk)
+            processed = iter(engine.process(stream, parsed, ctx))
+            docs = [next(processed) if slot is None else slot for slot in slots]
+            errors += sum(1 for doc in docs if is_pipeline_error(doc))
+            if fmt == "bulk":
+                out.write(bulk.ndjson(bulk.actions(stream, docs, config, now=ctx.now)))
+            else:
+                out.write(b"".join(orjson.dumps(doc) + b"\n" for doc in docs))
             records += len(batch)
             documents += len(slots)
         out.flush()

@@ -288,7 +288,7 @@ class ExpirySettings(_Section):
     policy: str = Field("duration", description="`duration`, `refetch`, `decay-model`, or a policy a plugin declares.")
     ioc_expiration_duration: Duration = Field(timedelta(days=90), description="`duration` policy: validity after `max(timestamp, last_seen)`.")
     refetch_interval: Duration | None = Field(
-        None, description="Full re-read period. Default: 24h for `refetch`, 7d for `decay-model`, none for `duration`."
+        None, description="Full re-read period. Default: the period the policy declares (`refetch` 24h, `decay-model` 7d, `duration` none)."
     )
     by_type: dict[str, Duration] = Field(default_factory=dict, description="Per MISP type (or ECS indicator type) validity, overriding `ioc_expiration_duration`.")
     expire_deleted: bool = Field(True, description="A soft-deleted attribute expires at once.")
@@ -308,11 +308,6 @@ class ExpirySettings(_Section):
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
             raise ValueError("expected a policy name such as 'duration', 'refetch' or 'decay-model'")
         return value
-
-    def effective_refetch_interval(self) -> timedelta | None:
-        if self.refetch_interval is not None:
-            return self.refetch_interval
-        return {"refetch": timedelta(hours=24), "decay-model": timedelta(days=7)}.get(self.policy)
 
 
 class SqliteSettings(_Section):

@@ -11,19 +11,20 @@ from typing import Any
 
 from misp_ti import hookimpl
 from misp_ti.errors import SinkError
-from misp_ti.model import RunContext, SinkReport
+from misp_ti.model import RunContext, Sink, SinkReport, StashKey
 from misp_ti.sinks.elasticsearch import bulk
 from misp_ti.sinks.elasticsearch import provision as prov
-from misp_ti.sinks.elasticsearch.client import make_client, send
+from misp_ti.sinks.elasticsearch.client import make_client, send, startup_warnings
 
 NAME = bulk.NAME
-MISP_TI_SINKS = (NAME,)
-_CLIENT = "elasticsearch_sink.client"
-_SWEPT = "elasticsearch_sink.swept"
+MISP_TI_SINKS = (Sink(NAME, startup_warnings=startup_warnings),)
+_CLIENT: StashKey[Any] = StashKey("elasticsearch_sink.client")
+#: stream -> the ``ctx.now`` of the cycle whose expired IOCs were last removed
+_SWEPT: StashKey[dict[str, Any]] = StashKey("elasticsearch_sink.swept")
 
 
 def _client(ctx: RunContext) -> Any:
-    return ctx.resource(_CLIENT, lambda: make_client(ctx.config.output.elasticsearch))
+    return ctx.stash.get_or_create(_CLIENT, lambda: make_client(ctx.config.output.elasticsearch))
 
 
 @hookimpl
@@ -62,7 +63,7 @@ def _sweep_expired(stream: str, ctx: RunContext) -> None:
     """Once per cycle and stream: remove expired IOCs from the latest view."""
     if ctx.config.output.elasticsearch.mode != "ecs":
         return
-    swept: dict[str, Any] = ctx.resource(_SWEPT, dict)
+    swept = ctx.stash.get_or_create(_SWEPT, dict)
     if swept.get(stream) == ctx.now:
         return
     swept[stream] = ctx.now

@@ -25,11 +25,14 @@ from typing import Any
 
 from misp_ti import hookimpl
 from misp_ti.misp.decay import epoch_seconds, parse_overrides
-from misp_ti.model import ContextKey, Expiry, RunContext
+from misp_ti.model import Expiry, ExpiryPolicy, RunContext, StashKey
 from misp_ti.streams import record_attribute
 from misp_ti.timeutil import from_epoch, parse_iso
 
-MISP_TI_EXPIRY_POLICIES = ("duration", "refetch")
+#: ``refetch`` re-reads everything daily unless ``expiry.refetch_interval`` says otherwise.
+REFETCH = ExpiryPolicy("refetch", refetch_every=timedelta(hours=24))
+MISP_TI_EXPIRY_POLICIES = (ExpiryPolicy("duration"), REFETCH)
+_NAMES = frozenset(policy.name for policy in MISP_TI_EXPIRY_POLICIES)
 
 #: The reference marks a vote-decayed attribute as decayed two minutes before ingest.
 VOTE_BACKDATE = timedelta(minutes=2)
@@ -152,7 +155,7 @@ def refetch_grace(stream: str, ctx: RunContext) -> timedelta:
     return 2 * interval if isinstance(interval, timedelta) else timedelta(0)
 
 
-_MODEL_OVERRIDES: ContextKey[dict[str, dict[str, float]]] = ContextKey("misp_ti.expiry.model_overrides")
+_MODEL_OVERRIDES: StashKey[dict[str, dict[str, float]]] = StashKey("misp_ti.expiry.model_overrides")
 
 
 def _no_overrides(ctx: RunContext) -> dict[str, dict[str, float]]:
@@ -175,12 +178,12 @@ def model_overrides(stream: str, ctx: RunContext) -> dict[str, float]:
 @hookimpl
 def compute_expiry(stream: str, record: dict[str, Any], doc: dict[str, Any], ctx: RunContext) -> Expiry | None:
     policy = ctx.policy
-    if policy not in MISP_TI_EXPIRY_POLICIES:
+    if policy not in _NAMES:
         return None
     decided = immediate_expiry(record, doc, ctx)
     if decided is not None:
         return decided
     if policy == "duration":
         return duration_expiry(record, doc, ctx)
-    interval = ctx.config.expiry.effective_refetch_interval() or timedelta(hours=24)
+    interval = REFETCH.refetch_interval(ctx.config.expiry) or timedelta(0)  # never None: REFETCH has a period
     return Expiry(False, ctx.now + interval + refetch_grace(stream, ctx), "refetch")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +41,12 @@ from misp_ti.misp.decay import (
     parse_index,
     vote_flip,
 )
-from misp_ti.model import Expiry, RunContext
+from misp_ti.model import Expiry, ExpiryPolicy, RunContext, StashKey
 from misp_ti.timeutil import from_epoch, iso
 
 NAME = "decay-model"
-MISP_TI_EXPIRY_POLICIES = (NAME,)
+#: A weekly refetch re-reads the scores (new sightings) and reloads the models.
+MISP_TI_EXPIRY_POLICIES = (ExpiryPolicy(NAME, refetch_every=timedelta(days=7)),)
 
 #: Where the last index is kept in the state store, so a restart needs no request.
 STATE_KEY = "expiry.decay_models"
@@ -116,6 +117,10 @@ class ModelCache:
         if key not in self.warned:
             self.warned.add(key)
             log.warning("%s", message)
+
+
+#: The engine's models in ``ctx.stash``.
+CACHE: StashKey[ModelCache] = StashKey("expiry_decay_model.cache")
 
 
 def load_index(ctx: RunContext) -> Any:
@@ -208,7 +213,7 @@ def compute_expiry(stream: str, record: dict[str, Any], doc: dict[str, Any], ctx
     decided = immediate_expiry(record, doc, ctx)
     if decided is not None:
         return decided
-    cache: ModelCache = ctx.resource("expiry_decay_model.cache", ModelCache)
+    cache = ctx.stash.get_or_create(CACHE, ModelCache)
     try:
         flip = predict(stream, record, ctx, cache)
     except Unpredictable as exc:

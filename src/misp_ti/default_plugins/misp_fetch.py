@@ -26,8 +26,11 @@ Cursor format (JSON, persisted by the engine):
   delivered. A resumed cycle (same ``ctx.now``) continues at ``t``; a
   checkpoint from another window is read as ``last_timestamp = t``.
 
-The HTTP client is kept in ``ctx.resources["misp_fetch.client"]``; tests put
-a :class:`~misp_ti.misp.client.MispClient` with a mock transport there.
+One :class:`~misp_ti.misp.client.MispClient` per engine, under
+:data:`CLIENT` in ``ctx.stash`` (:func:`client`), serves every MISP request
+(the decay-model's index reads too). A test injects one with a mock
+transport before the first cycle: ``engine.stash[misp_fetch.CLIENT] =
+MispClient(config.misp, transport=httpx.MockTransport(handler))``.
 """
 
 from __future__ import annotations
@@ -41,20 +44,23 @@ from misp_ti.config import StreamSettings
 from misp_ti.errors import PluginError
 from misp_ti.misp.client import MispClient
 from misp_ti.misp.paging import WindowReader, row_key
-from misp_ti.model import Page, RunContext
+from misp_ti.model import Page, RunContext, StashKey
 from misp_ti.streams import BUILTIN_STREAMS, StreamSpec, one_record, split_event
 
-__all__ = ["MISP_TI_STREAMS", "client", "fetch", "plan_window", "read_stream", "request_body", "split_event"]
+__all__ = ["CLIENT", "MISP_TI_STREAMS", "client", "fetch", "plan_window", "read_stream", "request_body", "split_event"]
 
 log = logging.getLogger("misp_ti.misp_fetch")
 
-MISP_TI_STREAMS = BUILTIN_STREAMS
+#: The engine's MISP client in ``ctx.stash`` (set it to inject one).
+CLIENT: StashKey[MispClient] = StashKey("misp_fetch.client")
 
-CLIENT_RESOURCE = "misp_fetch.client"
+#: The two built-in streams are declared (and fetched) here.
+MISP_TI_STREAMS = BUILTIN_STREAMS
 
 
 def client(ctx: RunContext) -> MispClient:
-    return ctx.resource(CLIENT_RESOURCE, lambda: MispClient(ctx.config.misp))
+    """The engine's MISP client, created from ``misp`` settings on first use."""
+    return ctx.stash.get_or_create(CLIENT, lambda: MispClient(ctx.config.misp))
 
 
 def request_body(spec: StreamSpec, settings: StreamSettings) -> dict[str, Any]:

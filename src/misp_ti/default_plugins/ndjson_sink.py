@@ -10,7 +10,7 @@ import orjson
 
 from misp_ti import hookimpl
 from misp_ti.errors import SinkError
-from misp_ti.model import RunContext, SinkReport
+from misp_ti.model import RunContext, SinkReport, StashKey
 
 NAME = "ndjson"
 MISP_TI_SINKS = (NAME,)
@@ -76,6 +76,9 @@ class _Writer:
             self._fh.close()
 
 
+_WRITER: StashKey[_Writer] = StashKey("ndjson_sink.writer")
+
+
 @hookimpl
 def provision(ctx: RunContext) -> list[dict[str, Any]] | None:
     if not ctx.sink_enabled(NAME):
@@ -93,7 +96,7 @@ def emit(stream: str, docs: list[dict[str, Any]], ctx: RunContext) -> SinkReport
         return SinkReport(NAME, delivered=len(docs))
     path = ctx.config.output.ndjson.path
     try:
-        ctx.resource("ndjson_sink.writer", lambda: _Writer(path)).write(docs)
+        ctx.stash.get_or_create(_WRITER, lambda: _Writer(path)).write(docs)
     except OSError as exc:
         raise SinkError(f"ndjson sink {path}: {exc.strerror or exc}") from exc
     return SinkReport(NAME, delivered=len(docs))

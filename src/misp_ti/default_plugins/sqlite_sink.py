@@ -7,15 +7,17 @@ from typing import Any
 
 from misp_ti import hookimpl
 from misp_ti.errors import SinkError
-from misp_ti.model import RunContext, SinkReport
+from misp_ti.model import RunContext, SinkReport, StashKey
 from misp_ti.sinks.sqlite import EmbeddedStore
 
 NAME = "sqlite"
 MISP_TI_SINKS = (NAME,)
+#: The engine's embedded store in ``ctx.stash``.
+STORE: StashKey[EmbeddedStore] = StashKey("sqlite_sink.store")
 
 
 def _store(ctx: RunContext) -> EmbeddedStore:
-    return ctx.resource("sqlite_sink.store", lambda: EmbeddedStore(ctx.config.output.sqlite.path))
+    return ctx.stash.get_or_create(STORE, lambda: EmbeddedStore(ctx.config.output.sqlite.path))
 
 
 @hookimpl

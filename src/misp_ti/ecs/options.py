@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from misp_ti.model import ContextKey
+from misp_ti.model import StashKey
 from misp_ti.timeutil import iso
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ class Options:
         return f"Options({self.stream!r}, namespace={self.namespace!r}, preserve_original={self.preserve_original}, ingested={self.ingested!r})"
 
 
-_BY_STREAM: ContextKey[dict[str, Options]] = ContextKey("misp_ti.ecs.options")
+_BY_STREAM: StashKey[dict[str, Options]] = StashKey("misp_ti.ecs.options")
 
 
 def _no_options(ctx: RunContext) -> dict[str, Options]:

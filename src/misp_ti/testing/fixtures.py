@@ -256,7 +256,7 @@ def make_engine(
     and are closed when the test ends.
     """
     from misp_ti.engine import Engine
-    from misp_ti.manager import make_plugin_manager
+    from misp_ti.manager import plugin_manager_for
 
     engines: list[Engine] = []
 
@@ -276,11 +276,7 @@ def make_engine(
             cfg = build_config(
                 _merge(cfg.model_dump(mode="python"), overrides), source="make_engine overrides"
             )
-        pm = make_plugin_manager(
-            extra_plugins=[*cfg.plugins.load, *plugins],
-            blocked=cfg.plugins.block,
-            load_entrypoints=load_entrypoints,
-        )
+        pm = plugin_manager_for(cfg, plugins, load_entrypoints=load_entrypoints)
         built = Engine(cfg, pm=pm, clock=misp_clock, progress=progress)
         engines.append(built)
         return built

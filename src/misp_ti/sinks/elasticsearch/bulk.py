@@ -14,7 +14,8 @@ One batch is confirmed only when every item is delivered or dead-lettered:
 * anything else (``401``/``403``/``404``...: the cluster, not the document)
   -> :class:`SinkError`, so a permission problem never drops data.
 
-The NDJSON lines are built once (:func:`actions`) and either sent or, in a
+The NDJSON lines are built once (:func:`actions`) and either sent
+(``misp-ti transform --format bulk`` prints them: :func:`ndjson`) or, in a
 dry run, recorded as ``{"method": "POST", "path": "/_bulk", "params", "body"}``
 with ``body`` = the list of the NDJSON lines' JSON objects.
 """
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,11 @@ def actions(stream: str, docs: list[dict[str, Any]], config: Config, *, now: dat
         if "_id" in doc:
             header["_id"] = str(doc["_id"])
         yield {"create": header}, build(doc, stream, config, ingested)
+
+
+def ndjson(pairs: Iterable[Pair]) -> bytes:
+    """The ``_bulk`` body of ``pairs``: action line, source line, each JSON and newline-terminated."""
+    return b"".join(orjson.dumps(header) + b"\n" + orjson.dumps(source) + b"\n" for header, source in pairs)
 
 
 def bulk_params(config: Config) -> dict[str, Any]:

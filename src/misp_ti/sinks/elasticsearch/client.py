@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from misp_ti.config import ElasticsearchSettings
+from misp_ti.config import Config, ElasticsearchSettings
 from misp_ti.errors import ConfigError, SinkError
 from misp_ti.sinks.elasticsearch.provision import Answer, Request
 
@@ -46,8 +46,15 @@ def client_options(settings: ElasticsearchSettings) -> dict[str, Any]:
     if settings.ssl_assert_fingerprint:
         options["ssl_assert_fingerprint"] = settings.ssl_assert_fingerprint
     if not settings.verify_certs:
-        options["ssl_show_warn"] = False  # the CLI warns once, on start
+        options["ssl_show_warn"] = False  # warned once, at engine start (startup_warnings)
     return options
+
+
+def startup_warnings(config: Config) -> list[str]:
+    """What the sink warns about when an engine starts with it (declared in ``MISP_TI_SINKS``)."""
+    if not config.output.elasticsearch.verify_certs:
+        return ["TLS verification of Elasticsearch is OFF: output.elasticsearch.verify_certs = false"]
+    return []
 
 
 def make_client(settings: ElasticsearchSettings) -> Any:
