@@ -223,9 +223,11 @@ def test_model_overrides_are_read_from_the_stream_filters() -> None:
 
 
 def test_model_overrides_are_worked_out_once_per_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    from misp_ti.expiry import decay_model
+
     calls = []
-    parse = expiry.parse_overrides
-    monkeypatch.setattr(expiry, "parse_overrides", lambda filters: calls.append(filters) or parse(filters))
+    parse = decay_model.parse_overrides
+    monkeypatch.setattr(decay_model, "parse_overrides", lambda filters: calls.append(filters) or parse(filters))
     ctx = overrides_ctx({"modelOverrides": {"threshold": 50}})
     first = expiry.model_overrides("threat_attributes", ctx)
     assert expiry.model_overrides("threat_attributes", ctx) is first and len(calls) == 1

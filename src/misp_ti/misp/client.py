@@ -418,15 +418,3 @@ def _check_record(item: Any, where: str) -> None:
     """
     if not isinstance(item, dict):
         raise _Retryable(f"MISP sent {type(item).__name__} where an object belongs ({where})")
-
-
-def record_timestamp(item: Mapping[str, Any]) -> int | None:
-    """MISP sends timestamps as strings of epoch seconds; ``None`` if unusable."""
-    raw = item.get("timestamp")
-    if isinstance(raw, bool):
-        return None
-    if isinstance(raw, int):
-        return raw if raw >= 0 else None
-    if isinstance(raw, str) and raw.isdigit() and len(raw) <= 12:
-        return int(raw)
-    return None

@@ -1,5 +1,9 @@
 """Expiry policy ``tlp``: how long an IOC stays valid depends on its TLP marking.
 
+It applies misp-ti's shared rules first (:func:`misp_ti.expiry.immediate_expiry`:
+a soft-deleted attribute expires at once, and so on), then counts the
+validity from ``max(timestamp, last_seen)`` as the ``duration`` policy does.
+
 Settings (``[plugin.tlp_expiry]``, durations like ``"7d"``): ``red`` (default
 7d), ``amber`` (default 30d); other markings use
 ``expiry.ioc_expiration_duration``.
@@ -8,13 +12,13 @@ Settings (``[plugin.tlp_expiry]``, durations like ``"7d"``): ``red`` (default
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import misp_ti
 from misp_ti.config import parse_duration
+from misp_ti.expiry import duration_expiry, immediate_expiry
 from misp_ti.model import Expiry, RunContext
-from misp_ti.timeutil import from_epoch, parse_iso
 
 POLICY = "tlp"
 MISP_TI_EXPIRY_POLICIES = (POLICY,)
@@ -46,28 +50,16 @@ def validity(tlp: str | None, ctx: RunContext) -> timedelta:
     return ctx.config.expiry.ioc_expiration_duration
 
 
-def reference_time(record: Mapping[str, Any]) -> datetime:
-    """``max(timestamp, last_seen)`` of the attribute, as the duration policy counts."""
-    times = [from_epoch(int(record.get("timestamp") or 0))]
-    last_seen = record.get("last_seen")
-    if isinstance(last_seen, str) and last_seen:
-        times.append(parse_iso(last_seen))
-    return max(times)
-
-
-def voted_decayed(record: Mapping[str, Any]) -> bool:
-    scores = [s for s in record.get("decay_score") or [] if isinstance(s, Mapping)]
-    return bool(scores) and 2 * sum(1 for s in scores if s.get("decayed") is True) >= len(scores)
-
-
 @misp_ti.hookimpl
 def compute_expiry(
     stream: str, record: dict[str, Any], doc: dict[str, Any], ctx: RunContext
 ) -> Expiry | None:
     if ctx.policy != POLICY or stream != "threat_attributes":
         return None  # another policy (or the threat stream's nested records): not ours
-    if voted_decayed(record):
-        return Expiry(True, ctx.now - timedelta(minutes=2), "decay-vote")
+    # the rules every policy applies first: deletions, to_ids off, the decay vote
+    decided = immediate_expiry(record, doc, ctx)
+    if decided is not None:
+        return decided
     tlp = tlp_of(record)
-    decayed_at = reference_time(record) + validity(tlp, ctx)
-    return Expiry(decayed_at < ctx.now, decayed_at, f"tlp:{tlp or 'none'}")
+    # max(timestamp, last_seen) + the marking's validity
+    return duration_expiry(record, doc, ctx, valid_for=validity(tlp, ctx), reason=f"tlp:{tlp or 'none'}")
