@@ -12,6 +12,7 @@ import signal
 import sys
 import warnings
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from misp_ti import __version__
 from misp_ti.config import Config, load_config
 from misp_ti.config.reference import render_reference
 from misp_ti.errors import MispTiError
+from misp_ti.timeutil import parse_iso
 
 COMMAND_MODULES = ("misp_ti.cli.transform", "misp_ti.cli.simulator", "misp_ti.cli.demo")
 
@@ -110,13 +112,22 @@ def cli(ctx: click.Context, config_path: str | None, plugins: tuple[str, ...], b
     ctx.obj = Obj(config_path, plugins, quiet, log_format, verbose, blocked)
 
 
-def _parse_now(text: str) -> Any:
-    from misp_ti.timeutil import parse_iso
+class IsoTime(click.ParamType):
+    """An ISO-8601 time on the command line (``--now``); UTC when it names no zone."""
 
-    try:
-        return parse_iso(text).replace(microsecond=0)
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not an ISO-8601 time such as 2026-01-31T12:00:00Z", param_hint="--now") from None
+    name = "ISO-8601"
+
+    def __init__(self, *, whole_seconds: bool = False) -> None:
+        self.whole_seconds = whole_seconds  # a cycle time has MISP's 1 s resolution
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            when = parse_iso(value)
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO-8601 time such as 2026-01-31T12:00:00Z", param, ctx)
+        return when.replace(microsecond=0) if self.whole_seconds else when
 
 
 def _install_stop_handlers(engine: Any) -> None:
@@ -147,10 +158,10 @@ def _print_results(results: list[Any], as_json: bool) -> None:
 @click.option("--stream", "streams", multiple=True, help="Only this stream (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Print the requests sinks would send, one JSON object per line; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the cycle summary as JSON lines.")
-@click.option("--now", "now", metavar="ISO-8601", help="Use this as the cycle time instead of the clock (reproducible runs).")
+@click.option("--now", "now", type=IsoTime(whole_seconds=True), help="Use this as the cycle time instead of the clock (reproducible runs).")
 @click.pass_obj
 @handle_errors
-def once(obj: Obj, streams: tuple[str, ...], dry_run: bool, as_json: bool, now: str | None) -> None:
+def once(obj: Obj, streams: tuple[str, ...], dry_run: bool, as_json: bool, now: datetime | None) -> None:
     """Run one poll cycle per enabled stream, then exit.
 
     An interrupted cycle (crash, stop, failure) is resumed first, with its
@@ -160,9 +171,8 @@ def once(obj: Obj, streams: tuple[str, ...], dry_run: bool, as_json: bool, now: 
 
     progress = None if dry_run else make_progress(quiet=obj.quiet)
     kwargs: dict[str, Any] = {"progress": progress}
-    if now:
-        fixed = _parse_now(now)
-        kwargs["clock"] = lambda: fixed
+    if now is not None:
+        kwargs["clock"] = lambda: now
     with obj.engine(**kwargs) as engine:
         _install_stop_handlers(engine)
         try:

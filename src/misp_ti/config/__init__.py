@@ -393,11 +393,13 @@ def env_overrides(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
     return tree
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def merge_settings(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` laid over ``base``, table by table (a nested dict merges, any
+    other value replaces); neither argument is changed."""
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_settings(out[key], value)
         else:
             out[key] = value
     return out
@@ -475,9 +477,9 @@ def load_config(
         except OSError as exc:
             raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
         _warn_if_world_readable(path, data)
-    data = _merge(data, env_overrides(environ))
+    data = merge_settings(data, env_overrides(environ))
     if overrides:
-        data = _merge(data, overrides)
+        data = merge_settings(data, overrides)
     return build_config(data, source=source)
 
 

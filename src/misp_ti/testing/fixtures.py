@@ -39,17 +39,6 @@ def _marker_kwargs(
     return (tuple(marker.args), dict(marker.kwargs)) if marker else ((), {})
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = (
-            _merge(out[key], value)
-            if isinstance(value, dict) and isinstance(out.get(key), dict)
-            else value
-        )
-    return out
-
-
 def make_client_config(
     url: str, api_key: str, directory: str | Path, overrides: dict[str, Any] | None = None
 ) -> Config:
@@ -60,7 +49,7 @@ def make_client_config(
     ``overrides`` is a nested dict merged over these settings, e.g.
     ``{"expiry": {"policy": "refetch"}, "streams": {"threat": {"enabled": True}}}``.
     """
-    from misp_ti.config import build_config
+    from misp_ti.config import build_config, merge_settings
 
     directory = Path(directory)
     data: dict[str, Any] = {
@@ -81,7 +70,7 @@ def make_client_config(
         "output": {"sinks": ["sqlite"], "sqlite": {"path": str(directory / STORE_FILE)}},
         "plugins": {"entrypoints": False},
     }
-    return build_config(_merge(data, overrides or {}), source="misp_client_config")
+    return build_config(merge_settings(data, overrides or {}), source="misp_client_config")
 
 
 # clock and data ----------------------------------------------------------------
@@ -271,10 +260,11 @@ def make_engine(
         # cassette needs none)
         cfg = config or request.getfixturevalue("misp_client_config")
         if overrides:
-            from misp_ti.config import build_config
+            from misp_ti.config import build_config, merge_settings
 
             cfg = build_config(
-                _merge(cfg.model_dump(mode="python"), overrides), source="make_engine overrides"
+                merge_settings(cfg.model_dump(mode="python"), overrides),
+                source="make_engine overrides",
             )
         pm = make_plugin_manager(
             extra_plugins=[*cfg.plugins.load, *plugins],
