@@ -98,11 +98,11 @@ def test_entry_points_are_discovered(installed_example):
 
 
 @pytest.mark.misp_data(EVENT, shift_to_now=False, now=datetime.fromtimestamp(TS + 86400, UTC))
-def test_selected_policy_and_sink_do_the_work(installed_example, make_engine, misp_clock, tmp_path):
+def test_selected_policy_and_sink_do_the_work(installed_example, misp_make_engine, misp_clock, tmp_path):
     from misp_ti.sinks.sqlite import EmbeddedStore
 
     out = tmp_path / "iocs.csv"
-    engine = make_engine(
+    engine = misp_make_engine(
         load_entrypoints=True,
         overrides={
             "expiry": {"policy": "tlp"},

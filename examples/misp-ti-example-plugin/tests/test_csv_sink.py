@@ -1,4 +1,4 @@
-"""The ``csv`` sink against the simulated MISP (misp-ti's ``make_engine`` fixture)."""
+"""The ``csv`` sink against the simulated MISP (misp-ti's ``misp_make_engine`` fixture)."""
 
 import csv
 
@@ -8,9 +8,9 @@ from misp_ti_example.csv_sink import HEADER
 from misp_ti.errors import ConfigError
 
 
-def test_every_document_gets_a_row(make_engine, example_plugins, misp_dataset, tmp_path):
+def test_every_document_gets_a_row(misp_make_engine, example_plugins, misp_dataset, tmp_path):
     out = tmp_path / "iocs.csv"
-    engine = make_engine(
+    engine = misp_make_engine(
         *example_plugins,
         overrides={"output": {"sinks": ["sqlite", "csv"], "csv": {"path": str(out)}}},
     )
@@ -21,7 +21,7 @@ def test_every_document_gets_a_row(make_engine, example_plugins, misp_dataset, t
     assert {r[0] for r in rows[1:]} == {a["uuid"] for a in misp_dataset.attributes()}
 
 
-def test_a_missing_path_is_a_config_error(make_engine, example_plugins):
-    engine = make_engine(*example_plugins, overrides={"output": {"sinks": ["csv"], "csv": {}}})
+def test_a_missing_path_is_a_config_error(misp_make_engine, example_plugins):
+    engine = misp_make_engine(*example_plugins, overrides={"output": {"sinks": ["csv"], "csv": {}}})
     with pytest.raises(ConfigError, match="output.csv.path"):
         engine.provision()

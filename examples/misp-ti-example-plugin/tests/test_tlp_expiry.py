@@ -69,8 +69,8 @@ def test_other_policies_are_not_answered():
 
 
 @pytest.mark.misp_data(shift_to_now=True)
-def test_policy_in_a_full_cycle(make_engine, example_plugins, misp_clock):
-    engine = make_engine(*example_plugins, overrides={"expiry": {"policy": "tlp"}})
+def test_policy_in_a_full_cycle(misp_make_engine, example_plugins, misp_clock):
+    engine = misp_make_engine(*example_plugins, overrides={"expiry": {"policy": "tlp"}})
     [result] = engine.run_once()
     assert result.completed and result.pipeline_errors == 0
     assert result.delivered["sqlite"] == result.documents > 1000

@@ -28,6 +28,11 @@ from misp_ti.timeutil import parse_iso
 COMMAND_MODULES = ("misp_ti.cli.transform", "misp_ti.cli.simulator", "misp_ti.cli.demo")
 
 
+def _echo_warnings(caught: list[warnings.WarningMessage]) -> None:
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
+
+
 class Obj:
     """Options shared by every command, resolved lazily."""
 
@@ -44,12 +49,15 @@ class Obj:
         if self._config is None or overrides:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                config = load_config(self.config_path, overrides=overrides)
+                try:
+                    config = load_config(self.config_path, overrides=overrides)
+                except MispTiError:
+                    _echo_warnings(caught)  # an old spelling's warning explains the error's key
+                    raise
                 if self.blocked:
                     config.plugins.block = sorted({*config.plugins.block, *self.blocked})
             self.setup_logging(config)
-            for w in caught:
-                click.echo(f"warning: {w.message}", err=True)
+            _echo_warnings(caught)
             if self._config is None:
                 self._config = config
             return config
@@ -77,10 +85,10 @@ def _warn_insecure(config: Config) -> None:
     import logging
 
     log = logging.getLogger("misp_ti")
-    if not config.misp.verify:
-        log.warning("TLS verification of MISP (%s) is OFF: misp.verify = false; anyone on the path can read the API key", config.misp.url)
-    if "elasticsearch" in config.output.sinks and not config.output.elasticsearch.verify_certs:
-        log.warning("TLS verification of Elasticsearch is OFF: output.elasticsearch.verify_certs = false")
+    if not config.misp.verifies_tls:
+        log.warning("TLS verification of MISP (%s) is OFF: misp.ssl_verification_mode = \"none\"; anyone on the path can read the API key", config.misp.url)
+    if "elasticsearch" in config.output.sinks and not config.output.elasticsearch.verifies_tls:
+        log.warning("TLS verification of Elasticsearch is OFF: output.elasticsearch.ssl_verification_mode = \"none\"")
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:

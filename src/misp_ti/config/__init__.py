@@ -18,9 +18,11 @@ import re
 import stat
 import tomllib
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -87,8 +89,72 @@ Duration = Annotated[
 ]
 
 
+@dataclass(frozen=True)
+class Renamed:
+    """An old spelling of a key: still read, with a :class:`DeprecationWarning`
+    naming the new one. ``convert`` turns the old value into the new key's
+    (a ``ValueError`` from it is a one-line config error naming the old key)."""
+
+    new: str
+    convert: Callable[[Any], Any] | None = None
+
+
+def _toml_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, timedelta):
+        return f'"{format_duration(value)}"'
+    return f'"{value}"' if isinstance(value, str) else repr(value)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    #: Where this section sits (``misp``, ``output.elasticsearch``), for messages.
+    section: ClassVar[str] = ""
+    #: Old key -> :class:`Renamed`: the spellings this section still reads.
+    renamed: ClassVar[dict[str, Renamed]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_spellings(cls, data: Any) -> Any:
+        if not cls.renamed or not isinstance(data, dict):
+            return data
+        for old, rename in cls.renamed.items():
+            if old not in data:
+                continue
+            where = f"{cls.section}." if cls.section else ""
+            if rename.new in data:
+                raise ConfigError(f"{where}{old}: an old spelling of {where}{rename.new}; give only {rename.new}")
+            value = data[old]
+            if rename.convert is not None:
+                try:
+                    value = rename.convert(value)
+                except ValueError as exc:
+                    raise ConfigError(f"{where}{old}: bad value {value!r}: {exc}") from None
+            warnings.warn(
+                f"{where}{old} is deprecated: write {where}{rename.new} = {_toml_text(value)}",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            data = {key: item for key, item in data.items() if key != old}
+            data[rename.new] = value
+        return data
+
+
+#: How a TLS certificate is checked, in Filebeat's words (``ssl.verification_mode``):
+#: ``full`` checks the chain and the host name, ``none`` checks nothing.
+VerificationMode = Literal["full", "none"]
+
+
+def _mode_from_verify(value: Any) -> str:
+    """The old boolean ``verify``/``verify_certs`` as a verification mode."""
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return "full" if value else "none"
+
+
+_SSL_RENAMES = {"verify_certs": Renamed("ssl_verification_mode", _mode_from_verify)}
 
 
 def _read_secret_file(path: Path | None, key: str) -> SecretStr | None:
@@ -103,16 +169,26 @@ def _read_secret_file(path: Path | None, key: str) -> SecretStr | None:
 class MispSettings(_Section):
     """How to reach MISP."""
 
+    section = "misp"
+    renamed = {
+        "verify": Renamed("ssl_verification_mode", _mode_from_verify),
+        **_SSL_RENAMES,
+        "timeout": Renamed("request_timeout"),
+    }
+
     url: str = Field("https://misp.example.org", description="Base URL of the MISP server.")
     api_key: SecretStr | None = Field(
         None, description="MISP automation key (secret). Prefer `MISP_TI_MISP__API_KEY` or `api_key_file`."
     )
     api_key_file: Path | None = Field(None, description="File holding the MISP key (secret).")
-    verify: bool = Field(True, description="Verify MISP's TLS certificate. Turning it off logs a warning on every start.")
+    ssl_verification_mode: VerificationMode = Field(
+        "full",
+        description="`full`: check MISP's TLS certificate and host name; `none`: check nothing (logs a warning on every start). Was `verify`.",
+    )
     ca_file: Path | None = Field(None, description="CA bundle used to verify MISP's certificate.")
     client_cert: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
     client_key: Path | None = Field(None, description="Key of the client certificate (PEM).")
-    timeout: Duration = Field(timedelta(seconds=30), description="Timeout of one HTTP request.")
+    request_timeout: Duration = Field(timedelta(seconds=30), description="Timeout of one HTTP request. Was `timeout`.")
     proxy: str | None = Field(None, description="HTTP(S) proxy URL for MISP requests.")
     rate_limit: float | None = Field(None, gt=0, description="Most requests per second sent to MISP (none: no limit).")
     max_retries: int = Field(6, ge=0, le=100, description="Retries of a failed request (429, 5xx, timeouts, resets, bad bodies) before the poll fails.")
@@ -123,6 +199,20 @@ class MispSettings(_Section):
         description="A 429's `Retry-After`/`X-Rate-Limit-Reset` is honoured up to this long; a longer wait fails the poll (retried at the next interval).",
     )
     page_size: int = Field(1000, ge=1, le=100_000, description="Records per request (`limit`).")
+
+    @property
+    def verifies_tls(self) -> bool:
+        return self.ssl_verification_mode != "none"
+
+    @property
+    def verify(self) -> bool:
+        warnings.warn("MispSettings.verify is deprecated: use ssl_verification_mode", DeprecationWarning, stacklevel=2)
+        return self.verifies_tls
+
+    @property
+    def timeout(self) -> timedelta:
+        warnings.warn("MispSettings.timeout is deprecated: use request_timeout", DeprecationWarning, stacklevel=2)
+        return self.request_timeout
 
     @field_validator("url")
     @classmethod
@@ -248,6 +338,9 @@ class NdjsonSettings(_Section):
 
 
 class ElasticsearchSettings(_Section):
+    section = "output.elasticsearch"
+    renamed = {**_SSL_RENAMES, "timeout": Renamed("request_timeout")}
+
     hosts: list[str] = Field(default_factory=lambda: ["https://localhost:9200"], description="Elasticsearch URLs.")
     cloud_id: str | None = Field(None, description="Elastic Cloud id (instead of `hosts`).")
     api_key: SecretStr | None = Field(None, description="Elasticsearch API key, encoded form (secret).")
@@ -255,7 +348,10 @@ class ElasticsearchSettings(_Section):
     username: str | None = Field(None, description="Basic-auth user.")
     password: SecretStr | None = Field(None, description="Basic-auth password (secret).")
     password_file: Path | None = Field(None, description="File holding the password (secret).")
-    verify_certs: bool = Field(True, description="Verify the cluster's TLS certificate. Turning it off logs a warning.")
+    ssl_verification_mode: VerificationMode = Field(
+        "full",
+        description="`full`: check the cluster's TLS certificate and host name; `none`: check nothing (logs a warning). Was `verify_certs`.",
+    )
     ca_file: Path | None = Field(None, description="CA bundle for the cluster.")
     ssl_assert_fingerprint: str | None = Field(None, description="SHA-256 fingerprint of the cluster certificate (instead of a CA).")
     request_timeout: Duration = Field(timedelta(seconds=30), description="Timeout of one request.")
@@ -281,6 +377,17 @@ class ElasticsearchSettings(_Section):
         timedelta(minutes=10),
         description="After an asset upgrade, how long provision waits for the new latest view's first checkpoint before moving the alias to it; past it the alias stays on the old view until the next provision.",
     )
+
+    @property
+    def verifies_tls(self) -> bool:
+        return self.ssl_verification_mode != "none"
+
+    @property
+    def verify_certs(self) -> bool:
+        warnings.warn(
+            "ElasticsearchSettings.verify_certs is deprecated: use ssl_verification_mode", DeprecationWarning, stacklevel=2
+        )
+        return self.verifies_tls
 
     @model_validator(mode="after")
     def _secret_files(self) -> ElasticsearchSettings:

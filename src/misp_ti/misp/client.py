@@ -139,7 +139,7 @@ def _retry_after(response: httpx.Response, *, now: float) -> float | None:
 
 def _ssl_context(settings: MispSettings) -> ssl.SSLContext:
     try:
-        if settings.verify:
+        if settings.verifies_tls:
             context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
         else:
             context = ssl.create_default_context()
@@ -186,9 +186,9 @@ class MispClient:
         if not key.isascii() or any(c in key for c in "\r\n\0") or key != key.strip():
             # say what is wrong without showing the key
             raise ConfigError("misp.api_key: contains characters an HTTP header cannot carry (spaces, line breaks or non-ASCII)")
-        if not settings.verify:
+        if not settings.verifies_tls:
             log.warning(
-                "TLS certificate verification for %s is OFF (misp.verify = false): "
+                "TLS certificate verification for %s is OFF (misp.ssl_verification_mode = 'none'): "
                 "anyone on the network path can read and alter the indicators",
                 settings.url,
             )
@@ -203,7 +203,7 @@ class MispClient:
                 "Content-Type": "application/json",
                 "User-Agent": "misp-ti",
             },
-            timeout=settings.timeout.total_seconds(),
+            timeout=settings.request_timeout.total_seconds(),
             verify=_ssl_context(settings) if settings.url.startswith("https:") else True,
             proxy=settings.proxy,
             transport=transport,
@@ -312,7 +312,7 @@ class MispClient:
         try:
             response = self._http.request(method, path, content=payload)
         except httpx.TimeoutException as exc:
-            raise _Retryable(f"timed out after {self.settings.timeout.total_seconds():g}s ({type(exc).__name__})") from None
+            raise _Retryable(f"timed out after {self.settings.request_timeout.total_seconds():g}s ({type(exc).__name__})") from None
         except httpx.ConnectError as exc:
             reason = str(exc)
             if "CERTIFICATE_VERIFY_FAILED" in reason or "certificate verify failed" in reason:
