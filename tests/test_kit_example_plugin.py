@@ -106,7 +106,8 @@ def test_selected_policy_and_sink_do_the_work(installed_example, misp_make_engin
         load_entrypoints=True,
         overrides={
             "expiry": {"policy": "tlp"},
-            "output": {"sinks": ["sqlite", "csv"], "csv": {"path": str(out)}},
+            "output": {"sinks": ["sqlite", "csv"]},
+            "plugin": {"csv": {"path": str(out)}},
         },
     )
     [result] = engine.run_once()

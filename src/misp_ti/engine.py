@@ -26,7 +26,13 @@ import pluggy
 from misp_ti.config import Config
 from misp_ti.ecs import error_document, is_pipeline_error, options_for
 from misp_ti.errors import ConfigError, PluginError, SinkError
-from misp_ti.manager import POLICIES_ATTR, SINKS_ATTR, declared_names, make_plugin_manager
+from misp_ti.manager import (
+    POLICIES_ATTR,
+    SINKS_ATTR,
+    declared_names,
+    make_plugin_manager,
+    validate_plugin_settings,
+)
 from misp_ti.model import Page, RunContext, SinkReport
 from misp_ti.state import Cycle, StateStore
 from misp_ti.timeutil import EPOCH, iso, utcnow
@@ -227,6 +233,7 @@ class Engine:
         for extra in (self.config.output.model_extra or {}):
             if extra not in sinks:
                 raise ConfigError(f"output.{extra}: unknown key (not a setting and no plugin declares a sink {extra!r})")
+        validate_plugin_settings(self.pm, self.config)
         policies = declared_names(self.pm, POLICIES_ATTR)
         if self.config.expiry.policy not in policies:
             raise ConfigError(

@@ -12,7 +12,7 @@ def test_every_document_gets_a_row(misp_make_engine, example_plugins, misp_datas
     out = tmp_path / "iocs.csv"
     engine = misp_make_engine(
         *example_plugins,
-        overrides={"output": {"sinks": ["sqlite", "csv"], "csv": {"path": str(out)}}},
+        overrides={"output": {"sinks": ["sqlite", "csv"]}, "plugin": {"csv": {"path": str(out)}}},
     )
     [result] = engine.run_once()
     rows = list(csv.reader(out.open(encoding="utf-8")))
@@ -22,6 +22,21 @@ def test_every_document_gets_a_row(misp_make_engine, example_plugins, misp_datas
 
 
 def test_a_missing_path_is_a_config_error(misp_make_engine, example_plugins):
-    engine = misp_make_engine(*example_plugins, overrides={"output": {"sinks": ["csv"], "csv": {}}})
-    with pytest.raises(ConfigError, match="output.csv.path"):
+    engine = misp_make_engine(*example_plugins, overrides={"output": {"sinks": ["csv"]}})
+    with pytest.raises(ConfigError, match="plugin.csv.path: required"):
         engine.provision()
+
+
+def test_the_old_place_of_the_settings_still_works(misp_make_engine, example_plugins, tmp_path):
+    out = tmp_path / "old.csv"
+    with pytest.warns(DeprecationWarning, match=r"\[output.csv\] is deprecated.*\[plugin.csv\]"):
+        engine = misp_make_engine(
+            *example_plugins, overrides={"output": {"sinks": ["csv"], "csv": {"path": str(out)}}}
+        )
+    engine.provision()
+    assert out.exists()
+
+
+def test_bad_settings_fail_at_start_naming_the_key(misp_make_engine, example_plugins):
+    with pytest.raises(ConfigError, match=r"^plugin.csv.colour: unknown key; allowed keys here: path$"):
+        misp_make_engine(*example_plugins, overrides={"plugin": {"csv": {"colour": "red"}}})

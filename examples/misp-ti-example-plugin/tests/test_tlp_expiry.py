@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from misp_ti_example import tlp_expiry
 
 from misp_ti.config import build_config
+from misp_ti.errors import ConfigError
 from misp_ti.expiry import reference_time
 from misp_ti.testing import strategies as ms
 
@@ -61,6 +62,11 @@ def test_a_soft_deleted_attribute_expires_at_once(attribute, tlp_tag):
         config=build_config({"expiry": {"policy": "tlp", "expire_deleted": False}}), now=now, policy="tlp"
     )
     assert tlp_expiry.compute_expiry("threat_attributes", attribute, {}, kept).reason != "deleted"
+
+
+def test_bad_durations_fail_at_start_naming_the_key(misp_make_engine, example_plugins):
+    with pytest.raises(ConfigError, match=r"^plugin.tlp_expiry.red: bad value '3 days': expected a duration"):
+        misp_make_engine(*example_plugins, overrides={"plugin": {"tlp_expiry": {"red": "3 days"}}})
 
 
 def test_other_policies_are_not_answered():

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -30,6 +30,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -39,6 +40,7 @@ from pydantic import (
 from misp_ti.errors import ConfigError
 
 ENV_PREFIX = "MISP_TI_"
+M = TypeVar("M", bound=BaseModel)
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -399,8 +401,9 @@ class ElasticsearchSettings(_Section):
 
 
 class OutputSettings(BaseModel):
-    """Where documents go. Tables for sinks added by plugins may sit here too
-    (`[output.<sink name>]`); they are checked against the loaded plugins."""
+    """Where documents go. A plugin sink's table may still sit here
+    (`[output.<sink name>]`, deprecated: its place is `[plugin.<name>]`); it
+    is checked against the loaded plugins."""
 
     model_config = ConfigDict(extra="allow", validate_default=True)
 
@@ -413,6 +416,17 @@ class OutputSettings(BaseModel):
     elasticsearch: ElasticsearchSettings = Field(default_factory=ElasticsearchSettings)
 
     def plugin_section(self, name: str) -> dict[str, Any]:
+        """Deprecated: a plugin's settings live in ``[plugin.<name>]``, read with
+        :meth:`Config.plugin_settings`."""
+        warnings.warn(
+            "OutputSettings.plugin_section is deprecated: declare MISP_TI_SETTINGS and read "
+            "ctx.config.plugin_settings(name, Model) ([plugin.<name>])",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self._plugin_table(name)
+
+    def _plugin_table(self, name: str) -> dict[str, Any]:
         extra = self.model_extra or {}
         value = extra.get(name, {})
         return value if isinstance(value, dict) else {}
@@ -434,7 +448,8 @@ class LogSettings(_Section):
 
 
 class Config(BaseModel):
-    """The whole configuration. `[plugin.<name>]` tables are free-form settings for third-party plugins."""
+    """The whole configuration. `[plugin.<name>]` tables hold plugins' settings,
+    validated by the model each plugin declares (:meth:`plugin_settings`)."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -445,7 +460,44 @@ class Config(BaseModel):
     state: StateSettings = Field(default_factory=StateSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     log: LogSettings = Field(default_factory=LogSettings)
-    plugin: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Settings for third-party plugins, one table each.")
+    plugin: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Settings of plugins, one table each (`[plugin.<name>]`), checked against the model the plugin declares (`MISP_TI_SETTINGS`).",
+    )
+
+    _plugin_settings: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+
+    def plugin_settings(self, name: str, model: type[M]) -> M:
+        """The ``[plugin.<name>]`` table validated by the plugin's ``model``
+        (a pydantic model), once per config; a missing table is the model's defaults.
+
+        A plugin sink's table in the old place, ``[output.<name>]``, is still
+        read, with a :class:`DeprecationWarning`. A bad value is a one-line
+        :class:`~misp_ti.errors.ConfigError` naming the key (``plugin.<name>.<key>``).
+        """
+        cached = self._plugin_settings.get(name)
+        if cached is not None:
+            if not isinstance(cached, model):
+                raise ConfigError(f"plugin.{name}: two plugins declare settings under this name")
+            return cached
+        data = self.plugin.get(name)
+        old = (self.output.model_extra or {}).get(name)
+        where = f"plugin.{name}"
+        if old is not None:
+            if data is not None:
+                raise ConfigError(f"output.{name}: the old place of [{where}]; give only [{where}]")
+            warnings.warn(f"[output.{name}] is deprecated for a plugin's settings: move it to [{where}]", DeprecationWarning, stacklevel=2)
+            data = old
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a table")
+        try:
+            settings = model.model_validate(data or {})
+        except ValidationError as exc:
+            raise ConfigError(
+                "; ".join(_describe_error(err, data or {}, prefix=f"{where}.", root=model) for err in exc.errors())
+            ) from None
+        self._plugin_settings[name] = settings
+        return settings
 
     def state_path(self) -> Path:
         return self.state.path or self.output.sqlite.path
@@ -512,12 +564,12 @@ def merge_settings(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-def _describe_error(err: Any, data: dict[str, Any]) -> str:
-    key = ".".join(str(p) for p in err["loc"])
+def _describe_error(err: Any, data: dict[str, Any], *, prefix: str = "", root: type[BaseModel] | None = None) -> str:
+    key = prefix + ".".join(str(p) for p in err["loc"])
     kind = err["type"]
     if kind == "extra_forbidden":
         parent = err["loc"][:-1]
-        allowed = _allowed_keys(parent)
+        allowed = _allowed_keys(parent, root or Config)
         hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
         return f"{key}: unknown key{hint}"
     if kind == "missing":
@@ -537,8 +589,8 @@ def _is_secret_key(key: str) -> bool:
     return key.endswith("api_key") or key.endswith("password")
 
 
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
-    model: Any = Config
+def _allowed_keys(loc: tuple[Any, ...], root: type[BaseModel]) -> list[str]:
+    model: Any = root
     for part in loc:
         field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
         if field is None:

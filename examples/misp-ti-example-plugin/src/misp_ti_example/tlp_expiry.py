@@ -4,9 +4,9 @@ It applies misp-ti's shared rules first (:func:`misp_ti.expiry.immediate_expiry`
 a soft-deleted attribute expires at once, and so on), then counts the
 validity from ``max(timestamp, last_seen)`` as the ``duration`` policy does.
 
-Settings (``[plugin.tlp_expiry]``, durations like ``"7d"``): ``red`` (default
-7d), ``amber`` (default 30d); other markings use
-``expiry.ioc_expiration_duration``.
+Settings (``[plugin.tlp_expiry]``, durations like ``"7d"``, checked at
+start-up against :class:`TlpSettings`): ``red`` (default 7d), ``amber``
+(default 30d); other markings use ``expiry.ioc_expiration_duration``.
 """
 
 from __future__ import annotations
@@ -15,14 +15,28 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 import misp_ti
-from misp_ti.config import parse_duration
+from misp_ti.config import Duration
 from misp_ti.expiry import duration_expiry, immediate_expiry
 from misp_ti.model import Expiry, RunContext
 
 POLICY = "tlp"
 MISP_TI_EXPIRY_POLICIES = (POLICY,)
-DEFAULTS = {"red": timedelta(days=7), "amber": timedelta(days=30)}
+
+
+class TlpSettings(BaseModel):
+    """``[plugin.tlp_expiry]``: how long a marked IOC stays valid."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    red: Duration = timedelta(days=7)
+    amber: Duration = timedelta(days=30)
+
+
+#: misp-ti validates ``[plugin.tlp_expiry]`` with this model when the plugin loads.
+MISP_TI_SETTINGS = {"tlp_expiry": TlpSettings}
 
 
 def tlp_of(record: Mapping[str, Any]) -> str | None:
@@ -43,10 +57,11 @@ def tlp_of(record: Mapping[str, Any]) -> str | None:
 
 
 def validity(tlp: str | None, ctx: RunContext) -> timedelta:
-    settings = ctx.config.plugin.get("tlp_expiry", {})
-    if tlp in DEFAULTS:
-        raw = settings.get(tlp)
-        return parse_duration(raw) if raw is not None else DEFAULTS[tlp]
+    settings = ctx.config.plugin_settings("tlp_expiry", TlpSettings)
+    if tlp == "red":
+        return settings.red
+    if tlp == "amber":
+        return settings.amber
     return ctx.config.expiry.ioc_expiration_duration
 
 
