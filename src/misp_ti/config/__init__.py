@@ -18,8 +18,6 @@ import re
 import stat
 import tomllib
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
@@ -37,6 +35,7 @@ from pydantic import (
     model_validator,
 )
 
+from misp_ti.config.renamed import Renamed, read_old_spellings
 from misp_ti.errors import ConfigError
 
 ENV_PREFIX = "MISP_TI_"
@@ -91,24 +90,6 @@ Duration = Annotated[
 ]
 
 
-@dataclass(frozen=True)
-class Renamed:
-    """An old spelling of a key: still read, with a :class:`DeprecationWarning`
-    naming the new one. ``convert`` turns the old value into the new key's
-    (a ``ValueError`` from it is a one-line config error naming the old key)."""
-
-    new: str
-    convert: Callable[[Any], Any] | None = None
-
-
-def _toml_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, timedelta):
-        return f'"{format_duration(value)}"'
-    return f'"{value}"' if isinstance(value, str) else repr(value)
-
-
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -120,28 +101,7 @@ class _Section(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _old_spellings(cls, data: Any) -> Any:
-        if not cls.renamed or not isinstance(data, dict):
-            return data
-        for old, rename in cls.renamed.items():
-            if old not in data:
-                continue
-            where = f"{cls.section}." if cls.section else ""
-            if rename.new in data:
-                raise ConfigError(f"{where}{old}: an old spelling of {where}{rename.new}; give only {rename.new}")
-            value = data[old]
-            if rename.convert is not None:
-                try:
-                    value = rename.convert(value)
-                except ValueError as exc:
-                    raise ConfigError(f"{where}{old}: bad value {value!r}: {exc}") from None
-            warnings.warn(
-                f"{where}{old} is deprecated: write {where}{rename.new} = {_toml_text(value)}",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            data = {key: item for key, item in data.items() if key != old}
-            data[rename.new] = value
-        return data
+        return read_old_spellings(cls.section, cls.renamed, data)
 
 
 #: How a TLS certificate is checked, in Filebeat's words (``ssl.verification_mode``):
@@ -475,29 +435,14 @@ class Config(BaseModel):
         read, with a :class:`DeprecationWarning`. A bad value is a one-line
         :class:`~misp_ti.errors.ConfigError` naming the key (``plugin.<name>.<key>``).
         """
+        from misp_ti.config.plugin_settings import validate_plugin_table
+
         cached = self._plugin_settings.get(name)
-        if cached is not None:
-            if not isinstance(cached, model):
-                raise ConfigError(f"plugin.{name}: two plugins declare settings under this name")
-            return cached
-        data = self.plugin.get(name)
-        old = (self.output.model_extra or {}).get(name)
-        where = f"plugin.{name}"
-        if old is not None:
-            if data is not None:
-                raise ConfigError(f"output.{name}: the old place of [{where}]; give only [{where}]")
-            warnings.warn(f"[output.{name}] is deprecated for a plugin's settings: move it to [{where}]", DeprecationWarning, stacklevel=2)
-            data = old
-        if data is not None and not isinstance(data, dict):
-            raise ConfigError(f"{where}: expected a table")
-        try:
-            settings = model.model_validate(data or {})
-        except ValidationError as exc:
-            raise ConfigError(
-                "; ".join(_describe_error(err, data or {}, prefix=f"{where}.", root=model) for err in exc.errors())
-            ) from None
-        self._plugin_settings[name] = settings
-        return settings
+        if cached is None:
+            cached = self._plugin_settings[name] = validate_plugin_table(self, name, model)
+        elif not isinstance(cached, model):
+            raise ConfigError(f"plugin.{name}: two plugins declare settings under this name")
+        return cached
 
     def state_path(self) -> Path:
         return self.state.path or self.output.sqlite.path

@@ -41,6 +41,7 @@ import orjson
 
 from misp_ti.config import MispSettings
 from misp_ti.errors import ConfigError, FetchError
+from misp_ti.misp.records import record_timestamp  # noqa: F401  (its old home)
 
 log = logging.getLogger("misp_ti.misp.client")
 
