@@ -91,6 +91,7 @@ def test_entry_points_are_discovered(installed_example):
     assert declared_names(pm, SINKS_ATTR)["csv"] == "example_csv_sink"
     rows = {row["name"]: row for row in plugin_inventory(pm)}
     assert rows["example_tlp_expiry"]["hooks"] == ["compute_expiry"]
+    assert rows["example_tlp_expiry"]["settings"] == ["plugin.tlp_expiry"]
     assert rows["example_csv_sink"]["hooks"] == ["emit", "provision"]
     assert make_plugin_manager(load_entrypoints=False).get_plugin("example_tlp_expiry") is None
     blocked = make_plugin_manager(load_entrypoints=True, blocked=["example_csv_sink"])

@@ -148,6 +148,7 @@ def plugin_inventory(pm: pluggy.PluginManager) -> list[dict[str, object]]:
                 "hooks": hooks,
                 "sinks": list(getattr(plugin, SINKS_ATTR, ()) or ()),
                 "expiry_policies": list(getattr(plugin, POLICIES_ATTR, ()) or ()),
+                "settings": [f"plugin.{table}" for table in getattr(plugin, SETTINGS_ATTR, None) or ()],
             }
         )
     return rows

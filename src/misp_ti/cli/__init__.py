@@ -266,6 +266,8 @@ def plugins(obj: Obj, as_json: bool) -> None:
             extras.append("sinks: " + ", ".join(row["sinks"]))  # type: ignore[arg-type]
         if row["expiry_policies"]:
             extras.append("expiry policies: " + ", ".join(row["expiry_policies"]))  # type: ignore[arg-type]
+        if row["settings"]:
+            extras.append("settings: " + ", ".join(f"[{table}]" for table in row["settings"]))  # type: ignore[union-attr]
         suffix = f" ({'; '.join(extras)})" if extras else ""
         click.echo(f"  {row['name']}: {', '.join(row['hooks']) or 'no hooks'}{suffix}")  # type: ignore[arg-type]
 
