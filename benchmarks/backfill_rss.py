@@ -103,7 +103,7 @@ def measure(size: int, page_size: int, baseline: bool) -> dict[str, Any]:
         result: dict[str, Any] = {"attributes": attributes, "page_size": page_size}
         if not baseline:
             config = build_config({
-                "misp": {"url": sim.url, "api_key": "bench", "page_size": page_size, "timeout": "60s"},
+                "misp": {"url": sim.url, "api_key": "bench", "page_size": page_size, "request_timeout": "60s"},
                 "streams": {"threat_attributes": {"initial_interval": "5000d"}},
                 "output": {"sqlite": {"path": str(Path(directory) / "store.db")}},
                 "plugins": {"entrypoints": False},

@@ -153,7 +153,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     ("text", "key"),
     [
         ('[misp]\nunknown_key = 1\n', "misp.unknown_key"),
-        ('[misp]\ntimeout = true\n', "misp.timeout"),
+        ('[misp]\nrequest_timeout = true\n', "misp.request_timeout"),
+        ('[misp]\ntimeout = true\n', "misp.timeout"),  # the old spelling's warning names it
         ('[expiry]\nioc_expiration_duration = "90x"\n', "expiry.ioc_expiration_duration"),
     ],
 )
@@ -169,6 +170,67 @@ def test_cli_config_show_redacts_secrets(tmp_path: Path) -> None:
     assert done.returncode == 0
     assert SECRET not in done.stdout + done.stderr and "hunter2hunter2" not in done.stdout
     assert '"api_key": "**********"' in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("data", "read", "expected", "warned"),
+    [
+        ({"misp": {"verify": False}}, lambda c: c.misp.ssl_verification_mode, "none", "misp.ssl_verification_mode"),
+        ({"misp": {"verify": True}}, lambda c: c.misp.ssl_verification_mode, "full", "misp.ssl_verification_mode"),
+        ({"misp": {"timeout": "7s"}}, lambda c: c.misp.request_timeout, timedelta(seconds=7), "misp.request_timeout"),
+        (
+            {"output": {"elasticsearch": {"verify_certs": False}}},
+            lambda c: c.output.elasticsearch.ssl_verification_mode,
+            "none",
+            "output.elasticsearch.ssl_verification_mode",
+        ),
+        (
+            {"output": {"elasticsearch": {"timeout": "9s"}}},
+            lambda c: c.output.elasticsearch.request_timeout,
+            timedelta(seconds=9),
+            "output.elasticsearch.request_timeout",
+        ),
+    ],
+)
+def test_old_spellings_still_work_with_a_warning_naming_the_new_key(data, read, expected, warned) -> None:
+    with pytest.warns(DeprecationWarning, match=rf"is deprecated: write {warned} = "):
+        config = build_config(data)
+    assert read(config) == expected
+
+
+def test_old_spellings_from_the_environment() -> None:
+    with pytest.warns(DeprecationWarning) as caught:
+        config = load_config(environ={"MISP_TI_MISP__VERIFY": "false", "MISP_TI_MISP__TIMEOUT": "3s"})
+    assert sorted(str(w.message).split(" is ")[0] for w in caught) == ["misp.timeout", "misp.verify"]
+    assert config.misp.ssl_verification_mode == "none" and not config.misp.verifies_tls
+    assert config.misp.request_timeout == timedelta(seconds=3)
+    new = load_config(environ={"MISP_TI_MISP__SSL_VERIFICATION_MODE": "none"})
+    assert new.misp.ssl_verification_mode == "none"
+
+
+def test_old_and_new_spelling_together_or_a_bad_old_value_are_one_line_errors() -> None:
+    with pytest.raises(ConfigError, match=r"^misp.verify: an old spelling of misp.ssl_verification_mode; give only"):
+        build_config({"misp": {"verify": False, "ssl_verification_mode": "full"}})
+    with pytest.raises(ConfigError, match=r"^output.elasticsearch.verify_certs: bad value 'no': expected true or false$"):
+        build_config({"output": {"elasticsearch": {"verify_certs": "no"}}})
+    with pytest.raises(ConfigError, match=r"misp.ssl_verification_mode: bad value 'certificate': .*'full' or 'none'"):
+        build_config({"misp": {"ssl_verification_mode": "certificate"}})
+
+
+def test_old_attribute_names_still_read_with_a_warning() -> None:
+    config = build_config({"misp": {"ssl_verification_mode": "none"}})
+    with pytest.warns(DeprecationWarning, match="use ssl_verification_mode"):
+        assert config.misp.verify is False
+    with pytest.warns(DeprecationWarning, match="use request_timeout"):
+        assert config.misp.timeout == timedelta(seconds=30)
+    with pytest.warns(DeprecationWarning, match="use ssl_verification_mode"):
+        assert config.output.elasticsearch.verify_certs is True
+
+
+def test_cli_prints_the_old_spelling_warning(tmp_path: Path) -> None:
+    done = run_cli("--config", str(write(tmp_path, "[misp]\nverify = false\n")), "--quiet", "config", "check")
+    assert done.returncode == 0, done.stderr
+    assert 'warning: misp.verify is deprecated: write misp.ssl_verification_mode = "none"' in done.stderr
 
 
 def test_tuning_the_threat_stream_does_not_switch_it_on() -> None:

@@ -1,8 +1,8 @@
 """The Elasticsearch sink against a real cluster: the scenario of the model tests.
 
-Runs when ``MISP_TI_ES_URL`` points at a cluster (it writes to it: use a
+Runs when ``MISP_TI_TEST_ES_URL`` points at a cluster (it writes to it: use a
 throw-away one) or when a Docker engine can start one (testcontainers);
-otherwise skips with the reason, and ``MISP_TI_REQUIRE_ES=1`` makes that a
+otherwise skips with the reason, and ``MISP_TI_TEST_REQUIRE_ES=1`` makes that a
 failure. The ``elasticsearch_url`` fixture comes from misp-ti's test kit.
 
 It runs :class:`es_scenario.Scenario` (the one ``test_es_on_model.py`` and

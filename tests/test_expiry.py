@@ -223,12 +223,52 @@ def test_model_overrides_are_read_from_the_stream_filters() -> None:
 
 
 def test_model_overrides_are_worked_out_once_per_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    from misp_ti.expiry import decay_model
+
     calls = []
-    parse = expiry.parse_overrides
-    monkeypatch.setattr(expiry, "parse_overrides", lambda filters: calls.append(filters) or parse(filters))
+    parse = decay_model.parse_overrides
+    monkeypatch.setattr(decay_model, "parse_overrides", lambda filters: calls.append(filters) or parse(filters))
     ctx = overrides_ctx({"modelOverrides": {"threshold": 50}})
     first = expiry.model_overrides("threat_attributes", ctx)
     assert expiry.model_overrides("threat_attributes", ctx) is first and len(calls) == 1
     # another context, another config: its own values, whatever the ids
     assert expiry.model_overrides("threat_attributes", overrides_ctx({"score": 20})) == {"threshold": 20.0}
     assert len(calls) == 2
+
+
+# MISP times: one home (misp_ti.misp.records), readers of different strictness
+
+_ISO = "2021-04-08T09:52:48.750Z"
+_ISO_SECONDS = 1617875568
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds", "moment", "keyset"),
+    [
+        ("1617875568", 1617875568, from_epoch(1617875568), 1617875568),
+        (1617875568, 1617875568, from_epoch(1617875568), 1617875568),
+        ("1617875568000", 1617875568, from_epoch(1617875568), None),  # ms: scaled, except by paging
+        ("1617875568000000", 1617875568, from_epoch(1617875568), None),  # µs, as MISP stores *_seen
+        (1617875568.9, 1617875568, from_epoch(1617875568), None),
+        (_ISO, _ISO_SECONDS, from_epoch(_ISO_SECONDS + 0.75), None),  # PHP truncates; expiry keeps the fraction
+        (f" {_ISO} ", _ISO_SECONDS, None, None),
+        ("-5", None, None, None),
+        (-5, -5, from_epoch(-5), None),
+        ("", None, None, None),
+        (None, None, None, None),
+        (True, None, None, None),
+        ("soon", None, None, None),
+    ],
+)
+def test_misp_time_readers(value: Any, seconds: int | None, moment: datetime | None, keyset: int | None) -> None:
+    from misp_ti.misp.records import record_timestamp, timestamp_datetime, timestamp_seconds
+
+    assert timestamp_seconds(value) == seconds
+    assert timestamp_datetime(value) == moment
+    assert record_timestamp({"timestamp": value}) == keyset
+
+
+def test_the_plugin_module_keeps_the_old_names_of_the_shared_rules() -> None:
+    import misp_ti.expiry as rules
+
+    assert expiry.immediate_expiry is rules.immediate_expiry and expiry.reference_time is rules.reference_time

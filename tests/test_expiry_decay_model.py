@@ -114,7 +114,7 @@ def make_ctx(now: datetime, *, refetch: bool = False, state: StateStore | None =
 
 
 def with_models(ctx: RunContext, index: list[dict[str, Any]]) -> RunContext:
-    cache = plugin.ModelCache()
+    cache = plugin.new_cache()
     cache.models = decay.parse_index(index)
     cache.loaded_for = ctx.now
     ctx.stash[plugin.CACHE] = cache
@@ -355,7 +355,7 @@ def test_a_429_on_the_index_is_waited_out_like_a_restsearch_429() -> None:
     ])
     sleeps: list[float] = []
     seen = with_mock_misp(ctx, lambda request: next(answers), sleeps)
-    models = plugin.ModelCache().reload(ctx)
+    models = plugin.new_cache().reload(ctx)
     assert len(models) == 3
     assert sleeps == [7.0]  # Retry-After, not the backoff
     assert seen == [("GET", "/decayingModel/index")] * 2
@@ -366,7 +366,7 @@ def test_a_403_on_the_index_is_one_clear_line_without_the_key(caplog: pytest.Log
     sleeps: list[float] = []
     seen = with_mock_misp(ctx, lambda request: httpx.Response(403, json={"message": "Authentication failed."}), sleeps)
     caplog.set_level("DEBUG")
-    assert plugin.ModelCache().reload(ctx) == {}
+    assert plugin.new_cache().reload(ctx) == {}
     [line] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert line == (
         "decay-model: cannot read the decaying models (MISP rejected the API key "

@@ -223,7 +223,7 @@ def test_missing_or_unsendable_key_is_a_config_error() -> None:
 
 def test_verify_off_warns_loudly(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
-    make_client(lambda request: httpx.Response(200, content=attributes()), verify=False)
+    make_client(lambda request: httpx.Response(200, content=attributes()), ssl_verification_mode="none")
     assert "verification" in caplog.text and "OFF" in caplog.text
 
 
@@ -235,7 +235,7 @@ def test_bad_ca_file_is_a_config_error(tmp_path: Any) -> None:
 
 
 def test_timeout_setting_reaches_httpx() -> None:
-    client = make_client(lambda request: httpx.Response(200), timeout="7s")
+    client = make_client(lambda request: httpx.Response(200), request_timeout="7s")
     assert client._http.timeout.read == timedelta(seconds=7).total_seconds()
 
 

@@ -35,7 +35,7 @@ def dataset() -> Dataset:
 
 def config(sim: MispSimulator, tmp_path: Path, *, misp: dict[str, Any] | None = None, **stream: Any) -> Any:
     return build_config({
-        "misp": {"url": sim.url, "api_key": KEY, "page_size": PAGE, "timeout": "2s",
+        "misp": {"url": sim.url, "api_key": KEY, "page_size": PAGE, "request_timeout": "2s",
                  "max_retries": 3, "backoff_initial": "0.001s", "backoff_max": "1.5s", **(misp or {})},
         "streams": {"threat_attributes": {"initial_interval": "5000d", **stream}},
         "output": {"sqlite": {"path": str(tmp_path / "store.db")}},
@@ -200,7 +200,7 @@ def test_fault_without_retries_fails_the_poll_before_the_cursor_passes_it(tmp_pa
     # busy machine's slow answer is never mistaken for the fault
     timeout = "2s" if kind == "timeout" else "60s"
     sim = MispSimulator(dataset, api_key=KEY, clock=clock, faults=f"{kind}@12", timeout_delay=8.0, retry_after=1)
-    with sim, Engine(config(sim, tmp_path, misp={"max_retries": 0, "timeout": timeout}), clock=clock) as engine:
+    with sim, Engine(config(sim, tmp_path, misp={"max_retries": 0, "request_timeout": timeout}), clock=clock) as engine:
         with pytest.raises(FetchError) as info:
             engine.run_once()
         assert KEY not in str(info.value)

@@ -2,7 +2,7 @@
 
 The server answers restSearch like MISP (an empty attribute list); what is
 under test is the client's certificate handling: verification on by
-default, ``misp.ca_file`` trusting a private CA, ``misp.verify = false``
+default, ``misp.ca_file`` trusting a private CA, ``misp.ssl_verification_mode = "none"``
 working with a loud warning, and a verification failure being a clear,
 non-retried FetchError.
 """
@@ -110,6 +110,6 @@ def test_ca_file_trusts_the_private_certificate(https_server: tuple[str, Path, A
 def test_verify_off_connects_and_warns(https_server: tuple[str, Path, Any], caplog: pytest.LogCaptureFixture) -> None:
     url, _, server = https_server
     caplog.set_level(logging.WARNING, logger="misp_ti")
-    client(url, verify=False).search("attributes", {})
+    client(url, ssl_verification_mode="none").search("attributes", {})
     assert server.hits == 1
     assert any("verification" in r.getMessage() and "OFF" in r.getMessage() for r in caplog.records)

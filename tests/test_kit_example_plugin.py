@@ -91,6 +91,7 @@ def test_entry_points_are_discovered(installed_example):
     assert declared_names(pm, SINKS_ATTR)["csv"] == "example_csv_sink"
     rows = {row["name"]: row for row in plugin_inventory(pm)}
     assert rows["example_tlp_expiry"]["hooks"] == ["compute_expiry"]
+    assert rows["example_tlp_expiry"]["settings"] == ["plugin.tlp_expiry"]
     assert rows["example_csv_sink"]["hooks"] == ["emit", "provision"]
     assert make_plugin_manager(load_entrypoints=False).get_plugin("example_tlp_expiry") is None
     blocked = make_plugin_manager(load_entrypoints=True, blocked=["example_csv_sink"])
@@ -98,15 +99,16 @@ def test_entry_points_are_discovered(installed_example):
 
 
 @pytest.mark.misp_data(EVENT, shift_to_now=False, now=datetime.fromtimestamp(TS + 86400, UTC))
-def test_selected_policy_and_sink_do_the_work(installed_example, make_engine, misp_clock, tmp_path):
+def test_selected_policy_and_sink_do_the_work(installed_example, misp_make_engine, misp_clock, tmp_path):
     from misp_ti.sinks.sqlite import EmbeddedStore
 
     out = tmp_path / "iocs.csv"
-    engine = make_engine(
+    engine = misp_make_engine(
         load_entrypoints=True,
         overrides={
             "expiry": {"policy": "tlp"},
-            "output": {"sinks": ["sqlite", "csv"], "csv": {"path": str(out)}},
+            "output": {"sinks": ["sqlite", "csv"]},
+            "plugin": {"csv": {"path": str(out)}},
         },
     )
     [result] = engine.run_once()

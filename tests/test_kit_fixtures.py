@@ -1,6 +1,6 @@
 """The simulator-backed fixtures used from a downstream project (pytester):
 ``misp_clock``, ``misp_dataset``, ``misp_server``, ``misp_client_config``,
-``engine``/``make_engine`` and the ``misp_data``/``misp_plugins`` markers."""
+``misp_engine``/``misp_make_engine`` (and their old names) and the ``misp_data``/``misp_plugins`` markers."""
 
 from __future__ import annotations
 
@@ -142,12 +142,12 @@ def test_client_config_and_engine_run_a_cycle_into_the_store(pytester):
         from misp_ti.sinks.sqlite import EmbeddedStore
 
         @pytest.mark.misp_data("data/event.json")
-        def test_cycle(engine, misp_client_config, misp_server, misp_clock, tmp_path):
+        def test_cycle(misp_engine, misp_client_config, misp_server, misp_clock, tmp_path):
             assert misp_client_config.misp.url == misp_server().url
             assert misp_client_config.output.sqlite.path == tmp_path / "misp-ti.db"
             assert misp_client_config.plugins.entrypoints is False
-            assert engine.config is misp_client_config
-            [result] = engine.run_once()
+            assert misp_engine.config is misp_client_config
+            [result] = misp_engine.run_once()
             assert (result.stream, result.completed, result.records) == ("threat_attributes", True, 2)
             assert result.now == misp_clock.now()
             store = EmbeddedStore(misp_client_config.output.sqlite.path)
@@ -221,33 +221,33 @@ def test_misp_plugins_marker_and_make_engine(pytester):
 
         @pytest.mark.misp_data("data/event.json")
         @pytest.mark.misp_plugins(SINK)
-        def test_marker_plugin(make_engine, engine):
-            assert engine.pm.is_registered(SINK)
-            collecting = make_engine(SINK, overrides={"output": {"sinks": ["sqlite", "collect"]}})
+        def test_marker_plugin(misp_make_engine, misp_engine):
+            assert misp_engine.pm.is_registered(SINK)
+            collecting = misp_make_engine(SINK, overrides={"output": {"sinks": ["sqlite", "collect"]}})
             [result] = collecting.run_once()
             assert result.delivered == {"sqlite": 2, "collect": 2}
             assert sorted(d["misp"]["attribute"]["type"] for d in SINK.docs) == ["domain", "ip-dst"]
 
         @pytest.mark.misp_data("data/event.json")
-        def test_restart_resumes_from_the_cursor(make_engine, misp_server, misp_clock):
-            make_engine().run_once()
+        def test_restart_resumes_from_the_cursor(misp_make_engine, misp_server, misp_clock):
+            misp_make_engine().run_once()
             misp_clock.advance(600)
             misp_server().add_attribute(type="url", category="Network activity", value="http://new.example/x")
-            [second] = make_engine().run_once()
+            [second] = misp_make_engine().run_once()
             # the restarted engine starts at the saved cursor (minus the 2 s overlap),
             # not at initial_interval: it reads the newest old attribute again and the new one
             window_start = misp_server().requests[-1].body["timestamp"][0]
             assert window_start == int(misp_clock.now().timestamp()) - 600 - 2
             assert second.records == 2
-            store = EmbeddedStore(make_engine().config.output.sqlite.path)
+            store = EmbeddedStore(misp_make_engine().config.output.sqlite.path)
             assert store.counts(now=misp_clock.now())["latest"] == 3
             store.close()
 
         @pytest.mark.misp_data("data/event.json")
-        def test_faults_are_retried(make_engine, misp_server, tmp_path):
+        def test_faults_are_retried(misp_make_engine, misp_server, tmp_path):
             from misp_ti.testing.fixtures import make_client_config
             flaky = misp_server(faults="500@1,502@2", api_key="k2")
-            [result] = make_engine(config=make_client_config(flaky.url, "k2", tmp_path)).run_once()
+            [result] = misp_make_engine(config=make_client_config(flaky.url, "k2", tmp_path)).run_once()
             assert result.records == 2
             assert [r.status for r in flaky.requests][:3] == [500, 502, 200]
         """
@@ -263,10 +263,29 @@ def test_installed_plugins_do_not_leak_into_engine(pytester):
         MISP_TI_SINKS = ("leaky",)
         """
 
-        def test_entrypoints_off_by_default(install_misp_plugin, make_engine):
+        def test_entrypoints_off_by_default(install_misp_plugin, misp_make_engine):
             install_misp_plugin("leaky_plugin", SOURCE)
-            assert make_engine().pm.get_plugin("leaky_plugin") is None
-            assert make_engine(load_entrypoints=True).pm.get_plugin("leaky_plugin") is not None
+            assert misp_make_engine().pm.get_plugin("leaky_plugin") is None
+            assert misp_make_engine(load_entrypoints=True).pm.get_plugin("leaky_plugin") is not None
         '''
     )
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_old_fixture_names_still_work_with_a_warning(pytester):
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.filterwarnings("error::DeprecationWarning")
+        def test_old_engine_name(request):
+            with pytest.raises(DeprecationWarning, match="engine fixture is deprecated: use misp_engine"):
+                request.getfixturevalue("engine")
+
+        def test_old_names_give_the_new_fixtures(engine, misp_engine, make_engine, misp_make_engine):
+            assert engine is misp_engine and make_engine is misp_make_engine
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "-W", "default::DeprecationWarning")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*the make_engine fixture is deprecated: use misp_make_engine*"])

@@ -61,6 +61,26 @@ def test_every_public_fixture_is_offered_and_documented(pytester):
         )
 
 
+def test_kit_variables_share_one_prefix_and_old_names_still_read(monkeypatch):
+    from pathlib import Path
+
+    from misp_ti.testing import env
+
+    assert set(kit.ENV_VARS) == set(env.OLD_NAMES)
+    assert all(name.startswith(env.PREFIX) for name in kit.ENV_VARS)
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "testing-your-plugin.md").read_text()
+    assert [name for name in kit.ENV_VARS if f"`{name}`" not in doc] == []
+    monkeypatch.delenv(env.MISP_KEY, raising=False)
+    monkeypatch.setenv("MISP_TI_MISP_KEY", "old-key")
+    with pytest.warns(DeprecationWarning, match="MISP_TI_MISP_KEY is deprecated: set MISP_TI_TEST_MISP_KEY"):
+        assert env.kit_env(env.MISP_KEY) == "old-key"
+    monkeypatch.setenv(env.MISP_KEY, "new-key")
+    assert env.kit_env(env.MISP_KEY) == "new-key"  # the new name wins
+    monkeypatch.delenv("MISP_TI_MISP_KEY")
+    monkeypatch.delenv(env.MISP_KEY)
+    assert env.kit_env(env.MISP_KEY, "default") == "default"
+
+
 def test_markers_and_options_are_registered(pytester):
     markers = pytester.runpytest("--markers").stdout.str()
     for name in kit.MARKERS:
@@ -97,7 +117,7 @@ ES_PROJECT = """
 
 
 def test_elasticsearch_url_is_taken_from_the_environment(pytester, monkeypatch):
-    monkeypatch.setenv("MISP_TI_ES_URL", "http://127.0.0.1:9299")
+    monkeypatch.setenv("MISP_TI_TEST_ES_URL", "http://127.0.0.1:9299")
     monkeypatch.setenv("DOCKER_HOST", NO_DOCKER)
     pytester.makepyfile(ES_PROJECT)
     result = pytester.runpytest("-s")
@@ -106,29 +126,29 @@ def test_elasticsearch_url_is_taken_from_the_environment(pytester, monkeypatch):
 
 
 def test_elasticsearch_url_skips_with_its_reason_without_url_or_docker(pytester, monkeypatch):
-    monkeypatch.delenv("MISP_TI_ES_URL", raising=False)
-    monkeypatch.delenv("MISP_TI_REQUIRE_ES", raising=False)
+    monkeypatch.delenv("MISP_TI_TEST_ES_URL", raising=False)
+    monkeypatch.delenv("MISP_TI_TEST_REQUIRE_ES", raising=False)
     monkeypatch.setenv("DOCKER_HOST", NO_DOCKER)
     pytester.makepyfile(ES_PROJECT)
     result = pytester.runpytest("-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(
         [
-            "*SKIPPED*no Elasticsearch for this test: MISP_TI_ES_URL is not set and no Docker engine answers*",
+            "*SKIPPED*no Elasticsearch for this test: MISP_TI_TEST_ES_URL is not set and no Docker engine answers*",
         ]
     )
-    assert "MISP_TI_REQUIRE_ES=1 makes this a failure" in result.stdout.str()
+    assert "MISP_TI_TEST_REQUIRE_ES=1 makes this a failure" in result.stdout.str()
 
 
 def test_elasticsearch_url_fails_instead_when_required(pytester, monkeypatch):
-    monkeypatch.delenv("MISP_TI_ES_URL", raising=False)
-    monkeypatch.setenv("MISP_TI_REQUIRE_ES", "1")
+    monkeypatch.delenv("MISP_TI_TEST_ES_URL", raising=False)
+    monkeypatch.setenv("MISP_TI_TEST_REQUIRE_ES", "1")
     monkeypatch.setenv("DOCKER_HOST", NO_DOCKER)
     pytester.makepyfile(ES_PROJECT)
     result = pytester.runpytest()
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
-        ["*no Elasticsearch for this test*MISP_TI_REQUIRE_ES=1 turns this skip into a failure*"]
+        ["*no Elasticsearch for this test*MISP_TI_TEST_REQUIRE_ES=1 turns this skip into a failure*"]
     )
 
 

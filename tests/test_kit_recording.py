@@ -59,8 +59,8 @@ PROJECT = """
         print("SOURCE=" + misp_cassette.source)
         print("SERVER_STARTED=%s" % request.getfixturevalue("misp_server").started)
 
-    def test_engine_cycle(misp_cassette, make_engine, tmp_path):
-        engine = make_engine(config=misp_cassette.client_config(tmp_path, {"misp": {"page_size": 4}}))
+    def test_engine_cycle(misp_cassette, misp_make_engine, tmp_path):
+        engine = misp_make_engine(config=misp_cassette.client_config(tmp_path, {"misp": {"page_size": 4}}))
         [result] = engine.run_once()
         assert (result.completed, result.records) == (True, 7)
 """
@@ -130,7 +130,7 @@ def test_body_matching_ignores_json_key_order():
 
 
 def test_record_from_a_real_misp_scrubs_its_key(project, monkeypatch):
-    """``MISP_TI_MISP_URL``/``MISP_TI_MISP_KEY`` point recording at another server;
+    """``MISP_TI_TEST_MISP_URL``/``MISP_TI_TEST_MISP_KEY`` point recording at another server;
     here a separate simulator with its own key stands in for the real MISP."""
     from misp_ti.simulator import Dataset, MispSimulator
     from misp_ti.testing.clock import ManualClock
@@ -139,8 +139,8 @@ def test_record_from_a_real_misp_scrubs_its_key(project, monkeypatch):
     key = "REAL-misp-key-0123456789abcdefghijklmnop"
     dataset = Dataset.from_events([EVENT]).shift_to(DEFAULT_NOW)
     with MispSimulator(dataset, api_key=key, clock=ManualClock(DEFAULT_NOW)) as real:
-        monkeypatch.setenv("MISP_TI_MISP_URL", real.url)
-        monkeypatch.setenv("MISP_TI_MISP_KEY", key)
+        monkeypatch.setenv("MISP_TI_TEST_MISP_URL", real.url)
+        monkeypatch.setenv("MISP_TI_TEST_MISP_KEY", key)
         result = project.runpytest(
             "-p", "no:cacheprovider", "--misp-record", "-s", "-k", "test_search"
         )
@@ -149,18 +149,18 @@ def test_record_from_a_real_misp_scrubs_its_key(project, monkeypatch):
     result.stdout.fnmatch_lines(["*SOURCE=misp*", "*SERVER_STARTED=False*"])
     text = _cassettes(project)[0].read_text()
     assert key not in text and "authorization" not in text.lower()
-    monkeypatch.delenv("MISP_TI_MISP_URL")
-    monkeypatch.delenv("MISP_TI_MISP_KEY")
+    monkeypatch.delenv("MISP_TI_TEST_MISP_URL")
+    monkeypatch.delenv("MISP_TI_TEST_MISP_KEY")
     project.runpytest("-p", "no:cacheprovider", "-k", "test_search").assert_outcomes(passed=1)
 
 
 def test_record_from_a_real_misp_needs_its_key(project, monkeypatch):
-    monkeypatch.setenv("MISP_TI_MISP_URL", "http://127.0.0.1:9")
-    monkeypatch.delenv("MISP_TI_MISP_KEY", raising=False)
+    monkeypatch.setenv("MISP_TI_TEST_MISP_URL", "http://127.0.0.1:9")
+    monkeypatch.delenv("MISP_TI_TEST_MISP_KEY", raising=False)
     result = project.runpytest("-p", "no:cacheprovider", "--misp-record", "-k", "test_search")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
-        ["*--misp-record with MISP_TI_MISP_URL set needs the key in MISP_TI_MISP_KEY*"]
+        ["*--misp-record with MISP_TI_TEST_MISP_URL set needs the key in MISP_TI_TEST_MISP_KEY*"]
     )
 
 

@@ -152,3 +152,63 @@ def test_cli_block_option_removes_a_plugin() -> None:
     data = json.loads(done.stdout)
     assert "ndjson_sink" not in [p["name"] for p in data["plugins"]]
     assert "sqlite_sink" in [p["name"] for p in data["plugins"]]
+
+
+# plugin settings: [plugin.<name>], validated by the model the plugin declares
+
+
+class _Settings:
+    """A plugin declaring ``[plugin.probe]`` (an object, registered like a module)."""
+
+    def __init__(self, declared: object) -> None:
+        self.MISP_TI_SETTINGS = declared
+
+
+def _probe_model() -> type:
+    from datetime import timedelta
+
+    from pydantic import BaseModel, ConfigDict
+
+    from misp_ti.config import Duration
+
+    class Probe(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        wait: Duration = timedelta(seconds=5)
+        name: str = "probe"
+
+    return Probe
+
+
+def _engine(tmp_path: Path, declaring: object, **data: object) -> Engine:
+    config = build_config({"output": {"sqlite": {"path": str(tmp_path / "s.db")}}, "plugins": {"entrypoints": False}, **data})
+    pm = make_plugin_manager(load_entrypoints=False, extra_plugins=[declaring])
+    return Engine(config, pm=pm)
+
+
+def test_plugin_settings_are_validated_at_start_and_read_typed(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from misp_ti.errors import ConfigError
+
+    model = _probe_model()
+    with _engine(tmp_path, _Settings({"probe": model}), plugin={"probe": {"wait": "2m"}}) as engine:
+        settings = engine.config.plugin_settings("probe", model)
+        assert (settings.wait, settings.name) == (timedelta(minutes=2), "probe")
+        assert engine.config.plugin_settings("probe", model) is settings  # validated once
+    with _engine(tmp_path, _Settings({"probe": model})) as engine:  # no table: the defaults
+        assert engine.config.plugin_settings("probe", model).wait == timedelta(seconds=5)
+    with pytest.raises(ConfigError, match=r"^plugin.probe.wait: bad value '2 min': expected a duration"):
+        _engine(tmp_path, _Settings({"probe": model}), plugin={"probe": {"wait": "2 min"}})
+    with pytest.raises(ConfigError, match=r"^plugin.probe.colour: unknown key; allowed keys here: name, wait$"):
+        _engine(tmp_path, _Settings({"probe": model}), plugin={"probe": {"colour": 1}})
+
+
+def test_a_bad_settings_declaration_is_a_plugin_error(tmp_path: Path) -> None:
+    with pytest.raises(PluginError, match="MISP_TI_SETTINGS must map table names to pydantic models"):
+        _engine(tmp_path, _Settings({"probe": dict}))
+    pm = make_plugin_manager(load_entrypoints=False, extra_plugins=[_Settings({"probe": _probe_model()})])
+    pm.register(_Settings({"probe": _probe_model()}), name="second")
+    from misp_ti.manager import declared_settings
+
+    with pytest.raises(PluginError, match=r"another plugin already declares the settings \[plugin.probe\]"):
+        declared_settings(pm)

@@ -81,7 +81,7 @@ def _run_history(tmp_path: Path, dataset: Dataset, faults: str | None, seed: int
     with sim:
         config = build_config({
             "misp": {
-                "url": sim.url, "api_key": KEY, "page_size": PAGE_SIZE, "timeout": "1.5s",  # a busy box answers well within it
+                "url": sim.url, "api_key": KEY, "page_size": PAGE_SIZE, "request_timeout": "1.5s",  # a busy box answers well within it
                 "max_retries": 40, "backoff_initial": "0.002s", "backoff_max": "1.5s",
             },
             "streams": {"threat_attributes": {"initial_interval": "5000d", "interval": "10m"}},

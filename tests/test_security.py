@@ -66,7 +66,7 @@ def write_config(path: Path, text: str, mode: int = 0o600) -> Path:
 def misp_section(url: str, **extra: str) -> str:
     lines = [
         "[misp]", f'url = "{url}"', f'api_key = "{MISP_KEY}"', "page_size = 200", "max_retries = 2",
-        'backoff_initial = "0.01s"', 'backoff_max = "0.05s"', 'timeout = "2s"',
+        'backoff_initial = "0.01s"', 'backoff_max = "0.05s"', 'request_timeout = "2s"',
     ]
     lines += [f"{k} = {v}" for k, v in extra.items()]
     return "\n".join(lines) + "\n[streams.threat_attributes]\ninitial_interval = \"5000d\"\n"
@@ -194,8 +194,8 @@ def test_recorded_cassette_holds_no_key(pytester: pytest.Pytester, monkeypatch: 
     """Record a cassette with the test kit from a MISP that needs our key; the cassette must not hold it."""
     now = datetime.now(UTC).replace(microsecond=0)
     with MispSimulator(Dataset.sample().shift_to(newest=now - timedelta(hours=1)), api_key=MISP_KEY, clock=ManualClock(start=now)) as sim:
-        monkeypatch.setenv("MISP_TI_MISP_URL", sim.url)
-        monkeypatch.setenv("MISP_TI_MISP_KEY", MISP_KEY)
+        monkeypatch.setenv("MISP_TI_TEST_MISP_URL", sim.url)
+        monkeypatch.setenv("MISP_TI_TEST_MISP_KEY", MISP_KEY)
         pytester.makepyfile(test_recording="""
             from misp_ti.engine import Engine
 
@@ -226,7 +226,7 @@ def test_turning_off_misp_tls_verification_warns_loudly(tmp_path: Path, quiet: b
         [misp]
         url = "https://misp.example.org"
         api_key = "{MISP_KEY}"
-        verify = false
+        ssl_verification_mode = "none"
         [output.sqlite]
         path = "{tmp_path / 'store.db'}"
         [plugins]
@@ -258,7 +258,7 @@ def test_turning_off_elasticsearch_tls_verification_warns(tmp_path: Path) -> Non
         [output.elasticsearch]
         hosts = ["https://localhost:9200"]
         api_key = "{ES_API_KEY}"
-        verify_certs = false
+        ssl_verification_mode = "none"
         [state]
         path = "{tmp_path / 'state.db'}"
         [plugins]

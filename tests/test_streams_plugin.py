@@ -114,9 +114,9 @@ def config_with(tmp_path: Path, streams: dict[str, Any] | None = None, **more: A
 
 
 def test_a_stream_on_attributes_restsearch_is_polled_transformed_emitted_and_its_cursor_saved(
-    make_engine: Callable[..., Engine], misp_server: Any, misp_clock: Any, misp_client_config: Any
+    misp_make_engine: Callable[..., Engine], misp_server: Any, misp_clock: Any, misp_client_config: Any
 ) -> None:
-    engine = make_engine(PLUGIN, overrides={"streams": {"to_ids_only": {"enabled": True, "initial_interval": "3650d"}}})
+    engine = misp_make_engine(PLUGIN, overrides={"streams": {"to_ids_only": {"enabled": True, "initial_interval": "3650d"}}})
     assert engine.config.streams.enabled() == ["threat_attributes", "to_ids_only"]
     results = engine.run_once()
     assert [(r.stream, r.completed) for r in results] == [("threat_attributes", True), ("to_ids_only", True)]
@@ -155,9 +155,9 @@ def test_a_stream_on_attributes_restsearch_is_polled_transformed_emitted_and_its
 
 
 def test_a_stream_its_plugin_fetches_uses_its_own_settings_model(
-    make_engine: Callable[..., Engine], misp_client_config: Any
+    misp_make_engine: Callable[..., Engine], misp_client_config: Any
 ) -> None:
-    engine = make_engine(PLUGIN, overrides={
+    engine = misp_make_engine(PLUGIN, overrides={
         "streams": {"threat_attributes": {"enabled": False},
                     "watchlist": {"enabled": True, "values": ["192.0.2.1", "198.51.100.7"], "first_seen_days": 2}},
         "expiry": {"ioc_expiration_duration": "1d"},

@@ -33,6 +33,7 @@ from misp_ti.manager import (
     declarations,
     declared_streams,
     plugin_manager_for,
+    validate_plugin_settings,
 )
 from misp_ti.model import ExpiryPolicy, Page, RunContext, SinkReport, Stash
 from misp_ti.state import Cycle, StateStore
@@ -214,6 +215,7 @@ class Engine:
         for extra in (self.config.output.model_extra or {}):
             if extra not in sinks:
                 raise ConfigError(f"output.{extra}: unknown key (not a setting and no plugin declares a sink {extra!r})")
+        validate_plugin_settings(self.pm, self.config)
         policies = declarations(self.pm, POLICIES_ATTR)
         if self.config.expiry.policy not in policies:
             raise ConfigError(

@@ -8,7 +8,7 @@ last registered implementation first).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +23,17 @@ from misp_ti.streams import StreamRegistry
 if TYPE_CHECKING:
     from misp_ti.config import Config
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from misp_ti.config import Config
+
 #: Attribute names through which plugins declare what they provide.
 SINKS_ATTR = "MISP_TI_SINKS"
 POLICIES_ATTR = "MISP_TI_EXPIRY_POLICIES"
 STREAMS_ATTR = "MISP_TI_STREAMS"
+#: ``{"<table>": PydanticModel}``: the ``[plugin.<table>]`` settings a plugin reads.
+SETTINGS_ATTR = "MISP_TI_SETTINGS"
 
 
 def _short_name(module_path: str) -> str:
@@ -143,6 +150,34 @@ def declared_streams(pm: pluggy.PluginManager) -> StreamRegistry:
     return StreamRegistry(declared_items(pm, STREAMS_ATTR))
 
 
+def declared_settings(pm: pluggy.PluginManager) -> dict[str, type[BaseModel]]:
+    """``[plugin.<table>]`` name -> the settings model a registered plugin declares for it."""
+    from pydantic import BaseModel
+
+    found: dict[str, type[BaseModel]] = {}
+    for name, plugin in pm.list_name_plugin():
+        declared = getattr(plugin, SETTINGS_ATTR, None) if plugin is not None else None
+        if declared is None:
+            continue
+        if not isinstance(declared, Mapping) or not all(
+            isinstance(table, str) and isinstance(model, type) and issubclass(model, BaseModel)
+            for table, model in declared.items()
+        ):
+            raise PluginError(f"plugin {name}: {SETTINGS_ATTR} must map table names to pydantic models")
+        for table, model in declared.items():
+            if found.get(table, model) is not model:
+                raise PluginError(f"plugin {name}: another plugin already declares the settings [plugin.{table}]")
+            found[table] = model
+    return found
+
+
+def validate_plugin_settings(pm: pluggy.PluginManager, config: Config) -> None:
+    """Check every declared ``[plugin.<table>]`` against its model, up front
+    (a bad value is a one-line ``ConfigError`` naming the key)."""
+    for table, model in declared_settings(pm).items():
+        config.plugin_settings(table, model)
+
+
 def describe(pm: pluggy.PluginManager) -> list[dict[str, object]]:
     """Every hook with the plugins implementing it, in call order."""
     rows: list[dict[str, object]] = []
@@ -173,6 +208,7 @@ def plugin_inventory(pm: pluggy.PluginManager) -> list[dict[str, object]]:
                 "sinks": _names(plugin, SINKS_ATTR),
                 "expiry_policies": _names(plugin, POLICIES_ATTR),
                 "streams": [getattr(spec, "name", repr(spec)) for spec in getattr(plugin, STREAMS_ATTR, ()) or ()],
+                "settings": [f"plugin.{table}" for table in getattr(plugin, SETTINGS_ATTR, None) or ()],
             }
         )
     return rows

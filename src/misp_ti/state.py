@@ -80,6 +80,17 @@ def _load(value: str | None) -> dict[str, Any] | None:
     return None if value is None else orjson.loads(value)
 
 
+_UPSERT_CURSOR = (
+    "INSERT INTO misp_ti_cursor (stream, cursor, updated_at) VALUES (?, ?, ?) "
+    "ON CONFLICT(stream) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at"
+)
+
+
+def _cursor_upsert(stream: str, cursor: Mapping[str, Any], when: datetime) -> tuple[str, tuple[Any, ...]]:
+    """The statement that stores ``stream``'s cursor as of ``when``."""
+    return (_UPSERT_CURSOR, (stream, _dump(cursor), _ts(when)))
+
+
 class StateStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -121,11 +132,7 @@ class StateStore:
         return _load(row[0]) if row else None
 
     def set_cursor(self, stream: str, cursor: Mapping[str, Any], *, now: datetime) -> None:
-        self._write([(
-            "INSERT INTO misp_ti_cursor (stream, cursor, updated_at) VALUES (?, ?, ?) "
-            "ON CONFLICT(stream) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
-            (stream, _dump(cursor), _ts(now)),
-        )])
+        self._write([_cursor_upsert(stream, cursor, now)])
 
     # cycles ----------------------------------------------------------------
 
@@ -156,11 +163,7 @@ class StateStore:
         last run of ``schedule`` (see :meth:`last_run`), close the cycle."""
         statements: list[tuple[str, tuple[Any, ...]]] = []
         if cursor is not None:
-            statements.append((
-                "INSERT INTO misp_ti_cursor (stream, cursor, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(stream) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
-                (stream, _dump(cursor), _ts(cycle.started_at)),
-            ))
+            statements.append(_cursor_upsert(stream, cursor, cycle.started_at))
         if schedule is not None:
             statements.append((
                 "INSERT OR REPLACE INTO misp_ti_schedule (stream, name, last_at) VALUES (?, ?, ?)",

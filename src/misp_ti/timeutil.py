@@ -30,3 +30,14 @@ def parse_iso(text: str) -> datetime:
 
 def epoch_ms(value: datetime) -> int:
     return int(value.timestamp() * 1000)
+
+
+def iso_epoch_ms(raw: object) -> int | None:
+    """Epoch milliseconds of an ISO date string (a document's ``@timestamp``,
+    ``misp.decayed_at``); ``None`` for anything else."""
+    if isinstance(raw, str):
+        try:
+            return epoch_ms(parse_iso(raw))
+        except ValueError:
+            return None
+    return None

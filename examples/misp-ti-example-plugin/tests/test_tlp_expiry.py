@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 from misp_ti_example import tlp_expiry
 
 from misp_ti.config import build_config
+from misp_ti.errors import ConfigError
+from misp_ti.expiry import reference_time
 from misp_ti.testing import strategies as ms
 
 CONFIG = build_config({"expiry": {"policy": "tlp"}, "plugin": {"tlp_expiry": {"red": "3d"}}})
@@ -25,7 +27,7 @@ def test_validity_follows_the_tlp_marking(attribute, tlp_tag, age):
     attribute["Tag"] = [t for t in attribute.get("Tag", []) if not t["name"].startswith("tlp:")] + [
         tlp_tag
     ]
-    reference = tlp_expiry.reference_time(attribute)
+    reference = reference_time(attribute, {})
     now = reference + timedelta(seconds=age)
     expiry = tlp_expiry.compute_expiry("threat_attributes", attribute, {}, ctx(now))
     level = tlp_tag["name"][4:].replace("+strict", "")
@@ -40,12 +42,31 @@ def test_validity_follows_the_tlp_marking(attribute, tlp_tag, age):
 @given(ms.attributes(decay=True))
 def test_the_decay_vote_wins(attribute):
     expiry = tlp_expiry.compute_expiry(
-        "threat_attributes", attribute, {}, ctx(tlp_expiry.reference_time(attribute))
+        "threat_attributes", attribute, {}, ctx(reference_time(attribute, {}))
     )
     votes = [s["decayed"] for s in attribute["decay_score"]]
     voted = 2 * sum(votes) >= len(votes)
     assert (expiry.reason == "decay-vote") == voted
     assert expiry.decayed or not voted
+
+
+@settings(max_examples=20)
+@given(ms.attributes(decay=None, deleted=True), ms.tags("tlp"))
+def test_a_soft_deleted_attribute_expires_at_once(attribute, tlp_tag):
+    # misp-ti's shared rule (expiry.expire_deleted, on by default), before the vote and the marking
+    attribute["Tag"] = [*attribute.get("Tag", []), tlp_tag]
+    now = reference_time(attribute, {})
+    expiry = tlp_expiry.compute_expiry("threat_attributes", attribute, {}, ctx(now))
+    assert (expiry.decayed, expiry.decayed_at, expiry.reason) == (True, now, "deleted")
+    kept = SimpleNamespace(
+        config=build_config({"expiry": {"policy": "tlp", "expire_deleted": False}}), now=now, policy="tlp"
+    )
+    assert tlp_expiry.compute_expiry("threat_attributes", attribute, {}, kept).reason != "deleted"
+
+
+def test_bad_durations_fail_at_start_naming_the_key(misp_make_engine, example_plugins):
+    with pytest.raises(ConfigError, match=r"^plugin.tlp_expiry.red: bad value '3 days': expected a duration"):
+        misp_make_engine(*example_plugins, overrides={"plugin": {"tlp_expiry": {"red": "3 days"}}})
 
 
 def test_other_policies_are_not_answered():
@@ -54,8 +75,8 @@ def test_other_policies_are_not_answered():
 
 
 @pytest.mark.misp_data(shift_to_now=True)
-def test_policy_in_a_full_cycle(make_engine, example_plugins, misp_clock):
-    engine = make_engine(*example_plugins, overrides={"expiry": {"policy": "tlp"}})
+def test_policy_in_a_full_cycle(misp_make_engine, example_plugins, misp_clock):
+    engine = misp_make_engine(*example_plugins, overrides={"expiry": {"policy": "tlp"}})
     [result] = engine.run_once()
     assert result.completed and result.pipeline_errors == 0
     assert result.delivered["sqlite"] == result.documents > 1000

@@ -12,6 +12,7 @@ import signal
 import sys
 import warnings
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,14 @@ from misp_ti import __version__
 from misp_ti.config import Config, load_config
 from misp_ti.config.reference import render_reference
 from misp_ti.errors import MispTiError
+from misp_ti.timeutil import parse_iso
 
 COMMAND_MODULES = ("misp_ti.cli.transform", "misp_ti.cli.simulator", "misp_ti.cli.demo")
+
+
+def _echo_warnings(caught: list[warnings.WarningMessage]) -> None:
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
 
 
 class Obj:
@@ -42,12 +49,15 @@ class Obj:
         if self._config is None or overrides:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                config = load_config(self.config_path, overrides=overrides)
+                try:
+                    config = load_config(self.config_path, overrides=overrides)
+                except MispTiError:
+                    _echo_warnings(caught)  # an old spelling's warning explains the error's key
+                    raise
                 if self.blocked:
                     config.plugins.block = sorted({*config.plugins.block, *self.blocked})
             self.setup_logging(config)
-            for w in caught:
-                click.echo(f"warning: {w.message}", err=True)
+            _echo_warnings(caught)
             if self._config is None:
                 self._config = config
             return config
@@ -76,8 +86,8 @@ def _warn_insecure(config: Config) -> None:
     import logging
 
     log = logging.getLogger("misp_ti")
-    if not config.misp.verify:
-        log.warning("TLS verification of MISP (%s) is OFF: misp.verify = false; anyone on the path can read the API key", config.misp.url)
+    if not config.misp.verifies_tls:
+        log.warning("TLS verification of MISP (%s) is OFF: misp.ssl_verification_mode = \"none\"; anyone on the path can read the API key", config.misp.url)
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -109,13 +119,22 @@ def cli(ctx: click.Context, config_path: str | None, plugins: tuple[str, ...], b
     ctx.obj = Obj(config_path, plugins, quiet, log_format, verbose, blocked)
 
 
-def _parse_now(text: str) -> Any:
-    from misp_ti.timeutil import parse_iso
+class IsoTime(click.ParamType):
+    """An ISO-8601 time on the command line (``--now``); UTC when it names no zone."""
 
-    try:
-        return parse_iso(text).replace(microsecond=0)
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not an ISO-8601 time such as 2026-01-31T12:00:00Z", param_hint="--now") from None
+    name = "ISO-8601"
+
+    def __init__(self, *, whole_seconds: bool = False) -> None:
+        self.whole_seconds = whole_seconds  # a cycle time has MISP's 1 s resolution
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            when = parse_iso(value)
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO-8601 time such as 2026-01-31T12:00:00Z", param, ctx)
+        return when.replace(microsecond=0) if self.whole_seconds else when
 
 
 def _install_stop_handlers(engine: Any) -> None:
@@ -146,10 +165,10 @@ def _print_results(results: list[Any], as_json: bool) -> None:
 @click.option("--stream", "streams", multiple=True, help="Only this stream (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Print the requests sinks would send, one JSON object per line; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the cycle summary as JSON lines.")
-@click.option("--now", "now", metavar="ISO-8601", help="Use this as the cycle time instead of the clock (reproducible runs).")
+@click.option("--now", "now", type=IsoTime(whole_seconds=True), help="Use this as the cycle time instead of the clock (reproducible runs).")
 @click.pass_obj
 @handle_errors
-def once(obj: Obj, streams: tuple[str, ...], dry_run: bool, as_json: bool, now: str | None) -> None:
+def once(obj: Obj, streams: tuple[str, ...], dry_run: bool, as_json: bool, now: datetime | None) -> None:
     """Run one poll cycle per enabled stream, then exit.
 
     An interrupted cycle (crash, stop, failure) is resumed first, with its
@@ -159,9 +178,8 @@ def once(obj: Obj, streams: tuple[str, ...], dry_run: bool, as_json: bool, now: 
 
     progress = None if dry_run else make_progress(quiet=obj.quiet)
     kwargs: dict[str, Any] = {"progress": progress}
-    if now:
-        fixed = _parse_now(now)
-        kwargs["clock"] = lambda: fixed
+    if now is not None:
+        kwargs["clock"] = lambda: now
     with obj.engine(**kwargs) as engine:
         _install_stop_handlers(engine)
         try:
@@ -244,6 +262,8 @@ def plugins(obj: Obj, as_json: bool) -> None:
             extras.append("expiry policies: " + ", ".join(row["expiry_policies"]))  # type: ignore[arg-type]
         if row["streams"]:
             extras.append("streams: " + ", ".join(row["streams"]))  # type: ignore[arg-type]
+        if row["settings"]:
+            extras.append("settings: " + ", ".join(f"[{table}]" for table in row["settings"]))  # type: ignore[union-attr]
         suffix = f" ({'; '.join(extras)})" if extras else ""
         click.echo(f"  {row['name']}: {', '.join(row['hooks']) or 'no hooks'}{suffix}")  # type: ignore[arg-type]
 

@@ -13,27 +13,17 @@ stderr); 1 or 2 for an unusable config or plugin.
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import IO, Any
 
 import click
 import orjson
 
-from misp_ti.cli import Obj, handle_errors
+from misp_ti.cli import IsoTime, Obj, handle_errors
 
 #: Exit status when some input lines became pipeline_error documents.
 EXIT_PIPELINE_ERRORS = 3
 BATCH_LINES = 1000
-
-
-def _parse_now(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO-8601 date-time (e.g. 2024-06-01T00:00:00Z)") from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _batches(stream: IO[bytes]) -> Any:
@@ -52,7 +42,7 @@ def _batches(stream: IO[bytes]) -> Any:
 @click.option("--stream", default="threat_attributes", show_default=True, metavar="STREAM",
               help="threat_attributes: one attribute per line; threat: one split event record per line; "
                    "or a stream a plugin declares.")
-@click.option("--now", callback=_parse_now, metavar="ISO-8601",
+@click.option("--now", type=IsoTime(), metavar="ISO-8601",
               help="Ingest time (default: the current time); fixes event.ingested and expiry for reproducible output.")
 @click.option("--format", "fmt", type=click.Choice(["docs", "bulk"]), default="docs", show_default=True,
               help="docs: one document per line (with its _id); bulk: the _bulk lines the elasticsearch sink sends (output.elasticsearch settings).")

@@ -20,7 +20,7 @@ import tomllib
 import warnings
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -35,9 +35,11 @@ from pydantic import (
     model_validator,
 )
 
+from misp_ti.config.renamed import Renamed, read_old_spellings
 from misp_ti.errors import ConfigError
 
 ENV_PREFIX = "MISP_TI_"
+M = TypeVar("M", bound=BaseModel)
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -91,6 +93,31 @@ Duration = Annotated[
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
+    #: Where this section sits (``misp``, ``output.elasticsearch``), for messages.
+    section: ClassVar[str] = ""
+    #: Old key -> :class:`Renamed`: the spellings this section still reads.
+    renamed: ClassVar[dict[str, Renamed]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_spellings(cls, data: Any) -> Any:
+        return read_old_spellings(cls.section, cls.renamed, data)
+
+
+#: How a TLS certificate is checked, in Filebeat's words (``ssl.verification_mode``):
+#: ``full`` checks the chain and the host name, ``none`` checks nothing.
+VerificationMode = Literal["full", "none"]
+
+
+def _mode_from_verify(value: Any) -> str:
+    """The old boolean ``verify``/``verify_certs`` as a verification mode."""
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return "full" if value else "none"
+
+
+_SSL_RENAMES = {"verify_certs": Renamed("ssl_verification_mode", _mode_from_verify)}
+
 
 def _read_secret_file(path: Path | None, key: str) -> SecretStr | None:
     if path is None:
@@ -104,16 +131,26 @@ def _read_secret_file(path: Path | None, key: str) -> SecretStr | None:
 class MispSettings(_Section):
     """How to reach MISP."""
 
+    section = "misp"
+    renamed = {
+        "verify": Renamed("ssl_verification_mode", _mode_from_verify),
+        **_SSL_RENAMES,
+        "timeout": Renamed("request_timeout"),
+    }
+
     url: str = Field("https://misp.example.org", description="Base URL of the MISP server.")
     api_key: SecretStr | None = Field(
         None, description="MISP automation key (secret). Prefer `MISP_TI_MISP__API_KEY` or `api_key_file`."
     )
     api_key_file: Path | None = Field(None, description="File holding the MISP key (secret).")
-    verify: bool = Field(True, description="Verify MISP's TLS certificate. Turning it off logs a warning on every start.")
+    ssl_verification_mode: VerificationMode = Field(
+        "full",
+        description="`full`: check MISP's TLS certificate and host name; `none`: check nothing (logs a warning on every start). Was `verify`.",
+    )
     ca_file: Path | None = Field(None, description="CA bundle used to verify MISP's certificate.")
     client_cert: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
     client_key: Path | None = Field(None, description="Key of the client certificate (PEM).")
-    timeout: Duration = Field(timedelta(seconds=30), description="Timeout of one HTTP request.")
+    request_timeout: Duration = Field(timedelta(seconds=30), description="Timeout of one HTTP request. Was `timeout`.")
     proxy: str | None = Field(None, description="HTTP(S) proxy URL for MISP requests.")
     rate_limit: float | None = Field(None, gt=0, description="Most requests per second sent to MISP (none: no limit).")
     max_retries: int = Field(6, ge=0, le=100, description="Retries of a failed request (429, 5xx, timeouts, resets, bad bodies) before the poll fails.")
@@ -124,6 +161,20 @@ class MispSettings(_Section):
         description="A 429's `Retry-After`/`X-Rate-Limit-Reset` is honoured up to this long; a longer wait fails the poll (retried at the next interval).",
     )
     page_size: int = Field(1000, ge=1, le=100_000, description="Records per request (`limit`).")
+
+    @property
+    def verifies_tls(self) -> bool:
+        return self.ssl_verification_mode != "none"
+
+    @property
+    def verify(self) -> bool:
+        warnings.warn("MispSettings.verify is deprecated: use ssl_verification_mode", DeprecationWarning, stacklevel=2)
+        return self.verifies_tls
+
+    @property
+    def timeout(self) -> timedelta:
+        warnings.warn("MispSettings.timeout is deprecated: use request_timeout", DeprecationWarning, stacklevel=2)
+        return self.request_timeout
 
     @field_validator("url")
     @classmethod
@@ -320,6 +371,9 @@ class NdjsonSettings(_Section):
 
 
 class ElasticsearchSettings(_Section):
+    section = "output.elasticsearch"
+    renamed = {**_SSL_RENAMES, "timeout": Renamed("request_timeout")}
+
     hosts: list[str] = Field(default_factory=lambda: ["https://localhost:9200"], description="Elasticsearch URLs.")
     cloud_id: str | None = Field(None, description="Elastic Cloud id (instead of `hosts`).")
     api_key: SecretStr | None = Field(None, description="Elasticsearch API key, encoded form (secret).")
@@ -327,7 +381,10 @@ class ElasticsearchSettings(_Section):
     username: str | None = Field(None, description="Basic-auth user.")
     password: SecretStr | None = Field(None, description="Basic-auth password (secret).")
     password_file: Path | None = Field(None, description="File holding the password (secret).")
-    verify_certs: bool = Field(True, description="Verify the cluster's TLS certificate. Turning it off logs a warning.")
+    ssl_verification_mode: VerificationMode = Field(
+        "full",
+        description="`full`: check the cluster's TLS certificate and host name; `none`: check nothing (logs a warning). Was `verify_certs`.",
+    )
     ca_file: Path | None = Field(None, description="CA bundle for the cluster.")
     ssl_assert_fingerprint: str | None = Field(None, description="SHA-256 fingerprint of the cluster certificate (instead of a CA).")
     request_timeout: Duration = Field(timedelta(seconds=30), description="Timeout of one request.")
@@ -354,6 +411,17 @@ class ElasticsearchSettings(_Section):
         description="After an asset upgrade, how long provision waits for the new latest view's first checkpoint before moving the alias to it; past it the alias stays on the old view until the next provision.",
     )
 
+    @property
+    def verifies_tls(self) -> bool:
+        return self.ssl_verification_mode != "none"
+
+    @property
+    def verify_certs(self) -> bool:
+        warnings.warn(
+            "ElasticsearchSettings.verify_certs is deprecated: use ssl_verification_mode", DeprecationWarning, stacklevel=2
+        )
+        return self.verifies_tls
+
     @model_validator(mode="after")
     def _secret_files(self) -> ElasticsearchSettings:
         if self.api_key is None and self.api_key_file is not None:
@@ -364,8 +432,9 @@ class ElasticsearchSettings(_Section):
 
 
 class OutputSettings(BaseModel):
-    """Where documents go. Tables for sinks added by plugins may sit here too
-    (`[output.<sink name>]`); they are checked against the loaded plugins."""
+    """Where documents go. A plugin sink's table may still sit here
+    (`[output.<sink name>]`, deprecated: its place is `[plugin.<name>]`); it
+    is checked against the loaded plugins."""
 
     model_config = ConfigDict(extra="allow", validate_default=True)
 
@@ -378,6 +447,17 @@ class OutputSettings(BaseModel):
     elasticsearch: ElasticsearchSettings = Field(default_factory=ElasticsearchSettings)
 
     def plugin_section(self, name: str) -> dict[str, Any]:
+        """Deprecated: a plugin's settings live in ``[plugin.<name>]``, read with
+        :meth:`Config.plugin_settings`."""
+        warnings.warn(
+            "OutputSettings.plugin_section is deprecated: declare MISP_TI_SETTINGS and read "
+            "ctx.config.plugin_settings(name, Model) ([plugin.<name>])",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self._plugin_table(name)
+
+    def _plugin_table(self, name: str) -> dict[str, Any]:
         extra = self.model_extra or {}
         value = extra.get(name, {})
         return value if isinstance(value, dict) else {}
@@ -399,7 +479,8 @@ class LogSettings(_Section):
 
 
 class Config(BaseModel):
-    """The whole configuration. `[plugin.<name>]` tables are free-form settings for third-party plugins."""
+    """The whole configuration. `[plugin.<name>]` tables hold plugins' settings,
+    validated by the model each plugin declares (:meth:`plugin_settings`)."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -410,7 +491,29 @@ class Config(BaseModel):
     state: StateSettings = Field(default_factory=StateSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     log: LogSettings = Field(default_factory=LogSettings)
-    plugin: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Settings for third-party plugins, one table each.")
+    plugin: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Settings of plugins, one table each (`[plugin.<name>]`), checked against the model the plugin declares (`MISP_TI_SETTINGS`).",
+    )
+
+    _plugin_settings: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+
+    def plugin_settings(self, name: str, model: type[M]) -> M:
+        """The ``[plugin.<name>]`` table validated by the plugin's ``model``
+        (a pydantic model), once per config; a missing table is the model's defaults.
+
+        A plugin sink's table in the old place, ``[output.<name>]``, is still
+        read, with a :class:`DeprecationWarning`. A bad value is a one-line
+        :class:`~misp_ti.errors.ConfigError` naming the key (``plugin.<name>.<key>``).
+        """
+        from misp_ti.config.plugin_settings import validate_plugin_table
+
+        cached = self._plugin_settings.get(name)
+        if cached is None:
+            cached = self._plugin_settings[name] = validate_plugin_table(self, name, model)
+        elif not isinstance(cached, model):
+            raise ConfigError(f"plugin.{name}: two plugins declare settings under this name")
+        return cached
 
     def state_path(self) -> Path:
         return self.state.path or self.output.sqlite.path
@@ -465,11 +568,13 @@ def env_overrides(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
     return tree
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def merge_settings(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` laid over ``base``, table by table (a nested dict merges, any
+    other value replaces); neither argument is changed."""
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_settings(out[key], value)
         else:
             out[key] = value
     return out
@@ -549,9 +654,9 @@ def load_config(
         except OSError as exc:
             raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
         _warn_if_world_readable(path, data)
-    data = _merge(data, env_overrides(environ))
+    data = merge_settings(data, env_overrides(environ))
     if overrides:
-        data = _merge(data, overrides)
+        data = merge_settings(data, overrides)
     return build_config(data, source=source)
 
 

@@ -84,5 +84,34 @@ def render_reference() -> str:
     ]
     for key, type_name, default, doc in reference_rows():
         lines.append(f"| `{key}` | {type_name} | {default} | {doc} |")
+    lines += [
+        "",
+        "## Old spellings",
+        "",
+        "These keys are still read (also from the environment, e.g. `MISP_TI_MISP__VERIFY=false`),",
+        "with a deprecation warning naming the new key. The new names are the ones a",
+        "Filebeat or Elastic Agent user knows: `ssl.verification_mode` (`full` or `none`)",
+        "and the httpjson input's `request.timeout` (elasticsearch-py's `request_timeout`),",
+        "flattened as the other `ssl_*` keys are; one spelling serves both `misp` and",
+        "`output.elasticsearch`.",
+        "",
+        "| old key | new key |",
+        "|---|---|",
+    ]
+    for old, new in renamed_rows():
+        lines.append(f"| `{old}` | `{new}` |")
     lines.append("")
     return "\n".join(lines)
+
+
+def renamed_rows(instance: BaseModel | None = None, prefix: str = "") -> list[tuple[str, str]]:
+    """(old key, new key) for every old spelling a section still reads."""
+    instance = instance if instance is not None else Config()
+    rows = []
+    for old, rename in getattr(type(instance), "renamed", {}).items():
+        rows.append((f"{prefix}{old}", f"{prefix}{rename.new}"))
+    for name in type(instance).model_fields:
+        value = getattr(instance, name)
+        if isinstance(value, BaseModel):
+            rows.extend(renamed_rows(value, f"{prefix}{name}."))
+    return rows

@@ -28,7 +28,7 @@ import orjson
 from misp_ti.ecs.fields import ECS_VERSION
 from misp_ti.ecs.options import Options
 from misp_ti.ecs.types import TYPE_RULES
-from misp_ti.ecs.values import Malformed, epoch_seconds, iso_seconds, seen_iso, to_long
+from misp_ti.ecs.values import Malformed, iso_seconds, seen_iso, strict_epoch_seconds, to_long
 
 #: Longest attribute value accepted; MISP stores values in 64 KiB columns (two for composites).
 MAX_VALUE_CHARS = 131_072
@@ -177,7 +177,7 @@ def _object(obj: dict, name: str) -> dict:
     if obj.get("meta-category") is not None:
         misp_object["meta_category"] = obj["meta-category"]
     if "timestamp" in misp_object:
-        misp_object["timestamp"] = iso_seconds(epoch_seconds(misp_object["timestamp"], f"{name}.timestamp"))
+        misp_object["timestamp"] = iso_seconds(strict_epoch_seconds(misp_object["timestamp"], f"{name}.timestamp"))
     if "distribution" in misp_object:
         misp_object["distribution"] = to_long(misp_object["distribution"], f"{name}.distribution")
     return misp_object
@@ -186,7 +186,7 @@ def _object(obj: dict, name: str) -> dict:
 def _event_fields(event: dict, misp_event: dict, indicator: dict, doc: dict, *, dates: tuple[str, ...]) -> None:
     for key in dates:
         if key in misp_event:
-            misp_event[key] = iso_seconds(epoch_seconds(misp_event[key], f"Event.{key}"))
+            misp_event[key] = iso_seconds(strict_epoch_seconds(misp_event[key], f"Event.{key}"))
     for key in _EVENT_LONGS:
         if key in misp_event:
             misp_event[key] = to_long(misp_event[key], f"Event.{key}")
@@ -233,7 +233,7 @@ def attribute_document(record: Any, opts: Options) -> dict:
     """The ``threat_attributes`` document of one attribute (raises :class:`Malformed`)."""
     attribute = _require_dict(record, "record")
     uuid = _uuid(attribute, "attribute")
-    seconds = epoch_seconds(attribute.get("timestamp"), "timestamp")
+    seconds = strict_epoch_seconds(attribute.get("timestamp"), "timestamp")
     value = _value(attribute)
     misp_attr = _copy(attribute, _ATTRIBUTE_MOVED)
     indicator = _indicator(attribute, value, misp_attr)
@@ -300,8 +300,8 @@ def event_record_document(record: Any, opts: Options) -> dict:
     if primary is None:
         raise Malformed("record has no attribute (neither Event.Attribute nor Event.Object.Attribute)")
     uuid = _uuid(primary, name)
-    seconds = epoch_seconds(primary.get("timestamp"), f"{name}.timestamp")
-    event_seconds = epoch_seconds(event["timestamp"], "Event.timestamp") if event.get("timestamp") is not None else seconds
+    seconds = strict_epoch_seconds(primary.get("timestamp"), f"{name}.timestamp")
+    event_seconds = strict_epoch_seconds(event["timestamp"], "Event.timestamp") if event.get("timestamp") is not None else seconds
     value = _value(primary)
     misp_attr = _copy(primary, _EVENT_ATTRIBUTE_MOVED)
     indicator = _indicator(primary, value, misp_attr)
@@ -315,7 +315,7 @@ def event_record_document(record: Any, opts: Options) -> dict:
     if context is not None:
         misp_context = _copy(context, _CONTEXT_DROPPED)
         if "timestamp" in misp_context:
-            misp_context["timestamp"] = iso_seconds(epoch_seconds(misp_context["timestamp"], "Event.Attribute.timestamp"))
+            misp_context["timestamp"] = iso_seconds(strict_epoch_seconds(misp_context["timestamp"], "Event.Attribute.timestamp"))
         if "distribution" in misp_context:
             misp_context["distribution"] = to_long(misp_context["distribution"], "Event.Attribute.distribution")
         misp["context"] = {"attribute": misp_context}

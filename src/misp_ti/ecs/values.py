@@ -72,8 +72,10 @@ def iso_datetime(value: datetime) -> str:
     return iso_millis(int(value.timestamp()) * 1000 + value.microsecond // 1000)
 
 
-def epoch_seconds(value: object, name: str) -> int:
-    """A MISP timestamp (``"1617875568"`` or ``1617875568``) -> int."""
+def strict_epoch_seconds(value: object, name: str) -> int:
+    """A MISP timestamp (``"1617875568"`` or ``1617875568``) -> int; anything
+    else raises :class:`Malformed` naming the field (no ms/µs scaling, no ISO:
+    the lenient readers are in :mod:`misp_ti.misp.records`)."""
     if type(value) is str and value.isascii() and value.isdigit():
         return int(value)
     if type(value) is int:

@@ -41,6 +41,7 @@ import orjson
 
 from misp_ti.config import MispSettings
 from misp_ti.errors import ConfigError, FetchError
+from misp_ti.misp.records import record_timestamp  # noqa: F401  (its old home)
 
 log = logging.getLogger("misp_ti.misp.client")
 
@@ -139,7 +140,7 @@ def _retry_after(response: httpx.Response, *, now: float) -> float | None:
 
 def _ssl_context(settings: MispSettings) -> ssl.SSLContext:
     try:
-        if settings.verify:
+        if settings.verifies_tls:
             context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
         else:
             context = ssl.create_default_context()
@@ -186,9 +187,9 @@ class MispClient:
         if not key.isascii() or any(c in key for c in "\r\n\0") or key != key.strip():
             # say what is wrong without showing the key
             raise ConfigError("misp.api_key: contains characters an HTTP header cannot carry (spaces, line breaks or non-ASCII)")
-        if not settings.verify:
+        if not settings.verifies_tls:
             log.warning(
-                "TLS certificate verification for %s is OFF (misp.verify = false): "
+                "TLS certificate verification for %s is OFF (misp.ssl_verification_mode = 'none'): "
                 "anyone on the network path can read and alter the indicators",
                 settings.url,
             )
@@ -203,7 +204,7 @@ class MispClient:
                 "Content-Type": "application/json",
                 "User-Agent": "misp-ti",
             },
-            timeout=settings.timeout.total_seconds(),
+            timeout=settings.request_timeout.total_seconds(),
             verify=_ssl_context(settings) if settings.url.startswith("https:") else True,
             proxy=settings.proxy,
             transport=transport,
@@ -318,7 +319,7 @@ class MispClient:
         try:
             response = self._http.request(method, path, content=payload)
         except httpx.TimeoutException as exc:
-            raise _Retryable(f"timed out after {self.settings.timeout.total_seconds():g}s ({type(exc).__name__})") from None
+            raise _Retryable(f"timed out after {self.settings.request_timeout.total_seconds():g}s ({type(exc).__name__})") from None
         except httpx.ConnectError as exc:
             reason = str(exc)
             if "CERTIFICATE_VERIFY_FAILED" in reason or "certificate verify failed" in reason:
@@ -424,15 +425,3 @@ def _check_record(item: Any, where: str) -> None:
     """
     if not isinstance(item, dict):
         raise _Retryable(f"MISP sent {type(item).__name__} where an object belongs ({where})")
-
-
-def record_timestamp(item: Mapping[str, Any]) -> int | None:
-    """MISP sends timestamps as strings of epoch seconds; ``None`` if unusable."""
-    raw = item.get("timestamp")
-    if isinstance(raw, bool):
-        return None
-    if isinstance(raw, int):
-        return raw if raw >= 0 else None
-    if isinstance(raw, str) and raw.isdigit() and len(raw) <= 12:
-        return int(raw)
-    return None

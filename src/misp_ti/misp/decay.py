@@ -38,6 +38,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from misp_ti.misp.records import timestamp_seconds
+
 DAY = 86400.0
 
 #: Relative float noise allowed on a reported score (PHP's pow, one product,
@@ -253,7 +255,7 @@ def earliest_reference_time(attribute: Mapping[str, Any]) -> int | None:
     can be anywhere after it)."""
     if isinstance(attribute.get("Sighting"), list):
         return misp_reference_time(attribute)
-    return _epoch(attribute.get("timestamp"))
+    return timestamp_seconds(attribute.get("timestamp"))
 
 
 def misp_reference_time(attribute: Mapping[str, Any]) -> int | None:
@@ -262,44 +264,19 @@ def misp_reference_time(attribute: Mapping[str, Any]) -> int | None:
     Sightings count only when the record includes them (``Sighting`` list);
     a sighting unknown here is what :func:`flip_time` detects from the score.
     """
-    timestamp = _epoch(attribute.get("timestamp"))
+    timestamp = timestamp_seconds(attribute.get("timestamp"))
     if timestamp is None:
         return None
-    last_seen = _epoch(attribute.get("last_seen"))
+    last_seen = timestamp_seconds(attribute.get("last_seen"))
     sightings = [
         t for s in attribute.get("Sighting") or () if isinstance(s, Mapping)
-        for t in (_epoch((s.get("Sighting", s)).get("date_sighting")),)
+        for t in (timestamp_seconds((s.get("Sighting", s)).get("date_sighting")),)
         if t is not None and str((s.get("Sighting", s)).get("type", "0")) == "0"
     ]
     reference = max(sightings) if sightings else (last_seen if last_seen is not None else timestamp)
     if timestamp > reference:
         reference = last_seen if last_seen is not None else timestamp
     return reference
-
-
-def _epoch(value: Any) -> int | None:
-    """Whole epoch seconds from MISP's epoch strings or ISO dates (PHP's ``format('U')`` truncates)."""
-    if value is None or value == "" or isinstance(value, bool):
-        return None
-    if isinstance(value, int | float) or (isinstance(value, str) and value.strip().isdigit()):
-        return epoch_seconds(int(value))
-    text = str(value).strip()
-    from misp_ti.timeutil import parse_iso
-
-    try:
-        return math.floor(parse_iso(text).timestamp())
-    except ValueError:
-        return None
-
-
-def epoch_seconds(number: int) -> int:
-    """Whole seconds from an epoch number in s, ms or µs (MISP stores
-    ``first_seen``/``last_seen`` in microseconds; ``timestamp`` in seconds)."""
-    if abs(number) >= 10**14:
-        return number // 1_000_000
-    if abs(number) >= 10**11:
-        return number // 1000
-    return number
 
 
 def flip_time(

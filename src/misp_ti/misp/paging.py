@@ -52,7 +52,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from misp_ti.errors import FetchError
-from misp_ti.misp.client import SearchResult, record_timestamp
+from misp_ti.misp.client import SearchResult
+from misp_ti.misp.records import record_timestamp
 
 log = logging.getLogger("misp_ti.misp_fetch")
 

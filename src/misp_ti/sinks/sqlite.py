@@ -18,12 +18,12 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from misp_ti.ecs import PIPELINE_ERROR, is_pipeline_error
-from misp_ti.timeutil import epoch_ms, parse_iso
+from misp_ti.timeutil import epoch_ms, iso_epoch_ms
 
 SCHEMA_VERSION = 1
 
@@ -102,14 +102,31 @@ def indicator_values(doc: dict[str, Any]) -> set[str]:
     return found
 
 
-def _date_ms(raw: Any) -> int:
-    """Epoch milliseconds of an ISO date field; 0 when absent or unreadable."""
-    if isinstance(raw, str):
-        try:
-            return epoch_ms(parse_iso(raw))
-        except ValueError:
-            return 0
-    return 0
+class _LatestRow(NamedTuple):
+    """One candidate row of ``latest``: the columns of :data:`_UPSERT_LATEST`, then the document."""
+
+    dataset: str
+    uuid: str
+    id: str
+    ingested: int
+    attr_ts: int
+    decayed: int
+    decayed_at: int
+    indicator_type: Any
+    body: bytes
+    doc: dict[str, Any]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.dataset, self.uuid)
+
+    @property
+    def version(self) -> tuple[int, int]:
+        """What decides the latest row (``ingested``, then ``attr_ts``), as in :data:`_UPSERT_LATEST`."""
+        return (self.ingested, self.attr_ts)
+
+    def columns(self) -> tuple[Any, ...]:
+        return self[:9]
 
 
 class EmbeddedStore:
@@ -150,7 +167,7 @@ class EmbeddedStore:
         """
         ingested_ms = epoch_ms(ingested)
         source_rows = []
-        candidates: dict[tuple[str, str], tuple[Any, ...]] = {}
+        candidates: dict[tuple[str, str], _LatestRow] = {}
         count = 0
         for doc in docs:
             count += 1
@@ -161,13 +178,13 @@ class EmbeddedStore:
             source_rows.append((doc["_id"], dataset, uuid, ingested_ms, body))
             if not uuid or not isinstance(uuid, str) or is_pipeline_error(doc):
                 continue
-            row = (
-                dataset, uuid, doc["_id"], ingested_ms, _date_ms(doc.get("@timestamp")),
-                int(bool(attribute.get("decayed"))), _date_ms(attribute.get("decayed_at")),
+            row = _LatestRow(
+                dataset, uuid, doc["_id"], ingested_ms, iso_epoch_ms(doc.get("@timestamp")) or 0,
+                int(bool(attribute.get("decayed"))), iso_epoch_ms(attribute.get("decayed_at")) or 0,
                 doc.get("threat", {}).get("indicator", {}).get("type"), body, doc,
             )
             previous = candidates.get((dataset, uuid))
-            if previous is None or (row[3], row[4]) >= (previous[3], previous[4]):
+            if previous is None or row.version >= previous.version:
                 candidates[(dataset, uuid)] = row
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
@@ -176,16 +193,16 @@ class EmbeddedStore:
             stored = self._stored_versions(candidates)
             winners = [
                 row for key, row in candidates.items()
-                if key not in stored or (row[3], row[4]) >= stored[key][1:] and row[2] != stored[key][0]
+                if key not in stored or row.version >= stored[key][1:] and row.id != stored[key][0]
             ]
-            conn.executemany(_UPSERT_LATEST, [row[:9] for row in winners])
+            conn.executemany(_UPSERT_LATEST, [row.columns() for row in winners])
             conn.executemany(
                 "DELETE FROM latest_value WHERE dataset = ? AND uuid = ?",
-                [(row[0], row[1]) for row in winners if (row[0], row[1]) in stored],
+                [row.key for row in winners if row.key in stored],
             )
             conn.executemany(
                 "INSERT OR IGNORE INTO latest_value (dataset, uuid, value) VALUES (?, ?, ?)",
-                [(row[0], row[1], value) for row in winners for value in indicator_values(row[9])],
+                [(*row.key, value) for row in winners for value in indicator_values(row.doc)],
             )
             if retention_cutoff is not None and self._retention_due(ingested_ms):
                 self._apply_retention(epoch_ms(retention_cutoff))

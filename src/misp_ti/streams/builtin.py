@@ -11,31 +11,8 @@ from typing import Any
 
 from misp_ti.config import THREAT_ONLY_CONTROLLED_FILTERS
 from misp_ti.ecs.documents import attribute_document, event_record_document
+from misp_ti.misp.records import record_attribute
 from misp_ti.streams.spec import StreamRegistry, StreamSpec
-
-
-def record_attribute(record: Any) -> Mapping[str, Any]:
-    """The MISP attribute inside a raw record of either built-in stream.
-
-    ``threat_attributes`` records are attributes; ``threat`` records are
-    ``{"Event": {..., "Attribute": {...}}}`` or carry the attribute under
-    ``Event.Object.Attribute`` (then primary, even with an ``Event.Attribute``
-    beside it).
-    """
-    if not isinstance(record, Mapping):
-        return {}
-    event = record.get("Event")
-    if "timestamp" in record or "decay_score" in record or not isinstance(event, Mapping):
-        return record
-    # a record that carries an object attribute is about it (the event's
-    # own attribute beside it is context), as in the ECS transform
-    obj = event.get("Object")
-    if isinstance(obj, Mapping) and isinstance(obj.get("Attribute"), Mapping):
-        return obj["Attribute"]
-    attribute = event.get("Attribute")
-    if isinstance(attribute, Mapping):
-        return attribute
-    return {}
 
 
 def split_event(event: Mapping[str, Any]) -> Iterator[dict[str, Any]]:

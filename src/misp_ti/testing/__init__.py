@@ -5,7 +5,8 @@ Installing ``misp-ti[testing]`` makes these available in any project:
 fixtures
     ``misp_clock`` (a :class:`~misp_ti.testing.clock.ManualClock`),
     ``misp_dataset``, ``misp_server`` (a factory of MISP simulators),
-    ``misp_client_config``, ``engine`` / ``make_engine``, ``misp_vcr`` /
+    ``misp_client_config``, ``misp_engine`` / ``misp_make_engine`` (old
+    names ``engine`` / ``make_engine`` still work, with a warning), ``misp_vcr`` /
     ``misp_cassette`` / ``misp_vcr_config``, ``elasticsearch_url``, ``misp_es_model``,
     ``install_misp_plugin``;
 markers
@@ -45,6 +46,8 @@ if _pytest is not None:
         misp_client_config,
         misp_clock,
         misp_dataset,
+        misp_engine,
+        misp_make_engine,
         misp_server,
     )
     from misp_ti.testing.recording import misp_cassette, misp_vcr, misp_vcr_config
@@ -56,8 +59,8 @@ FIXTURES = (
     "misp_dataset",
     "misp_server",
     "misp_client_config",
-    "engine",
-    "make_engine",
+    "misp_engine",
+    "misp_make_engine",
     "misp_vcr_config",
     "misp_vcr",
     "misp_cassette",
@@ -65,6 +68,10 @@ FIXTURES = (
     "misp_es_model",
     "install_misp_plugin",
 )
+#: Old fixture names, still provided with a DeprecationWarning: old -> new.
+DEPRECATED_FIXTURES = {"engine": "misp_engine", "make_engine": "misp_make_engine"}
+#: The kit's environment variables (:mod:`misp_ti.testing.env`).
+ENV_VARS = ("MISP_TI_TEST_MISP_URL", "MISP_TI_TEST_MISP_KEY", "MISP_TI_TEST_ES_URL", "MISP_TI_TEST_REQUIRE_ES", "MISP_TI_TEST_ES_IMAGE")
 MARKERS = ("misp_data", "misp_plugins")
 OPTIONS = ("--misp-record",)
 INI_OPTIONS = ("misp_cassette_dir",)
@@ -83,8 +90,8 @@ def pytest_addoption(parser: Any) -> None:
         "--misp-record",
         action="store_true",
         default=False,
-        help="(Re-)record misp_cassette cassettes: from the MISP at $MISP_TI_MISP_URL (key in "
-        "$MISP_TI_MISP_KEY) if set, else from the simulator. Default: replay only, network blocked.",
+        help="(Re-)record misp_cassette cassettes: from the MISP at $MISP_TI_TEST_MISP_URL (key in "
+        "$MISP_TI_TEST_MISP_KEY) if set, else from the simulator. Default: replay only, network blocked.",
     )
     parser.addini(
         "misp_cassette_dir",
@@ -99,6 +106,8 @@ def pytest_configure(config: Any) -> None:
 
 
 __all__ = [
+    "DEPRECATED_FIXTURES",
+    "ENV_VARS",
     "FIXTURES",
     "INI_OPTIONS",
     "MARKERS",
@@ -113,7 +122,9 @@ __all__ = [
     "misp_client_config",
     "misp_clock",
     "misp_dataset",
+    "misp_engine",
     "misp_es_model",
+    "misp_make_engine",
     "misp_server",
     "misp_vcr",
     "misp_vcr_config",

@@ -8,6 +8,7 @@ do not use them.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -39,17 +40,6 @@ def _marker_kwargs(
     return (tuple(marker.args), dict(marker.kwargs)) if marker else ((), {})
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = (
-            _merge(out[key], value)
-            if isinstance(value, dict) and isinstance(out.get(key), dict)
-            else value
-        )
-    return out
-
-
 def make_client_config(
     url: str, api_key: str, directory: str | Path, overrides: dict[str, Any] | None = None
 ) -> Config:
@@ -60,7 +50,7 @@ def make_client_config(
     ``overrides`` is a nested dict merged over these settings, e.g.
     ``{"expiry": {"policy": "refetch"}, "streams": {"threat": {"enabled": True}}}``.
     """
-    from misp_ti.config import build_config
+    from misp_ti.config import build_config, merge_settings
 
     directory = Path(directory)
     data: dict[str, Any] = {
@@ -70,7 +60,7 @@ def make_client_config(
             "page_size": 500,
             "backoff_initial": "0.01s",
             "backoff_max": "1s",
-            "timeout": "10s",
+            "request_timeout": "10s",
         },
         # read back far enough that the whole (shifted) sample data is fetched; a
         # table given for a stream switches it on unless `enabled` says otherwise
@@ -81,7 +71,7 @@ def make_client_config(
         "output": {"sinks": ["sqlite"], "sqlite": {"path": str(directory / STORE_FILE)}},
         "plugins": {"entrypoints": False},
     }
-    return build_config(_merge(data, overrides or {}), source="misp_client_config")
+    return build_config(merge_settings(data, overrides or {}), source="misp_client_config")
 
 
 # clock and data ----------------------------------------------------------------
@@ -173,7 +163,7 @@ class MispServerFactory:
 
     ``misp_server()`` returns the test's default simulator (``misp_dataset``,
     ``misp_clock``, :data:`DEFAULT_API_KEY`, no faults), started once and
-    shared by ``misp_client_config`` and ``engine``. Any argument starts an
+    shared by ``misp_client_config`` and ``misp_engine``. Any argument starts an
     additional simulator. All are stopped when the test ends.
     """
 
@@ -243,12 +233,12 @@ def misp_client_config(misp_server: MispServerFactory, tmp_path: Path) -> Config
 
 
 @pytest.fixture
-def make_engine(
+def misp_make_engine(
     misp_clock: ManualClock, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., Engine]]:
     """A factory of :class:`~misp_ti.engine.Engine` objects wired to the simulator.
 
-    ``make_engine(*plugins, config=None, overrides=None, load_entrypoints=False, progress=None)``:
+    ``misp_make_engine(*plugins, config=None, overrides=None, load_entrypoints=False, progress=None)``:
     ``plugins`` are registered after the built-ins (so they are asked first);
     ``overrides`` is merged over ``misp_client_config``; installed
     entry-point plugins are ignored unless ``load_entrypoints=True``. Engines
@@ -271,10 +261,11 @@ def make_engine(
         # cassette needs none)
         cfg = config or request.getfixturevalue("misp_client_config")
         if overrides:
-            from misp_ti.config import build_config
+            from misp_ti.config import build_config, merge_settings
 
             cfg = build_config(
-                _merge(cfg.model_dump(mode="python"), overrides), source="make_engine overrides"
+                merge_settings(cfg.model_dump(mode="python"), overrides),
+                source="misp_make_engine overrides",
             )
         pm = plugin_manager_for(cfg, plugins, load_entrypoints=load_entrypoints)
         built = Engine(cfg, pm=pm, clock=misp_clock, progress=progress)
@@ -287,11 +278,29 @@ def make_engine(
 
 
 @pytest.fixture
-def engine(make_engine: Callable[..., Engine], request: pytest.FixtureRequest) -> Engine:
+def misp_engine(misp_make_engine: Callable[..., Engine], request: pytest.FixtureRequest) -> Engine:
     """An :class:`~misp_ti.engine.Engine` on the simulator and a fresh embedded store,
     with the plugins named by ``@pytest.mark.misp_plugins(...)`` registered."""
     plugins, _ = _marker_kwargs(request, "misp_plugins")
-    return make_engine(*plugins)
+    return misp_make_engine(*plugins)
+
+
+def _renamed_fixture(old: str, new: str) -> None:
+    warnings.warn(f"the {old} fixture is deprecated: use {new}", DeprecationWarning, stacklevel=3)
+
+
+@pytest.fixture
+def make_engine(misp_make_engine: Callable[..., Engine]) -> Callable[..., Engine]:
+    """Deprecated name of :func:`misp_make_engine`."""
+    _renamed_fixture("make_engine", "misp_make_engine")
+    return misp_make_engine
+
+
+@pytest.fixture
+def engine(misp_engine: Engine) -> Engine:
+    """Deprecated name of :func:`misp_engine`."""
+    _renamed_fixture("engine", "misp_engine")
+    return misp_engine
 
 
 # plugins installed through an entry point -------------------------------------------

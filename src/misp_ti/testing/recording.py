@@ -3,7 +3,7 @@
 * **Replay only by default**: a request with no recorded answer fails the test
   (vcrpy's ``record_mode="none"``), so no test reaches the network by accident.
 * ``pytest --misp-record`` re-records every cassette the selected tests use:
-  from the MISP at ``MISP_TI_MISP_URL`` (key in ``MISP_TI_MISP_KEY``) if set,
+  from the MISP at ``MISP_TI_TEST_MISP_URL`` (key in ``MISP_TI_TEST_MISP_KEY``) if set,
   else from the simulator.
 * Requests match on **method, path and JSON body** (restSearch is a POST whose
   body says what is asked), not on host, so a cassette recorded from any
@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,8 +27,10 @@ import pytest
 if TYPE_CHECKING:
     from misp_ti.config import Config
 
-MISP_URL_ENV = "MISP_TI_MISP_URL"
-MISP_KEY_ENV = "MISP_TI_MISP_KEY"
+from misp_ti.testing.env import MISP_KEY as MISP_KEY_ENV
+from misp_ti.testing.env import MISP_URL as MISP_URL_ENV
+from misp_ti.testing.env import kit_env
+
 #: What a replayed test is pointed at: nothing listens there, vcrpy answers.
 REPLAY_URL = "http://misp.replay.invalid"
 REPLAY_API_KEY = "replayed-cassette-no-key"
@@ -120,7 +121,7 @@ def misp_vcr(request: pytest.FixtureRequest, misp_vcr_config: dict[str, Any]) ->
     import vcr
 
     recording = bool(request.config.getoption("misp_record"))
-    secrets = [os.environ.get(MISP_KEY_ENV, ""), REPLAY_API_KEY]
+    secrets = [kit_env(MISP_KEY_ENV), REPLAY_API_KEY]
     from misp_ti.testing.fixtures import DEFAULT_API_KEY
 
     secrets.append(DEFAULT_API_KEY)
@@ -173,9 +174,9 @@ def misp_cassette(request: pytest.FixtureRequest, misp_vcr: Any) -> Iterator[Mis
     path = cassette_path(request)
     recording = bool(request.config.getoption("misp_record"))
     if recording:
-        real_url = os.environ.get(MISP_URL_ENV, "").strip()
+        real_url = kit_env(MISP_URL_ENV).strip()
         if real_url:
-            key = os.environ.get(MISP_KEY_ENV, "")
+            key = kit_env(MISP_KEY_ENV)
             if not key:
                 pytest.fail(
                     f"--misp-record with {MISP_URL_ENV} set needs the key in {MISP_KEY_ENV}",

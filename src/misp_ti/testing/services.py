@@ -2,27 +2,28 @@
 
 Where the cluster comes from, in order:
 
-1. ``MISP_TI_ES_URL`` (e.g. ``http://localhost:9200`` or a URL with
+1. ``MISP_TI_TEST_ES_URL`` (e.g. ``http://localhost:9200`` or a URL with
    credentials): used as given;
 2. a throw-away container started with testcontainers, when a Docker engine
-   answers (image from ``MISP_TI_ES_IMAGE``, default below);
+   answers (image from ``MISP_TI_TEST_ES_IMAGE``, default below);
 3. otherwise the test is **skipped with the reason**; with
-   ``MISP_TI_REQUIRE_ES=1`` it **fails** instead, so a CI job that must run
+   ``MISP_TI_TEST_REQUIRE_ES=1`` it **fails** instead, so a CI job that must run
    the Elasticsearch tests cannot pass by skipping them.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from misp_ti.testing import env
+
 DEFAULT_ES_IMAGE = "docker.elastic.co/elasticsearch/elasticsearch:8.15.3"
-ES_URL_ENV = "MISP_TI_ES_URL"
-REQUIRE_ES_ENV = "MISP_TI_REQUIRE_ES"
-ES_IMAGE_ENV = "MISP_TI_ES_IMAGE"
+ES_URL_ENV = env.ES_URL
+REQUIRE_ES_ENV = env.REQUIRE_ES
+ES_IMAGE_ENV = env.ES_IMAGE
 
 
 def _truthy(value: str | None) -> bool:
@@ -52,7 +53,7 @@ def _no_cluster(reason: str) -> None:
         f"no Elasticsearch for this test: {ES_URL_ENV} is not set and {reason}. "
         f"Set {ES_URL_ENV}=http://host:9200 or start Docker"
     )
-    if _truthy(os.environ.get(REQUIRE_ES_ENV)):
+    if _truthy(env.kit_env(REQUIRE_ES_ENV)):
         pytest.fail(f"{message} ({REQUIRE_ES_ENV}=1 turns this skip into a failure)", pytrace=False)
     pytest.skip(f"{message} ({REQUIRE_ES_ENV}=1 makes this a failure)")
 
@@ -60,7 +61,7 @@ def _no_cluster(reason: str) -> None:
 @pytest.fixture(scope="session")
 def elasticsearch_url() -> Iterator[str]:
     """The URL of an Elasticsearch cluster the tests may write to (see module docs)."""
-    url = os.environ.get(ES_URL_ENV, "").strip()
+    url = env.kit_env(ES_URL_ENV).strip()
     if url:
         yield url
         return
@@ -71,7 +72,7 @@ def elasticsearch_url() -> Iterator[str]:
         from testcontainers.community.elasticsearch import ElasticSearchContainer
     except ImportError:
         _no_cluster("testcontainers is not installed (pip install 'misp-ti[testing]')")
-    image = os.environ.get(ES_IMAGE_ENV, DEFAULT_ES_IMAGE)
+    image = env.kit_env(ES_IMAGE_ENV, DEFAULT_ES_IMAGE)
     container = ElasticSearchContainer(image, mem_limit="1G")
     # a single test node: no TLS, no auth, small heap
     container.with_env("xpack.security.enabled", "false")

@@ -1,6 +1,7 @@
 """Sink ``csv``: one row per document, ``uuid,type,value,decayed,decayed_at``.
 
-Settings: ``[output.csv] path = "iocs.csv"`` (required).
+Settings: ``[plugin.csv] path = "iocs.csv"`` (required when the sink is
+enabled; checked at start-up against :class:`CsvSettings`).
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 import misp_ti
 from misp_ti.errors import ConfigError, SinkError
@@ -19,11 +22,22 @@ MISP_TI_SINKS = (NAME,)
 HEADER = ("uuid", "type", "value", "decayed", "decayed_at")
 
 
+class CsvSettings(BaseModel):
+    """``[plugin.csv]``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path | None = None
+
+
+MISP_TI_SETTINGS = {NAME: CsvSettings}
+
+
 def csv_path(ctx: RunContext) -> Path:
-    path = ctx.config.output.plugin_section(NAME).get("path")
-    if not path:
-        raise ConfigError("output.csv.path: required when the csv sink is enabled")
-    return Path(path)
+    path = ctx.config.plugin_settings(NAME, CsvSettings).path
+    if path is None:
+        raise ConfigError("plugin.csv.path: required when the csv sink is enabled")
+    return path
 
 
 def row(doc: dict[str, Any]) -> tuple[str, ...]:

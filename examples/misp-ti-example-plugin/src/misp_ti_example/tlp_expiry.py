@@ -1,24 +1,42 @@
 """Expiry policy ``tlp``: how long an IOC stays valid depends on its TLP marking.
 
-Settings (``[plugin.tlp_expiry]``, durations like ``"7d"``): ``red`` (default
-7d), ``amber`` (default 30d); other markings use
-``expiry.ioc_expiration_duration``.
+It applies misp-ti's shared rules first (:func:`misp_ti.expiry.immediate_expiry`:
+a soft-deleted attribute expires at once, and so on), then counts the
+validity from ``max(timestamp, last_seen)`` as the ``duration`` policy does.
+
+Settings (``[plugin.tlp_expiry]``, durations like ``"7d"``, checked at
+start-up against :class:`TlpSettings`): ``red`` (default 7d), ``amber``
+(default 30d); other markings use ``expiry.ioc_expiration_duration``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 import misp_ti
-from misp_ti.config import parse_duration
+from misp_ti.config import Duration
+from misp_ti.expiry import duration_expiry, immediate_expiry
 from misp_ti.model import Expiry, RunContext
-from misp_ti.timeutil import from_epoch, parse_iso
 
 POLICY = "tlp"
 MISP_TI_EXPIRY_POLICIES = (POLICY,)
-DEFAULTS = {"red": timedelta(days=7), "amber": timedelta(days=30)}
+
+
+class TlpSettings(BaseModel):
+    """``[plugin.tlp_expiry]``: how long a marked IOC stays valid."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    red: Duration = timedelta(days=7)
+    amber: Duration = timedelta(days=30)
+
+
+#: misp-ti validates ``[plugin.tlp_expiry]`` with this model when the plugin loads.
+MISP_TI_SETTINGS = {"tlp_expiry": TlpSettings}
 
 
 def tlp_of(record: Mapping[str, Any]) -> str | None:
@@ -39,25 +57,12 @@ def tlp_of(record: Mapping[str, Any]) -> str | None:
 
 
 def validity(tlp: str | None, ctx: RunContext) -> timedelta:
-    settings = ctx.config.plugin.get("tlp_expiry", {})
-    if tlp in DEFAULTS:
-        raw = settings.get(tlp)
-        return parse_duration(raw) if raw is not None else DEFAULTS[tlp]
+    settings = ctx.config.plugin_settings("tlp_expiry", TlpSettings)
+    if tlp == "red":
+        return settings.red
+    if tlp == "amber":
+        return settings.amber
     return ctx.config.expiry.ioc_expiration_duration
-
-
-def reference_time(record: Mapping[str, Any]) -> datetime:
-    """``max(timestamp, last_seen)`` of the attribute, as the duration policy counts."""
-    times = [from_epoch(int(record.get("timestamp") or 0))]
-    last_seen = record.get("last_seen")
-    if isinstance(last_seen, str) and last_seen:
-        times.append(parse_iso(last_seen))
-    return max(times)
-
-
-def voted_decayed(record: Mapping[str, Any]) -> bool:
-    scores = [s for s in record.get("decay_score") or [] if isinstance(s, Mapping)]
-    return bool(scores) and 2 * sum(1 for s in scores if s.get("decayed") is True) >= len(scores)
 
 
 @misp_ti.hookimpl
@@ -66,8 +71,10 @@ def compute_expiry(
 ) -> Expiry | None:
     if ctx.policy != POLICY or stream != "threat_attributes":
         return None  # another policy (or the threat stream's nested records): not ours
-    if voted_decayed(record):
-        return Expiry(True, ctx.now - timedelta(minutes=2), "decay-vote")
+    # the rules every policy applies first: deletions, to_ids off, the decay vote
+    decided = immediate_expiry(record, doc, ctx)
+    if decided is not None:
+        return decided
     tlp = tlp_of(record)
-    decayed_at = reference_time(record) + validity(tlp, ctx)
-    return Expiry(decayed_at < ctx.now, decayed_at, f"tlp:{tlp or 'none'}")
+    # max(timestamp, last_seen) + the marking's validity
+    return duration_expiry(record, doc, ctx, valid_for=validity(tlp, ctx), reason=f"tlp:{tlp or 'none'}")

@@ -23,7 +23,7 @@ def client_options(settings: ElasticsearchSettings) -> dict[str, Any]:
         "request_timeout": settings.request_timeout.total_seconds(),
         "max_retries": settings.max_retries,
         "retry_on_timeout": True,
-        "verify_certs": settings.verify_certs,
+        "verify_certs": settings.verifies_tls,
     }
     if settings.cloud_id:
         options["cloud_id"] = settings.cloud_id
@@ -45,15 +45,15 @@ def client_options(settings: ElasticsearchSettings) -> dict[str, Any]:
         options["ca_certs"] = str(settings.ca_file)
     if settings.ssl_assert_fingerprint:
         options["ssl_assert_fingerprint"] = settings.ssl_assert_fingerprint
-    if not settings.verify_certs:
+    if not settings.verifies_tls:
         options["ssl_show_warn"] = False  # warned once, at engine start (startup_warnings)
     return options
 
 
 def startup_warnings(config: Config) -> list[str]:
     """What the sink warns about when an engine starts with it (declared in ``MISP_TI_SINKS``)."""
-    if not config.output.elasticsearch.verify_certs:
-        return ["TLS verification of Elasticsearch is OFF: output.elasticsearch.verify_certs = false"]
+    if not config.output.elasticsearch.verifies_tls:
+        return ['TLS verification of Elasticsearch is OFF: output.elasticsearch.ssl_verification_mode = "none"']
     return []
 
 
