@@ -106,8 +106,11 @@ class SimState:
         models: list[dict[str, Any]],
         warninglist: Warninglist,
         adopt: bool = False,
+        warning_for_all: bool = False,
     ) -> None:
         self.lock = threading.RLock()
+        #: MISP's ``MISP.warning_for_all`` setting (see ``search_events``).
+        self.warning_for_all = warning_for_all
         self.rng = random.Random(f"misp-sim-data-{seed}")
         self.scorer = DecayScorer(models)
         self.warninglist = warninglist
@@ -287,8 +290,14 @@ class SimState:
                     return False
                 if query.to_ids is not None and attribute["to_ids"] not in query.to_ids:
                     return False
+                # Event::fetchEvent drops warninglisted attributes through
+                # Warninglist::filterWarninglistAttribute, which only looks at
+                # to_ids attributes unless MISP.warning_for_all is on (a MISP
+                # 2.5.1 kept every to_ids=false hit, tests/data/real_misp_2.5.1);
+                # /attributes/restSearch checks every attribute (search_attributes)
                 return not (
                     query.enforce_warninglist
+                    and (attribute["to_ids"] or self.warning_for_all)
                     and self.warninglist.hits(attribute["type"], attribute["value"])
                 )
 
@@ -306,7 +315,8 @@ class SimState:
         # MISP's MispAttribute::touch: editing an attribute bumps the event timestamp and unpublishes it.
         event["timestamp"] = str(max(now, int(event["timestamp"])))
         event["published"] = False
-        event["attribute_count"] = str(sum(1 for _ in _event_attributes(event)))
+        # the counter cache counts live attributes only (MISP 2.5.1: a soft delete lowers it)
+        event["attribute_count"] = str(sum(1 for a in _event_attributes(event) if not a["deleted"]))
 
     def create_event(
         self, now: int, info: str | None = None, tags: list[Any] | None = None
