@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 import pytest
 
-from misp_ti.simulator import Dataset, MispSimulator
+from misp_ti.simulator import Dataset, MispSimulator, Warninglist
 from misp_ti.testing.clock import ManualClock
 from misp_ti.testing.recorded import RecordedExchange, Recording
 
@@ -75,11 +75,10 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     **{(E, f"response[].Event.{path}", "value"): _IMPORT for path in (
         "distribution", "org_id", "orgc_id", "publish_timestamp", "Org.id", "Org.name", "Org.uuid",
         "Orgc.id", "Orgc.local", "Tag[].colour", "Tag[].id", "Tag[].name", "Attribute[].Tag[].id",
+        "RelatedEvent[].Event.org_id", "RelatedEvent[].Event.orgc_id", "RelatedEvent[].Event.Org.id",
+        "RelatedEvent[].Event.Org.name", "RelatedEvent[].Event.Org.uuid", "RelatedEvent[].Event.Orgc.id",
     )},
     (E, "response[].Event.Object[].timestamp", "value"): _EDIT_PATH,
-    (E, "response[].Event.RelatedEvent[]", "only in MISP"): (
-        "correlations are not simulated: MISP lists the events sharing a value with this one"
-    ),
     (E, "response[].Event.Object[].ObjectReference[]", "only in MISP"): (
         "the simulator's Dataset drops object references when it loads events"
     ),
@@ -357,3 +356,41 @@ def test_simulator_answers_like_the_recorded_misp(differences: dict[Difference, 
     report = "\n".join(f"  {scope} | {path} | {kind}: {example}" for (scope, path, kind), example in sorted(unexpected.items()))
     assert not unexpected, f"{len(unexpected)} unlisted difference(s) from the real MISP:\n{report}"
     assert not stale, f"listed in ALLOWED but no longer different (remove them): {stale}"
+
+
+# -- the observed rules, one by one --------------------------------------------------------------
+def _two_resolver_sightings(**options: Any) -> MispSimulator:
+    sim = MispSimulator(Dataset([]), api_key=KEY, clock=ManualClock(), warninglist=Warninglist.of(["8.8.8.8/32"]), **options)
+    kept = sim.add_attribute(None, type="ip-dst", value="8.8.8.8", to_ids=False)
+    dropped = sim.add_attribute(None, type="ip-dst", value="8.8.8.8", to_ids=True)
+    sim.add_attribute(kept["Event"]["uuid"], type="domain", value="evil.example.net")
+    assert kept["event_id"] != dropped["event_id"]
+    return sim
+
+
+def _event_attribute_values(sim: MispSimulator, body: dict[str, Any]) -> list[tuple[str, bool]]:
+    events, _ = sim.query("events", body)
+    return sorted((a["value"], a["to_ids"]) for item in events["response"] for a in item["Event"]["Attribute"])
+
+
+def test_events_warninglist_drops_only_to_ids_attributes_unless_warning_for_all() -> None:
+    body = {"enforceWarninglist": True}
+    default = _two_resolver_sightings()
+    assert _event_attribute_values(default, body) == [("8.8.8.8", False), ("evil.example.net", True)]
+    attributes, headers = default.query("attributes", body)
+    assert [a["value"] for a in attributes["response"]["Attribute"]] == ["evil.example.net"]
+    assert headers["X-Skipped-Elements-Count"] == 2  # /attributes checks every attribute
+    assert _event_attribute_values(_two_resolver_sightings(warning_for_all=True), body) == [("evil.example.net", True)]
+
+
+def test_related_events_follow_the_correlating_values() -> None:
+    sim = _two_resolver_sightings()
+    events, _ = sim.query("events", {})
+    related = {item["Event"]["uuid"]: [r["Event"]["uuid"] for r in item["Event"]["RelatedEvent"]] for item in events["response"]}
+    first, second = related
+    assert related == {first: [second], second: [first]}
+    assert set(events["response"][0]["Event"]["RelatedEvent"][0]["Event"]) >= {"id", "info", "date", "Org", "Orgc"}
+    shared = next(a for item in events["response"] for a in item["Event"]["Attribute"] if a["to_ids"] and a["value"] == "8.8.8.8")
+    sim.delete_attribute(shared["uuid"])  # a deleted attribute correlates no more
+    events, _ = sim.query("events", {})
+    assert all(item["Event"]["RelatedEvent"] == [] for item in events["response"])

@@ -107,8 +107,10 @@ def render_event(
     event: dict[str, Any],
     keep: Any,
     decay: Any = None,
+    related: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """One ``{"Event": …}`` item; ``keep(attribute, obj)`` selects attributes, ``decay(attribute, event)`` scores them."""
+    """One ``{"Event": …}`` item; ``keep(attribute, obj)`` selects attributes, ``decay(attribute, event)``
+    scores them, ``related`` is its ``RelatedEvent`` list (see ``correlations``)."""
     out = {k: v for k, v in event.items() if k not in ("Attribute", "Object", "Tag", "Org", "Orgc")}
     out.setdefault("protected", None)
     out.setdefault("event_creator_email", EVENT_CREATOR_EMAIL)
@@ -120,7 +122,7 @@ def render_event(
         if keep(a, None)
     ]
     out["ShadowAttribute"] = []
-    out["RelatedEvent"] = []
+    out["RelatedEvent"] = related or []
     out["Galaxy"] = []
     objects = []
     for obj in event["Object"]:

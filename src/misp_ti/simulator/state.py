@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from misp_ti.simulator.correlations import Correlations
 from misp_ti.simulator.dataset import Dataset, no_gc
 from misp_ti.simulator.decay import DecayScorer
 from misp_ti.simulator.filters import NUMERIC_FIELDS, Query
@@ -111,6 +112,7 @@ class SimState:
         self.lock = threading.RLock()
         #: MISP's ``MISP.warning_for_all`` setting (see ``search_events``).
         self.warning_for_all = warning_for_all
+        self.correlations = Correlations()
         self.rng = random.Random(f"misp-sim-data-{seed}")
         self.scorer = DecayScorer(models)
         self.warninglist = warninglist
@@ -304,7 +306,10 @@ class SimState:
             decay: Callable[[dict[str, Any], dict[str, Any]], Any] | None = None
             if query.include_decay_score:
                 decay = lambda attribute, event: self.decay_for(attribute, event, now, query)  # noqa: E731
-            records = [render_event(e, keep, decay) for e in selected]
+            records = [
+                render_event(e, keep, decay, self.correlations.related_events(e, self.events, self.version))
+                for e in selected
+            ]
             return SearchResult(records, total, len(selected), 0)
 
     # -- mutations ---------------------------------------------------------------------------
