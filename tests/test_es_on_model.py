@@ -113,6 +113,10 @@ def flat_keys(doc: dict[str, Any], prefix: str = "") -> set[str]:
     keys: set[str] = set()
     for key, value in doc.items():
         path = f"{prefix}{key}"
+        if value == []:
+            # Elasticsearch maps a field from its first value: an empty array
+            # (MISP 2.5.1 sends Event.CryptographicKey: []) makes no field
+            continue
         keys |= flat_keys(value, path + ".") if isinstance(value, dict) else {path}
     return keys
 

@@ -155,6 +155,7 @@ def test_attribute_context_and_inherited_tags(client):
     assert a5["Event"] == {
         "org_id": "1",
         "distribution": "3",
+        "publish_timestamp": "1767139200",  # MISP 2.5.1 sends it (tests/data/real_misp_2.5.1)
         "id": "1",
         "info": "First event",
         "orgc_id": "1",

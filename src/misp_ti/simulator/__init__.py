@@ -1,13 +1,15 @@
 """A MISP server simulator that behaves like the real one where misp-ti depends on it.
 
-It serves ``POST /attributes/restSearch``, ``POST /events/restSearch`` and
-``GET /decayingModel/index`` on a loopback port from a :class:`Dataset` (the
+It serves ``POST /attributes/restSearch``, ``POST /events/restSearch``,
+``GET /decayingModel/index`` and ``GET /servers/getVersion`` on a loopback port from a :class:`Dataset` (the
 shipped sample of real events, a directory of MISP event JSON, or generated
 data), with MISP's filter syntax, paging, post-filters, decay scores, error
 bodies and result-count header. Behaviour was read from MISP's source
 (MISP/MISP ``app/Model/MispAttribute.php``, ``Event.php``, ``AppModel.php``,
 ``AppController.php``, ``DecayingModel.php``, ``DecayingModelsFormulas/``);
 the modules say which file each rule comes from.
+``tests/test_real_misp_simulator.py`` compares its answers field by field
+with exchanges recorded from a real MISP 2.5.1 (``tests/data/real_misp_2.5.1``).
 
 Paging and ``X-Result-Count`` (``/attributes/restSearch``)
 ----------------------------------------------------------
@@ -32,7 +34,9 @@ end from a full page (MISP's quirk): use ``limit >= 2``.
 dropped from this page.
 
 ``/events/restSearch`` puts the total number of matching events (all pages)
-in ``X-Result-Count``, as ``Event::filterEventIds`` does.
+in ``X-Result-Count``, as ``Event::filterEventIds`` does, with
+``X-Skipped-Elements-Count: 0`` and ``Content-Disposition: attachment;
+filename="misp.event.list.json"``.
 
 Use::
 

@@ -34,14 +34,18 @@ from misp_ti.simulator.tags import tag_base_name
 __all__ = ["default_models", "index_rows", "DecayScorer", "polynomial_score"]
 
 
+#: The order a MISP 2.5.1 numbered the shipped models in (ids 1..3, recorded in
+#: ``tests/data/real_misp_2.5.1``): ``DecayingModel::__load_models`` takes them
+#: from ``Folder::find``, unsorted, i.e. in the directory's order on disk.
+_MISP_MODEL_ORDER = ("vishing-model.json", "phishing-model.json", "nids-simple-model.json")
+
+
 def default_models() -> list[dict[str, Any]]:
-    """The three models MISP ships (misp-decaying-models), enabled, with ids 1..3 in file-name order."""
+    """The three models MISP ships (misp-decaying-models), enabled, numbered as a MISP 2.5.1 numbered them."""
     root = resources.files("misp_ti.simulator") / "data" / "decaying-models"
-    models = []
-    for entry in sorted(root.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".json"):
-            models.append(orjson.loads(entry.read_bytes()))
-    return normalise_models(models)
+    files = {entry.name: entry for entry in root.iterdir() if entry.name.endswith(".json")}
+    ordered = [n for n in _MISP_MODEL_ORDER if n in files] + sorted(set(files) - set(_MISP_MODEL_ORDER))
+    return normalise_models(orjson.loads(files[name].read_bytes()) for name in ordered)
 
 
 def normalise_models(models: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -78,13 +82,27 @@ def normalise_models(models: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]
     return rows
 
 
+#: The ``DecayingModel`` columns ``/decayingModel/index`` answers with, in MISP's
+#: order (its table: no ``authors``, which only the model files carry; the
+#: controller's ``isEditable`` flag is for the HTML view, not the JSON).
+_INDEX_FIELDS = (
+    "id", "uuid", "name", "parameters", "attribute_types", "description", "org_id", "enabled",
+    "all_orgs", "ref", "formula", "version", "default",
+)  # fmt: skip
+
+
 def index_rows(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The body of ``GET /decayingModel/index``."""
+    """The body of ``GET /decayingModel/index`` (``DecayingModelController::index``).
+
+    Each row is ``{"DecayingModel": {...}, "DecayingModelMapping": [...]}``;
+    the mapping lists the attribute types an org re-mapped, none here.
+    ``version`` is a string, as every MySQL column reaches JSON.
+    """
     rows = []
     for model in models:
-        row = copy.deepcopy(model)
-        row["isEditable"] = True
-        rows.append({"DecayingModel": row})
+        row = {key: copy.deepcopy(model[key]) for key in _INDEX_FIELDS if key in model}
+        row["version"] = str(row.get("version", "1"))
+        rows.append({"DecayingModel": row, "DecayingModelMapping": []})
     return rows
 
 
@@ -92,9 +110,10 @@ def polynomial_score(
     base_score: float, elapsed: float, lifetime_days: float, decay_speed: float
 ) -> float:
     if elapsed < 0:
-        return 0.0
+        return 0
     score = base_score * (1 - (elapsed / (lifetime_days * 86400)) ** (1 / decay_speed))
-    return max(score, 0.0)
+    # Polynomial::computeScore returns the integer 0 once decayed ("score": 0 in JSON)
+    return score if score > 0 else 0
 
 
 def _seen_epoch(value: Any) -> int | None:
@@ -158,7 +177,8 @@ def base_score(
         if name in config and value is not None:
             matching.append((name, value))
     if not matching:
-        return float(params.get("default_base_score", 0))
+        # Base::computeBasescore keeps the model's number as it is (80, not 80.0)
+        return params.get("default_base_score", 0)
     total = sum(float(config[name]) for name, _ in matching)
     ratios = {name: float(config[name]) / total for name, _ in matching}
     return float(sum(ratios[name] * value for name, value in matching))

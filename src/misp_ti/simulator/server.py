@@ -11,10 +11,17 @@ Error bodies are MISP's (CakePHP's JSON exception renderer):
   blocked to avoid an unfiltered request.`` (``AppController::_harvestParameters``);
 * an unknown path → 404 ``Not Found``;
 * a restSearch GET without parameters → 400.
+
+As a MISP 2.5.1 does (``tests/data/real_misp_2.5.1``): error bodies are PHP's
+``json_encode`` output, slashes escaped (``"\\/attributes\\/restSearch"``);
+``/decayingModel/index`` and ``/servers/getVersion`` are pretty-printed with
+slashes as they are (``RestResponseComponent::viewData``); every answer to a request carrying a key sets
+session cookies (CakePHP's session, several ``Set-Cookie`` headers).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import struct
@@ -46,7 +53,37 @@ ROUTES = {
     "/events/restsearch": "events",
     "/decayingmodel/index": "models",
     "/decayingmodel/index.json": "models",
+    "/servers/getversion": "version",
+    "/servers/getversion.json": "version",
 }
+
+#: ``ServersController::getVersion`` of MISP 2.5.1 for a site admin (``uuid`` is
+#: the instance's ``MISP.uuid``).
+VERSION = {
+    "version": "2.5.1",
+    "pymisp_recommended_version": "2.5.1",
+    "perm_sync": True,
+    "perm_sighting": True,
+    "perm_galaxy_editor": True,
+    "perm_analyst_data": True,
+    "uuid": "00000000-0000-4000-8000-00000000515a",
+    "request_encoding": ["gzip"],
+    "filter_sightings": True,
+}
+#: The session cookies CakePHP sets on an answer (MISP 2.5.1 sent three on most).
+SESSION_COOKIES = (
+    "MISP-simulated=simulated-session; path=/; HttpOnly; SameSite=Lax",
+    "MISP-simulated=deleted; expires=Thu, 01 Jan 1970 00:00:01 GMT; Max-Age=0; path=/; HttpOnly; SameSite=Lax",
+    "MISP-simulated=simulated-session; path=/; HttpOnly; SameSite=Lax",
+)
+
+
+def php_json(value: Any, *, pretty: bool = False) -> bytes:
+    """PHP's ``json_encode``: compact with ``\\/`` for ``/`` (error bodies), or
+    ``JSON_PRETTY_PRINT | JSON_UNESCAPED_SLASHES`` as ``viewData`` writes data."""
+    if pretty:
+        return json.dumps(value, indent=4).encode()
+    return json.dumps(value, separators=(",", ":")).replace("/", "\\/").encode()
 
 _PROXY_PAGE = (
     "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n"
@@ -156,6 +193,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for key, value in (headers or {}).items():
             self.send_header(key, str(value))
+        if self.headers.get("Authorization") is not None:
+            for cookie in SESSION_COOKIES:
+                self.send_header("Set-Cookie", cookie)
         # Record before the client can see the answer, so a test never races the record.
         self._record(status)
         self.end_headers()
@@ -167,11 +207,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(
         self, status: int, message: str, path: str, headers: dict[str, Any] | None = None
     ) -> int:
-        self._send(
-            status,
-            orjson.dumps({"name": message, "message": message, "url": path}),
-            headers=headers,
-        )
+        self._send(status, php_json({"name": message, "message": message, "url": path}), headers=headers)
         return status
 
     def _reset(self) -> None:
@@ -209,7 +245,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         fault = None
         number = None
-        if route != "models":
+        if route not in ("models", "version"):
             number, fault = sim._next_request()
             info = RequestInfo(
                 path,
@@ -237,7 +273,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorised():
             return self._error(403, AUTH_FAILED, path)
         if route == "models":
-            self._send(200, orjson.dumps(index_rows(sim.models)))
+            self._send(200, php_json(index_rows(sim.models), pretty=True))
+            return 200
+        if route == "version":
+            self._send(200, php_json(VERSION, pretty=True))
             return 200
         if body is _UNPARSABLE or (body is not None and not isinstance(body, dict)):
             return self._error(405, BAD_JSON, path)

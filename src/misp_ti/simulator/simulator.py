@@ -41,6 +41,9 @@ class MispSimulator:
     timestamps use it. ``seed`` drives fault draws and generated uuids.
     ``adopt_dataset=True`` serves ``dataset``'s own objects instead of a copy
     (half the memory for 100k+ attributes; do not use that Dataset afterwards).
+    ``warning_for_all`` is MISP's ``MISP.warning_for_all`` setting: with it,
+    ``enforceWarninglist`` on ``/events/restSearch`` drops ``to_ids: false``
+    attributes too.
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class MispSimulator:
         models: Iterable[Mapping[str, Any]] | None = None,
         warninglist: Warninglist | None = None,
         adopt_dataset: bool = False,
+        warning_for_all: bool = False,
     ) -> None:
         if not api_key:
             raise ValueError("MispSimulator needs a non-empty api_key")
@@ -74,6 +78,7 @@ class MispSimulator:
             models=self.models,
             warninglist=warninglist or DEFAULT_WARNINGLIST,
             adopt=adopt_dataset,
+            warning_for_all=warning_for_all,
         )
         self.requests: list[RecordedRequest] = []
         self._faults = faults if isinstance(faults, FaultPlan) else FaultPlan.parse(faults, seed)
@@ -171,7 +176,13 @@ class MispSimulator:
         else:
             result = self.state.search_events(query, now)
             payload = orjson.dumps({"response": result.records})
-            headers = {"X-Result-Count": result.result_count}
+            # EventsController::restSearch sends the skipped count (0: events are
+            # never dropped, only their attributes) and a download file name
+            headers = {
+                "X-Result-Count": result.result_count,
+                "X-Skipped-Elements-Count": result.skipped,
+                "Content-Disposition": 'attachment; filename="misp.event.list.json"',
+            }
         headers.update({"X-Export-Module-Used": "json", "X-Response-Format": "json"})
         return payload, headers
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from misp_ti.simulator.correlations import Correlations
 from misp_ti.simulator.dataset import Dataset, no_gc
 from misp_ti.simulator.decay import DecayScorer
 from misp_ti.simulator.filters import NUMERIC_FIELDS, Query
@@ -106,8 +107,12 @@ class SimState:
         models: list[dict[str, Any]],
         warninglist: Warninglist,
         adopt: bool = False,
+        warning_for_all: bool = False,
     ) -> None:
         self.lock = threading.RLock()
+        #: MISP's ``MISP.warning_for_all`` setting (see ``search_events``).
+        self.warning_for_all = warning_for_all
+        self.correlations = Correlations()
         self.rng = random.Random(f"misp-sim-data-{seed}")
         self.scorer = DecayScorer(models)
         self.warninglist = warninglist
@@ -287,15 +292,24 @@ class SimState:
                     return False
                 if query.to_ids is not None and attribute["to_ids"] not in query.to_ids:
                     return False
+                # Event::fetchEvent drops warninglisted attributes through
+                # Warninglist::filterWarninglistAttribute, which only looks at
+                # to_ids attributes unless MISP.warning_for_all is on (a MISP
+                # 2.5.1 kept every to_ids=false hit, tests/data/real_misp_2.5.1);
+                # /attributes/restSearch checks every attribute (search_attributes)
                 return not (
                     query.enforce_warninglist
+                    and (attribute["to_ids"] or self.warning_for_all)
                     and self.warninglist.hits(attribute["type"], attribute["value"])
                 )
 
             decay: Callable[[dict[str, Any], dict[str, Any]], Any] | None = None
             if query.include_decay_score:
                 decay = lambda attribute, event: self.decay_for(attribute, event, now, query)  # noqa: E731
-            records = [render_event(e, keep, decay) for e in selected]
+            records = [
+                render_event(e, keep, decay, self.correlations.related_events(e, self.events, self.version))
+                for e in selected
+            ]
             return SearchResult(records, total, len(selected), 0)
 
     # -- mutations ---------------------------------------------------------------------------
@@ -306,7 +320,8 @@ class SimState:
         # MISP's MispAttribute::touch: editing an attribute bumps the event timestamp and unpublishes it.
         event["timestamp"] = str(max(now, int(event["timestamp"])))
         event["published"] = False
-        event["attribute_count"] = str(sum(1 for _ in _event_attributes(event)))
+        # the counter cache counts live attributes only (MISP 2.5.1: a soft delete lowers it)
+        event["attribute_count"] = str(sum(1 for a in _event_attributes(event) if not a["deleted"]))
 
     def create_event(
         self, now: int, info: str | None = None, tags: list[Any] | None = None

@@ -15,7 +15,8 @@ options
     ``--misp-record``, ini ``misp_cassette_dir``;
 modules
     :mod:`misp_ti.testing.strategies` (hypothesis), :mod:`misp_ti.simulator`,
-    :mod:`misp_ti.testing.es_model` (a model of Elasticsearch's server rules).
+    :mod:`misp_ti.testing.es_model` (a model of Elasticsearch's server rules),
+    :mod:`misp_ti.testing.recorded` (replays exchanges recorded from a real MISP).
 
 pytest imports this module in every project where misp-ti is installed, so
 it stays cheap: it imports only pytest and the standard library; the
