@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from misp_ti.config import build_config
-from misp_ti.default_plugins.misp_fetch import CLIENT_RESOURCE
+from misp_ti.default_plugins.misp_fetch import CLIENT
 from misp_ti.engine import Engine
 from misp_ti.misp.client import MispClient
 from misp_ti.testing.recorded import Recording, RecordingError, ReplayTransport, UnmatchedRequest
@@ -86,7 +86,7 @@ def config_for(label: str, poll: Recording, store: Path) -> Any:
 
 def run_poll(engine: Engine, stream: str, transport: ReplayTransport, now: datetime) -> None:
     engine.clock = lambda: now
-    engine.resources[CLIENT_RESOURCE] = MispClient(engine.config.misp, transport=transport, sleep=lambda s: None)
+    engine.stash[CLIENT] = MispClient(engine.config.misp, transport=transport, sleep=lambda s: None)
     result = engine.run_cycle(stream)
     assert transport.unmatched == [], f"misp-ti asked what the recording does not hold: {transport.unmatched[:3]}"
     assert result.completed, result.as_dict()
