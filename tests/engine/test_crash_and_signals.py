@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from helpers.fakeplugins import make_attributes
+from helpers.reliability import store_snapshot
 from misp_ti.sinks.sqlite import EmbeddedStore
 from misp_ti.state import StateStore
 from misp_ti.timeutil import parse_iso
@@ -45,20 +46,12 @@ def make_env(tmp_path: Path, records: list[dict], **extra: str) -> dict[str, str
 RECORDS = make_attributes(45, start_ts=int(parse_iso(NOW).timestamp()) - 7200)
 
 
-def snapshot(tmp_path: Path) -> dict:
-    store = EmbeddedStore(tmp_path / "store.db")
-    try:
-        return store.latest_snapshot()
-    finally:
-        store.close()
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp_path = tmp_path_factory.mktemp("uninterrupted")
     done = misp_ti(["--plugin", "helpers.fakesource_env", "once", "--now", NOW], make_env(tmp_path, RECORDS))
     assert done.returncode == 0, done.stderr
-    result = snapshot(tmp_path)
+    result = store_snapshot(tmp_path / "store.db")
     assert len(result) == 45
     return result
 
@@ -81,7 +74,7 @@ def test_sigkill_between_emit_and_cursor_save_then_restart(tmp_path: Path, unint
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout.splitlines()[0])
     assert summary["resumed"] and summary["completed"]
-    assert snapshot(tmp_path) == uninterrupted
+    assert store_snapshot(tmp_path / "store.db") == uninterrupted
     store = EmbeddedStore(tmp_path / "store.db")
     # the replayed batch was deduplicated by its ids
     assert store.conn.execute("SELECT count(*) FROM source").fetchone()[0] == 45
@@ -108,5 +101,5 @@ def test_sigterm_during_run_finishes_the_batch_saves_and_exits_zero(tmp_path: Pa
     state.close()
     # stopped mid-cycle: every delivered page is checkpointed, nothing beyond it
     assert pending is not None and pending.checkpoint is not None
-    delivered = len(snapshot(tmp_path))
+    delivered = len(store_snapshot(tmp_path / "store.db"))
     assert delivered == pending.checkpoint["offset"] and 0 < delivered < 45

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helpers.fakeplugins import ListSource, MiniTransform, make_attributes
+from helpers.fakeplugins import ListSource, make_attributes
 from misp_ti import hookimpl
 from misp_ti.config import build_config
 from misp_ti.engine import Engine
@@ -20,17 +21,6 @@ NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
 RECENT = int(NOW.timestamp()) - 3600
-
-
-def make_config(tmp_path: Path, **output: Any) -> Any:
-    return build_config({
-        "output": {"sqlite": {"path": str(tmp_path / "store.db")}, **output},
-        "plugins": {"entrypoints": False},
-    })
-
-
-def make_engine(tmp_path: Path, source: ListSource, *extra: Any, clock: Any = None, **output: Any) -> Engine:
-    return Engine(make_config(tmp_path, **output), extra_plugins=[source, MiniTransform(), *extra], clock=clock or (lambda: NOW))
 
 
 def store(tmp_path: Path) -> EmbeddedStore:
@@ -58,9 +48,9 @@ class FlakySink:
         return SinkReport("flaky", delivered=len(docs))
 
 
-def test_cycle_delivers_every_page_and_saves_the_cursor(tmp_path: Path) -> None:
+def test_cycle_delivers_every_page_and_saves_the_cursor(tmp_path: Path, list_engine: Callable[..., Engine]) -> None:
     source = ListSource(make_attributes(25, start_ts=RECENT), page_size=10)
-    with make_engine(tmp_path, source) as engine:
+    with list_engine(source, clock=NOW) as engine:
         [result] = engine.run_once()
         assert result.completed and result.pages == 3 and result.documents == 25
         assert engine.state.get_cursor("threat_attributes") == {"offset": 25}
@@ -69,10 +59,10 @@ def test_cycle_delivers_every_page_and_saves_the_cursor(tmp_path: Path) -> None:
     assert keys == {("ti_misp.threat_attributes", f"a-{i:08d}") for i in range(25)}
 
 
-def test_next_cycle_starts_at_the_saved_cursor(tmp_path: Path) -> None:
+def test_next_cycle_starts_at_the_saved_cursor(tmp_path: Path, list_engine: Callable[..., Engine]) -> None:
     records = make_attributes(12, start_ts=RECENT)
     source = ListSource(records, page_size=5)
-    with make_engine(tmp_path, source) as engine:
+    with list_engine(source, clock=NOW) as engine:
         engine.run_once()
         source.fetched.clear()
         records.extend(make_attributes(3, start_ts=RECENT, prefix="b"))
@@ -82,10 +72,10 @@ def test_next_cycle_starts_at_the_saved_cursor(tmp_path: Path) -> None:
     assert len(store(tmp_path).active_keys(now=NOW)) == 15
 
 
-def test_refused_batch_keeps_the_cursor_and_the_next_run_resumes(tmp_path: Path) -> None:
+def test_refused_batch_keeps_the_cursor_and_the_next_run_resumes(tmp_path: Path, list_engine: Callable[..., Engine]) -> None:
     source = ListSource(make_attributes(30, start_ts=RECENT), page_size=10)
     flaky = FlakySink(fail_on={2})
-    with make_engine(tmp_path, source, flaky, sinks=["sqlite", "flaky"]) as engine:
+    with list_engine(source, flaky, clock=NOW, output={"sinks": ["sqlite", "flaky"]}) as engine:
         with pytest.raises(SinkError, match="refuses batch 2"):
             engine.run_once()
         # page 1 was confirmed by both sinks; page 2 was not
@@ -102,9 +92,9 @@ def test_refused_batch_keeps_the_cursor_and_the_next_run_resumes(tmp_path: Path)
     assert len(set(flaky.received)) == 30
 
 
-def test_fetch_failure_mid_poll_loses_nothing(tmp_path: Path) -> None:
+def test_fetch_failure_mid_poll_loses_nothing(tmp_path: Path, list_engine: Callable[..., Engine]) -> None:
     source = ListSource(make_attributes(30, start_ts=RECENT), page_size=10, fail_at_page=3)
-    with make_engine(tmp_path, source) as engine:
+    with list_engine(source, clock=NOW) as engine:
         with pytest.raises(RuntimeError, match="page 3"):
             engine.run_once()
         assert engine.state.in_progress("threat_attributes").checkpoint == {"offset": 20}
@@ -113,9 +103,9 @@ def test_fetch_failure_mid_poll_loses_nothing(tmp_path: Path) -> None:
     assert len(store(tmp_path).active_keys(now=NOW)) == 30
 
 
-def test_replaying_a_cycle_creates_no_duplicate(tmp_path: Path) -> None:
+def test_replaying_a_cycle_creates_no_duplicate(tmp_path: Path, list_engine: Callable[..., Engine]) -> None:
     source = ListSource(make_attributes(20, start_ts=RECENT), page_size=7)
-    with make_engine(tmp_path, source) as engine:
+    with list_engine(source, clock=NOW) as engine:
         engine.run_once()
         before = store(tmp_path).latest_snapshot()
         engine.state.reset("threat_attributes")
@@ -125,7 +115,7 @@ def test_replaying_a_cycle_creates_no_duplicate(tmp_path: Path) -> None:
     assert db.latest_snapshot() == before
 
 
-def test_stop_request_finishes_the_batch_and_resume_keeps_the_window(tmp_path: Path) -> None:
+def test_stop_request_finishes_the_batch_and_resume_keeps_the_window(list_engine: Callable[..., Engine]) -> None:
     source = ListSource(make_attributes(30, start_ts=RECENT), page_size=10)
     clock_values = iter([NOW, NOW, NOW + timedelta(hours=1), NOW + timedelta(hours=1)])
 
@@ -142,7 +132,7 @@ def test_stop_request_finishes_the_batch_and_resume_keeps_the_window(tmp_path: P
             pass
 
     progress = StopAfterFirstPage()
-    engine = make_engine(tmp_path, source, clock=lambda: next(clock_values))
+    engine = list_engine(source, clock=lambda: next(clock_values))
     engine.progress = progress
     progress.engine = engine
     [result] = engine.run_once()
@@ -151,18 +141,18 @@ def test_stop_request_finishes_the_batch_and_resume_keeps_the_window(tmp_path: P
     engine.close()
 
     # a new process: the interrupted cycle resumes with its original time
-    engine = make_engine(tmp_path, source, clock=lambda: next(clock_values))
+    engine = list_engine(source, clock=lambda: next(clock_values))
     [result] = engine.run_once()
     assert result.resumed and result.completed and result.now == NOW
     assert result.documents == 20
     engine.close()
 
 
-def test_bad_record_becomes_a_counted_pipeline_error(tmp_path: Path) -> None:
+def test_bad_record_becomes_a_counted_pipeline_error(tmp_path: Path, list_engine: Callable[..., Engine]) -> None:
     records = make_attributes(5, start_ts=RECENT)
     records.insert(2, {"type": "ip-dst", "value": "no uuid here", "timestamp": "1"})
     source = ListSource(records, page_size=10)
-    with make_engine(tmp_path, source) as engine:
+    with list_engine(source, clock=NOW) as engine:
         [result] = engine.run_once()
     assert result.pipeline_errors == 1 and result.documents == 6
     db = store(tmp_path)
@@ -170,11 +160,11 @@ def test_bad_record_becomes_a_counted_pipeline_error(tmp_path: Path) -> None:
     assert len(db.active_keys(now=NOW)) == 5
 
 
-def test_engine_error_documents_have_the_ecs_shape_and_a_stable_id(tmp_path: Path) -> None:
+def test_engine_error_documents_have_the_ecs_shape_and_a_stable_id(list_engine: Callable[..., Engine]) -> None:
     from misp_ti.ecs import error_document, is_pipeline_error, options_for
 
     bad = {"type": "ip-dst", "value": "no uuid here", "timestamp": "1"}
-    with make_engine(tmp_path, ListSource([]), elasticsearch={"namespace": "prod"}) as engine:
+    with list_engine(ListSource([]), clock=NOW, output={"elasticsearch": {"namespace": "prod"}}) as engine:
         ctx = engine.context(now=NOW, dry_run=True)
         [doc] = engine.process("threat_attributes", [bad], ctx)
         # a replay (a new context for the same cycle) yields the same document
@@ -186,7 +176,7 @@ def test_engine_error_documents_have_the_ecs_shape_and_a_stable_id(tmp_path: Pat
     assert again == doc
 
 
-def test_a_failing_expiry_policy_yields_the_same_error_document_shape(tmp_path: Path) -> None:
+def test_a_failing_expiry_policy_yields_the_same_error_document_shape(list_engine: Callable[..., Engine]) -> None:
     from misp_ti.ecs import is_pipeline_error
 
     class BrokenPolicy:
@@ -196,38 +186,33 @@ def test_a_failing_expiry_policy_yields_the_same_error_document_shape(tmp_path: 
         def compute_expiry(self, stream: str, record: Any, doc: Any, ctx: Any) -> Any:
             raise RuntimeError("no answer")
 
-    config = build_config({
-        "output": {"sqlite": {"path": str(tmp_path / "store.db")}},
-        "expiry": {"policy": "broken"},
-        "plugins": {"entrypoints": False},
-    })
     [record] = make_attributes(1, start_ts=RECENT)
-    with Engine(config, extra_plugins=[ListSource([]), MiniTransform(), BrokenPolicy()], clock=lambda: NOW) as engine:
+    with list_engine(ListSource([]), BrokenPolicy(), clock=NOW, expiry={"policy": "broken"}) as engine:
         [doc] = engine.process("threat_attributes", [record], engine.context(now=NOW, dry_run=True))
     assert is_pipeline_error(doc) and doc["error"]["message"] == "RuntimeError: no answer"
     assert {"ecs", "data_stream", "tags"} <= doc.keys() and doc["event"]["ingested"] == "2026-11-01T12:00:00.000Z"
 
 
-def test_batches_are_cut_to_batch_size(tmp_path: Path) -> None:
+def test_batches_are_cut_to_batch_size(list_engine: Callable[..., Engine]) -> None:
     source = ListSource(make_attributes(10, start_ts=RECENT), page_size=10)
     counter = FlakySink(fail_on=set())
-    with make_engine(tmp_path, source, counter, sinks=["sqlite", "flaky"], batch_size=4) as engine:
+    with list_engine(source, counter, clock=NOW, output={"sinks": ["sqlite", "flaky"], "batch_size": 4}) as engine:
         engine.run_once()
     assert counter.calls == 3 and len(counter.received) == 10
 
 
-def test_unknown_sink_and_policy_fail_at_start_up(tmp_path: Path) -> None:
+def test_unknown_sink_and_policy_fail_at_start_up(list_engine: Callable[..., Engine]) -> None:
     source = ListSource([], page_size=10)
     with pytest.raises(ConfigError, match="output.sinks: unknown sink 'nope'"):
-        make_engine(tmp_path, source, sinks=["nope"])
+        list_engine(source, clock=NOW, output={"sinks": ["nope"]})
     config = build_config({"expiry": {"policy": "sideways"}, "plugins": {"entrypoints": False}})
     with pytest.raises(ConfigError, match="expiry.policy: unknown policy 'sideways'"):
         Engine(config, extra_plugins=[source])
 
 
-def test_duration_policy_sets_decayed_at_and_folds_it_into_the_id(tmp_path: Path) -> None:
+def test_duration_policy_sets_decayed_at_and_folds_it_into_the_id(tmp_path: Path, list_engine: Callable[..., Engine]) -> None:
     source = ListSource(make_attributes(1, start_ts=int(NOW.timestamp()) - 100 * 86400), page_size=10)
-    with make_engine(tmp_path, source) as engine:
+    with list_engine(source, clock=NOW) as engine:
         engine.run_once()
     [(doc_id, decayed, decayed_at)] = store(tmp_path).latest_snapshot().values()
     # 100 days old with the default 90 d validity: expired 10 days ago
@@ -279,15 +264,10 @@ def test_fast_first_result_dispatch_matches_pluggy() -> None:
     assert wrapped(stream="s", record=1, ctx=None)["wrapped"] is True
 
 
-def test_run_forever_retries_a_failed_poll_at_the_next_interval(tmp_path: Path) -> None:
+def test_run_forever_retries_a_failed_poll_at_the_next_interval(tmp_path: Path, list_engine: Callable[..., Engine]) -> None:
     source = ListSource(make_attributes(20, start_ts=RECENT), page_size=10, fail_at_page=2)
-    config = build_config({
-        "output": {"sqlite": {"path": str(tmp_path / "store.db")}},
-        "streams": {"threat_attributes": {"interval": "0.2s"}},
-        "plugins": {"entrypoints": False},
-    })
     errors: list[str] = []
-    with Engine(config, extra_plugins=[source, MiniTransform()], clock=lambda: NOW) as engine:
+    with list_engine(source, clock=NOW, streams={"threat_attributes": {"interval": "0.2s"}}) as engine:
 
         def on_error(stream: str, exc: BaseException) -> None:
             errors.append(str(exc))

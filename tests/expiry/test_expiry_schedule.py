@@ -4,15 +4,15 @@ across restarts, never re-firing in a loop (the reference's bug)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helpers.fakeplugins import ListSource, MiniTransform, make_attributes
+from helpers.fakeplugins import ListSource, make_attributes
 from misp_ti import hookimpl
-from misp_ti.config import build_config
 from misp_ti.engine import Engine
 from misp_ti.sinks.sqlite import EmbeddedStore
 from misp_ti.testing.clock import ManualClock
@@ -40,13 +40,8 @@ class RecordingSource(ListSource):
         return self._pages(int((cursor or {}).get("offset", 0)))
 
 
-def engine_for(tmp_path: Path, source: RecordingSource, clock: ManualClock, **expiry: Any) -> Engine:
-    config = build_config({
-        "expiry": {"policy": "refetch", **expiry},
-        "output": {"sqlite": {"path": str(tmp_path / "store.db")}},
-        "plugins": {"entrypoints": False},
-    })
-    return Engine(config, extra_plugins=[source, MiniTransform()], clock=clock)
+#: the policy under test unless a test says otherwise
+REFETCH = {"policy": "refetch"}
 
 
 def poll_until(engine: Engine, clock: ManualClock, end: datetime, step: timedelta) -> None:
@@ -56,10 +51,10 @@ def poll_until(engine: Engine, clock: ManualClock, end: datetime, step: timedelt
 
 
 @pytest.mark.parametrize("poll", [timedelta(minutes=10), timedelta(minutes=7), timedelta(hours=5)])
-def test_refetch_fires_once_per_interval_over_a_week(tmp_path: Path, poll: timedelta) -> None:
+def test_refetch_fires_once_per_interval_over_a_week(poll: timedelta, list_engine: Callable[..., Engine]) -> None:
     clock = ManualClock(START)
     source = RecordingSource(make_attributes(30, start_ts=int(START.timestamp()) - 3600), clock)
-    with engine_for(tmp_path, source, clock) as engine:
+    with list_engine(source, clock=clock, expiry=REFETCH) as engine:
         poll_until(engine, clock, START + WEEK, poll)
     rewinds = source.rewinds
     assert len(rewinds) == 7, rewinds
@@ -71,14 +66,14 @@ def test_refetch_fires_once_per_interval_over_a_week(tmp_path: Path, poll: timed
     assert sum(source.refetch_flags) == 7
 
 
-def test_schedule_survives_a_restart_and_does_not_refire(tmp_path: Path) -> None:
+def test_schedule_survives_a_restart_and_does_not_refire(list_engine: Callable[..., Engine]) -> None:
     clock = ManualClock(START)
     source = RecordingSource(make_attributes(5, start_ts=int(START.timestamp()) - 3600), clock)
-    with engine_for(tmp_path, source, clock) as engine:
+    with list_engine(source, clock=clock, expiry=REFETCH) as engine:
         poll_until(engine, clock, START + timedelta(days=1, hours=6), timedelta(minutes=10))
     assert source.rewinds == [START, START + timedelta(days=1)]
     # restart: a new engine on the same state file, polling at once and often
-    with engine_for(tmp_path, source, clock) as engine:
+    with list_engine(source, clock=clock, expiry=REFETCH) as engine:
         for _ in range(5):
             engine.run_once()
         assert source.rewinds == [START, START + timedelta(days=1)]
@@ -86,24 +81,24 @@ def test_schedule_survives_a_restart_and_does_not_refire(tmp_path: Path) -> None
     assert source.rewinds == [START + timedelta(days=n) for n in range(4)]
 
 
-def test_an_engine_down_for_days_refetches_once_on_return(tmp_path: Path) -> None:
+def test_an_engine_down_for_days_refetches_once_on_return(list_engine: Callable[..., Engine]) -> None:
     clock = ManualClock(START)
     source = RecordingSource(make_attributes(5, start_ts=int(START.timestamp()) - 3600), clock)
-    with engine_for(tmp_path, source, clock) as engine:
+    with list_engine(source, clock=clock, expiry=REFETCH) as engine:
         engine.run_once()
     clock.advance(timedelta(days=4, hours=3))
-    with engine_for(tmp_path, source, clock) as engine:
+    with list_engine(source, clock=clock, expiry=REFETCH) as engine:
         for _ in range(3):
             engine.run_once()
             clock.advance(timedelta(minutes=10))
     assert source.rewinds == [START, START + timedelta(days=4, hours=3)]
 
 
-def test_an_interrupted_refetch_is_resumed_as_a_refetch_and_counted_once(tmp_path: Path) -> None:
+def test_an_interrupted_refetch_is_resumed_as_a_refetch_and_counted_once(list_engine: Callable[..., Engine]) -> None:
     clock = ManualClock(START)
     source = RecordingSource(make_attributes(120, start_ts=int(START.timestamp()) - 3600), clock)
     source.fail_at_page = 2
-    with engine_for(tmp_path, source, clock) as engine:
+    with list_engine(source, clock=clock, expiry=REFETCH) as engine:
         with pytest.raises(RuntimeError, match="simulated MISP failure"):
             engine.run_once()
         source.fail_at_page = None
@@ -117,22 +112,22 @@ def test_an_interrupted_refetch_is_resumed_as_a_refetch_and_counted_once(tmp_pat
     assert source.rewinds == [START]
 
 
-def test_duration_policy_never_rewinds(tmp_path: Path) -> None:
+def test_duration_policy_never_rewinds(list_engine: Callable[..., Engine]) -> None:
     clock = ManualClock(START)
     source = RecordingSource(make_attributes(5, start_ts=int(START.timestamp()) - 3600), clock)
-    with engine_for(tmp_path, source, clock, policy="duration") as engine:
+    with list_engine(source, clock=clock, expiry={"policy": "duration"}) as engine:
         poll_until(engine, clock, START + timedelta(days=3), timedelta(hours=1))
     assert source.rewinds == [START]  # the first run starts from initial_interval, once
     assert source.refetch_flags == [False] * len(source.refetch_flags)
 
 
-def test_refetched_attributes_stay_active_between_refetches(tmp_path: Path) -> None:
+def test_refetched_attributes_stay_active_between_refetches(tmp_path: Path, list_engine: Callable[..., Engine]) -> None:
     # attributes that no poll but the refetch sees: under `refetch` they must not
     # blink out of the latest view while waiting for the next refetch
     clock = ManualClock(START)
     source = RecordingSource(make_attributes(10, start_ts=int(START.timestamp()) - 3600), clock)
     store = EmbeddedStore(tmp_path / "store.db")
-    with engine_for(tmp_path, source, clock) as engine:
+    with list_engine(source, clock=clock, expiry=REFETCH) as engine:
         while clock.now() < START + timedelta(days=3):
             engine.run_once()
             assert len(store.active_keys(now=clock.now())) == 10, clock.now()

@@ -11,41 +11,35 @@ from __future__ import annotations
 
 import sqlite3
 import uuid as uuidlib
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from helpers.sample import T0
 from misp_ti.config import build_config
 from misp_ti.engine import Engine
 from misp_ti.errors import FetchError
 from misp_ti.simulator import FAULT_KINDS, Dataset, MispSimulator, RequestInfo
 from misp_ti.testing.clock import ManualClock
+from misp_ti.testing.fixtures import STORE_FILE, make_client_config
 
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 KEY = "sim-fetch-key-0123456789abcdef"
 PAGE = 20  # the sample's busiest second holds 67 attributes: offset mode is exercised
 
 
-@pytest.fixture(scope="module")
-def dataset() -> Dataset:
-    return Dataset.sample().shift_to(newest=T0 - timedelta(hours=1))
-
-
 def config(sim: MispSimulator, tmp_path: Path, *, misp: dict[str, Any] | None = None, **stream: Any) -> Any:
-    return build_config({
-        "misp": {"url": sim.url, "api_key": KEY, "page_size": PAGE, "timeout": "2s",
-                 "max_retries": 3, "backoff_initial": "0.001s", "backoff_max": "1.5s", **(misp or {})},
+    return make_client_config(sim.url, KEY, tmp_path, {
+        "misp": {"page_size": PAGE, "timeout": "2s", "max_retries": 3, "backoff_initial": "0.001s",
+                 "backoff_max": "1.5s", **(misp or {})},
         "streams": {"threat_attributes": {"initial_interval": "5000d", **stream}},
-        "output": {"sqlite": {"path": str(tmp_path / "store.db")}},
-        "plugins": {"entrypoints": False},
     })
 
 
 def latest_view(tmp_path: Path, dataset: str = "ti_misp.threat_attributes") -> dict[str, int]:
     """uuid -> attribute timestamp (s) of every latest row of ``dataset``."""
-    with sqlite3.connect(tmp_path / "store.db") as conn:
+    with sqlite3.connect(tmp_path / STORE_FILE) as conn:
         rows = conn.execute("SELECT uuid, attr_ts FROM latest WHERE dataset = ?", (dataset,)).fetchall()
     return {uuid: ts // 1000 for uuid, ts in rows}
 
@@ -165,7 +159,7 @@ def test_writes_during_paging_are_neither_lost_nor_duplicated(tmp_path: Path, da
         assert second.completed and added
         every = set(uuids) | set(added)
         assert latest_view(tmp_path) == misp_state(sim, every)
-        with sqlite3.connect(tmp_path / "store.db") as conn:
+        with sqlite3.connect(tmp_path / STORE_FILE) as conn:
             deleted = conn.execute(
                 "SELECT count(*) FROM latest WHERE json_extract(doc, '$.misp.attribute.deleted') = 1"
             ).fetchone()[0]
@@ -181,7 +175,7 @@ def test_soft_deletes_reach_the_store(tmp_path: Path, dataset: Dataset) -> None:
         sim.delete_attribute(victim)
         [result] = engine.run_once()
     assert result.records == 1
-    with sqlite3.connect(tmp_path / "store.db") as conn:
+    with sqlite3.connect(tmp_path / STORE_FILE) as conn:
         doc, decayed = conn.execute(
             "SELECT json_extract(doc, '$.misp.attribute.deleted'), decayed FROM latest WHERE uuid = ?", (victim,)
         ).fetchone()

@@ -29,29 +29,23 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from helpers.reliability import source_ids, store_snapshot
+from helpers.sample import T0
 from misp_ti.simulator import Dataset, MispSimulator
 from misp_ti.state import StateStore
 from misp_ti.testing.clock import ManualClock
 
 NOW = "2026-03-01T12:00:00Z"
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 KEY = "crash-resume-key-0123456789abcdef012345"
 PAGE_SIZE = 50
 KILLS = 24  # kills that must land inside a cycle
 MAX_LAUNCHES = 80
 SEED = 20260301
-
-
-@pytest.fixture(scope="module")
-def dataset() -> Dataset:
-    return Dataset.sample().shift_to(newest=T0 - timedelta(hours=1))
 
 
 @pytest.fixture(scope="module")

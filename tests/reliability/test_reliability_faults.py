@@ -18,19 +18,19 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from helpers.reliability import history_edits, source_ids, store_snapshot
-from misp_ti.config import build_config
+from helpers.sample import T0
 from misp_ti.engine import Engine
 from misp_ti.simulator import FAULT_KINDS, Dataset, MispSimulator
 from misp_ti.testing.clock import ManualClock
+from misp_ti.testing.fixtures import STORE_FILE, make_client_config
 
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 KEY = "fault-matrix-key-0123456789abcdef0123"
 PAGE_SIZE = 50  # the 1 708 sample attributes make a 35-page backfill
 POLLS = 3  # incremental polls after the backfill, with MISP edits before each
@@ -40,11 +40,6 @@ RATE = 0.30
 #: 429 alone runs at 20 %: each one really waits the 1 s MISP asks for.
 PLANS = {kind: f"{kind}:{RATE if kind != '429' else 0.2}" for kind in FAULT_KINDS}
 PLANS["all kinds mixed"] = ",".join(f"{kind}:{RATE / len(FAULT_KINDS):.4f}" for kind in FAULT_KINDS)
-
-
-@pytest.fixture(scope="module")
-def dataset() -> Dataset:
-    return Dataset.sample().shift_to(newest=T0 - timedelta(hours=1))
 
 
 class RetryCounter(logging.Handler):
@@ -73,20 +68,18 @@ def _run_history(tmp_path: Path, dataset: Dataset, faults: str | None, seed: int
     clock = ManualClock(start=T0)
     uuids = sorted(a["uuid"] for a in dataset.attributes())
     edits = random.Random(1234)  # the same MISP history for every plan
-    db = tmp_path / "store.db"
+    db = tmp_path / STORE_FILE
     sim = MispSimulator(dataset, api_key=KEY, clock=clock, faults=faults, seed=seed, timeout_delay=4.0, retry_after=1)
     # counted as they arrive (a "timeout" request is recorded only once it is answered)
     seen: list[Any] = []
     sim.on_request(seen.append)
     with sim:
-        config = build_config({
+        config = make_client_config(sim.url, KEY, tmp_path, {
             "misp": {
-                "url": sim.url, "api_key": KEY, "page_size": PAGE_SIZE, "timeout": "1.5s",  # a busy box answers well within it
+                "page_size": PAGE_SIZE, "timeout": "1.5s",  # a busy box answers well within it
                 "max_retries": 40, "backoff_initial": "0.002s", "backoff_max": "1.5s",
             },
             "streams": {"threat_attributes": {"initial_interval": "5000d", "interval": "10m"}},
-            "output": {"sqlite": {"path": str(db)}},
-            "plugins": {"entrypoints": False},
         })
         results = []
         with Engine(config, clock=clock) as engine:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ import orjson
 import pytest
 
 from helpers.reliability import FakeElasticsearch, source_ids, store_snapshot
+from helpers.sample import T0
 from misp_ti import hookimpl
 from misp_ti.config import build_config
 from misp_ti.engine import Engine
@@ -40,7 +40,6 @@ from misp_ti.sinks.sqlite import EmbeddedStore
 from misp_ti.state import StateStore
 from misp_ti.testing.clock import ManualClock
 
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 KEY = "sink-faults-key-0123456789abcdef0123456"
 STREAM = "threat_attributes"
 FAIL_AFTER = 6  # confirmed batches before the fault
@@ -72,11 +71,6 @@ class BatchRecorder:
 
     def failed(self) -> list[list[tuple[str, str]]]:
         return [docs for docs, ok in self.batches if not ok]
-
-
-@pytest.fixture(scope="module")
-def dataset() -> Dataset:
-    return Dataset.sample().shift_to(newest=T0 - timedelta(hours=1))
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from helpers.reliability import FakeElasticsearch
+from helpers.sample import T0, sample_before_t0
 from misp_ti.simulator import Dataset, MispSimulator
 from misp_ti.testing.clock import ManualClock
 
@@ -47,7 +48,6 @@ SECRETS = {
     "Elasticsearch basic auth (base64)": base64.b64encode(f"{ES_USER}:{ES_PASSWORD}".encode()).decode(),
     "numeric key from a bad config": NUMERIC_KEY,
 }
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 NOW = "2026-03-01T12:00:00Z"
 
 
@@ -77,7 +77,7 @@ def produced(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Run everything once; return the texts produced and the directory of files."""
     work = tmp_path_factory.mktemp("security")
     outputs: dict[str, str] = {}
-    dataset = Dataset.sample().shift_to(newest=T0 - timedelta(hours=1))
+    dataset = sample_before_t0()
     with MispSimulator(dataset, api_key=MISP_KEY, clock=ManualClock(start=T0)) as sim, FakeElasticsearch() as es:
         # every 50th document is refused by a mapping error: it goes to the dead-letter file
         es.item_status = lambda n, action, source: 400 if n % 50 == 0 else 201

@@ -7,29 +7,20 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helpers.fakeplugins import ListSource, MiniTransform, make_attributes
-from misp_ti.config import build_config
+from helpers.fakeplugins import ListSource, make_attributes
 from misp_ti.engine import Engine
 from misp_ti.errors import SinkError
 from misp_ti.sinks.sqlite import EmbeddedStore
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 RECENT = int(NOW.timestamp()) - 3600
-
-
-def engine_for(tmp_path: Path, source: ListSource, clock: Any = None, state: str | None = None, **output: Any) -> Engine:
-    config = build_config({
-        "state": {"path": state},
-        "output": {"sqlite": {"path": str(tmp_path / "store.db")}, **output},
-        "plugins": {"entrypoints": False},
-    })
-    return Engine(config, extra_plugins=[source, MiniTransform()], clock=clock or (lambda: NOW))
 
 
 def lookup(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -39,10 +30,10 @@ def lookup(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_lookup_finds_active_iocs_and_exits_1_otherwise(tmp_path: Path) -> None:
+def test_lookup_finds_active_iocs_and_exits_1_otherwise(tmp_path: Path, list_engine: Callable[..., Engine]) -> None:
     records = make_attributes(3, start_ts=RECENT)
     records.append({**make_attributes(1, start_ts=RECENT - 200 * 86400, prefix="old")[0], "value": "192.0.2.77"})
-    with engine_for(tmp_path, ListSource(records)) as engine:
+    with list_engine(ListSource(records), clock=NOW) as engine:
         engine.run_once()
     db = tmp_path / "store.db"
     found = lookup(db, "10.0.0.1")
@@ -62,11 +53,11 @@ def test_lookup_without_a_store_is_a_clear_error(tmp_path: Path) -> None:
     assert done.returncode == 1 and "no embedded store" in done.stderr
 
 
-def test_newest_version_wins_and_old_values_stop_matching(tmp_path: Path) -> None:
+def test_newest_version_wins_and_old_values_stop_matching(tmp_path: Path, list_engine: Callable[..., Engine]) -> None:
     records = make_attributes(2, start_ts=RECENT)
     source = ListSource(records)
     clock = {"now": NOW}
-    with engine_for(tmp_path, source, clock=lambda: clock["now"]) as engine:
+    with list_engine(source, clock=lambda: clock["now"]) as engine:
         engine.run_once()
         # MISP edits attribute 1: new value, newer timestamp
         source.records = [{**records[1], "value": "198.51.100.9", "timestamp": str(RECENT + 60)}]
@@ -83,10 +74,10 @@ def test_newest_version_wins_and_old_values_stop_matching(tmp_path: Path) -> Non
     assert store.latest_snapshot()[("ti_misp.threat_attributes", "a-00000001")][0] == doc["_id"]
 
 
-def test_locked_store_refuses_the_batch_and_keeps_the_cursor(tmp_path: Path) -> None:
+def test_locked_store_refuses_the_batch_and_keeps_the_cursor(tmp_path: Path, list_engine: Callable[..., Engine]) -> None:
     source = ListSource(make_attributes(5, start_ts=RECENT))
     # cursor state in its own file: only the embedded store is locked here
-    engine = engine_for(tmp_path, source, state=str(tmp_path / "state.db"))
+    engine = list_engine(source, clock=NOW, state={"path": str(tmp_path / "state.db")})
     engine.provision()
     store = engine.resources["sqlite_sink.store"]
     store.conn.execute("PRAGMA busy_timeout = 100")
@@ -104,9 +95,9 @@ def test_locked_store_refuses_the_batch_and_keeps_the_cursor(tmp_path: Path) -> 
     engine.close()
 
 
-def test_ndjson_sink_writes_one_document_per_line(tmp_path: Path) -> None:
+def test_ndjson_sink_writes_one_document_per_line(tmp_path: Path, list_engine: Callable[..., Engine]) -> None:
     out = tmp_path / "docs.ndjson"
-    with engine_for(tmp_path, ListSource(make_attributes(4, start_ts=RECENT)), sinks=["ndjson"], ndjson={"path": str(out)}) as engine:
+    with list_engine(ListSource(make_attributes(4, start_ts=RECENT)), clock=NOW, output={"sinks": ["ndjson"], "ndjson": {"path": str(out)}}) as engine:
         engine.run_once()
     docs = [json.loads(line) for line in out.read_text().splitlines()]
     assert [d["misp"]["attribute"]["uuid"] for d in docs] == [f"a-{i:08d}" for i in range(4)]
