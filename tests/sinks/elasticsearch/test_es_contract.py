@@ -369,9 +369,8 @@ def test_every_request_of_install_rerun_upgrade_and_check_is_valid(es_spec: spec
     """Beyond the dry run (a first install): what provision sends on a cluster
     that answers (the model), a second run, an upgrade (reindex, alias move,
     cleanup), the privileges check, and the housekeeping of a cycle."""
-    from test_es_provision import config as provision_config
-    from test_es_provision import sender
-
+    from helpers.es_provision import config as provision_config
+    from helpers.es_provision import sender
     from misp_ti.sinks.elasticsearch import provision as prov
     from misp_ti.testing.es_model import ModelCluster
 

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
+from helpers.es_provision import config, sender, wire_params
 from helpers.es_scenario import ModelBackend, Scenario, alias_keys, store_keys
-from misp_ti.config import Config, build_config
+from misp_ti.config import Config
 from misp_ti.default_plugins import elasticsearch_sink
 from misp_ti.errors import ConfigError, SinkError
 from misp_ti.sinks.elasticsearch import assets
@@ -30,28 +31,6 @@ from misp_ti.testing.es_model.rules import threat_hits
 from misp_ti.testing.es_model.security import Role, SecurityState
 
 V1_REQUESTS = [json.loads(line) for line in (Path(__file__).parents[2] / "data" / "es" / "provision-v1-dry-run.ndjson").read_text().splitlines()]
-
-
-def config(**es: Any) -> Config:
-    return build_config(
-        {"output": {"sinks": ["elasticsearch"], "elasticsearch": es}, "plugins": {"entrypoints": False},
-         "streams": {"threat": {"enabled": True}}},
-        source="test",
-    )
-
-
-def wire_params(params: dict[str, Any] | None) -> dict[str, str]:
-    """Query parameters as the client puts them on the wire."""
-    return {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in (params or {}).items()}
-
-
-def sender(cluster: ModelCluster, user: str | None = None) -> Any:
-    def send(req: dict[str, Any], _assumed: Any = None) -> prov.Answer:
-        answer = cluster.handle(req["method"], req["path"], wire_params(req["params"]), req["body"], user=user)
-        if answer.status >= 400 and answer.status != 404:
-            raise SinkError(f"{req['method']} {req['path']}: HTTP {answer.status} {answer.body}")
-        return prov.Answer(answer.status, answer.body)
-    return send
 
 
 def provision(cluster: ModelCluster, cfg: Config, **kwargs: Any) -> list[dict[str, Any]]:
