@@ -5,24 +5,42 @@ The kit's fixtures (``misp_server``, ``misp_client_config``, ``make_engine``,
 plugin. The ones here serve the engine tests that stand in for MISP with
 :class:`helpers.fakeplugins.ListSource`, and the simulator-backed fetch and
 reliability tests that serve the shipped sample at :data:`helpers.sample.T0`.
-The repository's ``conftest.py`` keeps installed plugins and Hypothesis
-deadlines out of the suite.
+
+Two settings for the whole suite:
+
+* Installed third-party plugins never influence it: configs loaded in tests
+  (and CLI subprocesses, which inherit the environment) default to
+  ``plugins.entrypoints = false``; a test that needs entry points asks for
+  them explicitly.
+* Hypothesis has no deadline here: two shared cores make timings noisy, and
+  performance is measured by the benchmarks, not by tests.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from helpers.fakeplugins import MiniTransform
 from helpers.sample import sample_before_t0
 from misp_ti.config import Config, build_config
 from misp_ti.engine import Engine
 from misp_ti.simulator import Dataset
+
+os.environ.setdefault("MISP_TI_PLUGINS__ENTRYPOINTS", "false")
+
+settings.register_profile(
+    "default",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 #: The embedded store of ``store_config`` and ``list_engine``, in ``tmp_path``.
 STORE_FILE = "store.db"
