@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -81,6 +83,22 @@ def test_sigkill_between_emit_and_cursor_save_then_restart(tmp_path: Path, unint
     store.close()
 
 
+def wait_for_a_stored_batch(db: Path, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    """Until ``proc`` has stored its first batch: it is then inside a cycle with
+    its signal handlers set, however long a loaded machine took to start it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "misp-ti run exited before storing a batch"
+        try:
+            with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+                if conn.execute("SELECT count(*) FROM source").fetchone()[0]:
+                    return
+        except sqlite3.OperationalError:
+            pass  # the store or its tables do not exist yet
+        time.sleep(0.05)
+    pytest.fail(f"misp-ti run stored no batch within {timeout} s")
+
+
 def test_sigterm_during_run_finishes_the_batch_saves_and_exits_zero(tmp_path: Path) -> None:
     env = make_env(tmp_path, RECORDS, FAKE_PAGE_DELAY="0.3")
     proc = subprocess.Popen(
@@ -88,7 +106,7 @@ def test_sigterm_during_run_finishes_the_batch_saves_and_exits_zero(tmp_path: Pa
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        time.sleep(1.2)  # inside the first cycle: 5 pages at 0.3 s each
+        wait_for_a_stored_batch(tmp_path / "store.db", proc)  # inside the first cycle: 5 pages at 0.3 s each
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     finally:
