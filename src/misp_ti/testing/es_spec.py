@@ -3,7 +3,7 @@
 The specification is the ``schema.json`` that Elastic publishes (Apache-2.0;
 it ships in the npm package ``@elastic/request-converter``). This module only
 reads that file: it never downloads anything, so importing it needs neither
-npm nor the network (the tests fetch the file; see ``tests/es_spec_cache.py``).
+npm nor the network (the tests fetch the file; see ``tests/helpers/es_spec_cache.py``).
 
 A request is the plain dict every misp-ti sink builds before sending it::
 
