@@ -334,7 +334,7 @@ def test_the_stash_is_shared_by_cycles_and_closed_newest_first_by_engine_close(t
             ctx.stash.get_or_create(second, lambda: Closing("second"))
 
     source = ListSource(make_attributes(20, start_ts=RECENT), page_size=10)
-    engine = list_engine(source, UsesTheStash(, clock=NOW))
+    engine = list_engine(source, UsesTheStash(), clock=NOW)
     engine.run_once()
     engine.run_once()
     assert len(made) >= 2 and len(set(made)) == 1  # one object for every batch of every cycle
@@ -370,16 +370,15 @@ def test_a_sink_reports_its_own_start_up_warnings(tmp_path: Path, caplog: pytest
 
     source = ListSource([])
     caplog.set_level("WARNING", logger="misp_ti")
-    with list_engine(source, Careless(, clock=NOW), sinks=["sqlite", "careless"]):
+    with list_engine(source, Careless(), clock=NOW, output={"sinks": ["sqlite", "careless"]}):
         pass
     assert [r.getMessage() for r in caplog.records] == ["careless writes to 1000"]
     caplog.clear()
-    with list_engine(source, Careless(, clock=NOW)):  # not enabled: nothing to say
+    with list_engine(source, Careless(), clock=NOW):  # not enabled: nothing to say
         pass
     assert caplog.records == []
 
 
-def test_run_forever_retries_a_failed_poll_at_the_next_interval(tmp_path: Path, list_engine: Callable[..., Engine]) -> None:
 def test_run_forever_retries_a_failed_poll_at_the_next_interval(tmp_path: Path, list_engine: Callable[..., Engine]) -> None:
     source = ListSource(make_attributes(20, start_ts=RECENT), page_size=10, fail_at_page=2)
     errors: list[str] = []

@@ -8,7 +8,7 @@ bodies and result-count header. Behaviour was read from MISP's source
 (MISP/MISP ``app/Model/MispAttribute.php``, ``Event.php``, ``AppModel.php``,
 ``AppController.php``, ``DecayingModel.php``, ``DecayingModelsFormulas/``);
 the modules say which file each rule comes from.
-``tests/test_real_misp_simulator.py`` compares its answers field by field
+``tests/simulator/test_real_misp_simulator.py`` compares its answers field by field
 with exchanges recorded from a real MISP 2.5.1 (``tests/data/real_misp_2.5.1``).
 
 Paging and ``X-Result-Count`` (``/attributes/restSearch``)

@@ -30,7 +30,7 @@ from misp_ti.engine import Engine
 from misp_ti.misp.client import MispClient
 from misp_ti.testing.recorded import Recording, RecordingError, ReplayTransport, UnmatchedRequest
 
-RECORDING = Path(__file__).resolve().parent / "data" / "real_misp_2.5.1" / "exchanges.ndjson.gz"
+RECORDING = Path(__file__).resolve().parents[1] / "data" / "real_misp_2.5.1" / "exchanges.ndjson.gz"
 DATASETS = {"threat_attributes": "ti_misp.threat_attributes", "threat": "ti_misp.threat"}
 
 #: label -> (stream, stream settings besides initial_interval, expiry settings); the README's table

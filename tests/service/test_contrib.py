@@ -23,7 +23,7 @@ import pytest
 
 from misp_ti.sinks.sqlite import EmbeddedStore
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "contrib" / "systemd" / "misp-ti.service"
 CONTAINERFILE = ROOT / "contrib" / "container" / "Containerfile"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")

@@ -41,7 +41,7 @@ from misp_ti.simulator import Dataset, MispSimulator, Warninglist
 from misp_ti.testing.clock import ManualClock
 from misp_ti.testing.recorded import RecordedExchange, Recording
 
-RECORDING = Path(__file__).resolve().parent / "data" / "real_misp_2.5.1" / "exchanges.ndjson.gz"
+RECORDING = Path(__file__).resolve().parents[1] / "data" / "real_misp_2.5.1" / "exchanges.ndjson.gz"
 KEY = "simulated-key-0123456789abcdef0123456789"
 HEADERS = ("X-Result-Count", "X-Skipped-Elements-Count", "Content-Type", "Content-Disposition")
 #: MISP scores at its own ``time()``, the ``Date`` header (the simulator's clock
