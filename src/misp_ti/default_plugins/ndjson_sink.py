@@ -1,82 +1,19 @@
-"""Sink ``ndjson``: one JSON document per line, to a file or stdout, for piping."""
+"""Sink ``ndjson``: the wiring of :mod:`misp_ti.sinks.ndjson` (a file or stdout, for piping)."""
 
 from __future__ import annotations
 
-import os
-import sys
-from typing import IO, Any
-
-import orjson
+from typing import Any
 
 from misp_ti import hookimpl
 from misp_ti.errors import SinkError
 from misp_ti.model import RunContext, SinkReport, StashKey
+from misp_ti.sinks.ndjson import NdjsonWriter
 
 NAME = "ndjson"
 MISP_TI_SINKS = (NAME,)
 
 
-def _drop_torn_tail(path: str) -> None:
-    """Cut a partial last line (a crash in the middle of a write) back to the
-    last newline: its batch was never confirmed, so it will be written again."""
-    try:
-        fh = open(path, "r+b")  # noqa: SIM115
-    except FileNotFoundError:
-        return
-    with fh:
-        size = fh.seek(0, os.SEEK_END)
-        if size == 0:
-            return
-        fh.seek(size - 1)
-        if fh.read(1) == b"\n":
-            return
-        keep = 0
-        block = 64 * 1024
-        end = size
-        while end > 0:
-            start = max(0, end - block)
-            fh.seek(start)
-            chunk = fh.read(end - start)
-            cut = chunk.rfind(b"\n")
-            if cut != -1:
-                keep = start + cut + 1
-                break
-            end = start
-        fh.truncate(keep)
-
-
-class _Writer:
-    def __init__(self, path: str):
-        self.path = path
-        if path != "-":
-            _drop_torn_tail(path)
-        self._fh: IO[bytes] = sys.stdout.buffer if path == "-" else open(path, "ab")  # noqa: SIM115
-
-    def write(self, docs: list[dict[str, Any]]) -> None:
-        data = b"".join(orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE) for doc in docs)
-        if self.path == "-":
-            self._fh.write(data)
-            self._fh.flush()
-            return
-        before = self._fh.tell()
-        try:
-            self._fh.write(data)
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-        except OSError:
-            # disk full or I/O error: leave no partial batch behind (it is retried whole)
-            try:
-                self._fh.truncate(before)
-            except OSError:
-                pass
-            raise
-
-    def close(self) -> None:
-        if self.path != "-":
-            self._fh.close()
-
-
-_WRITER: StashKey[_Writer] = StashKey("ndjson_sink.writer")
+_WRITER: StashKey[NdjsonWriter] = StashKey("ndjson_sink.writer")
 
 
 @hookimpl
@@ -96,7 +33,7 @@ def emit(stream: str, docs: list[dict[str, Any]], ctx: RunContext) -> SinkReport
         return SinkReport(NAME, delivered=len(docs))
     path = ctx.config.output.ndjson.path
     try:
-        ctx.stash.get_or_create(_WRITER, lambda: _Writer(path)).write(docs)
+        ctx.stash.get_or_create(_WRITER, lambda: NdjsonWriter(path)).write(docs)
     except OSError as exc:
         raise SinkError(f"ndjson sink {path}: {exc.strerror or exc}") from exc
     return SinkReport(NAME, delivered=len(docs))
