@@ -76,8 +76,10 @@ def make_plugin_manager(
                 module = importlib.import_module(plugin)
             except ImportError as exc:
                 raise PluginError(f"--plugin {plugin!r} cannot be imported: {exc}") from exc
+            if pm.is_registered(module) or pm.has_plugin(plugin):
+                continue  # named twice (plugins.load and --plugin, an entry point too): registered once
             pm.register(module, name=plugin)
-        else:
+        elif not pm.is_registered(plugin):
             pm.register(plugin)
     try:
         pm.check_pending()

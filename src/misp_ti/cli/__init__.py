@@ -23,7 +23,7 @@ from misp_ti import __version__
 from misp_ti.cli.clock import check_clock
 from misp_ti.config import Config, load_config
 from misp_ti.config.reference import render_reference
-from misp_ti.errors import MispTiError
+from misp_ti.errors import ConfigError, MispTiError
 from misp_ti.timeutil import parse_iso
 
 COMMAND_MODULES = ("misp_ti.cli.transform", "misp_ti.cli.simulator", "misp_ti.cli.demo")
@@ -198,8 +198,13 @@ def _print_results(results: list[Any], as_json: bool) -> None:
             click.echo(
                 f"{result.stream}: {state}; {result.pages} pages, {result.records} records, "
                 f"{result.documents} documents, {result.pipeline_errors} pipeline errors, "
-                f"delivered {data['delivered']}, dead-lettered {data['dead_lettered']}, {data['seconds']}s"
+                f"delivered: {_per_sink(result.delivered)}, dead-lettered: {_per_sink(result.dead_lettered)}, {data['seconds']}s"
             )
+
+
+def _per_sink(counts: dict[str, int]) -> str:
+    """``{"sqlite": 22, "ndjson": 22}`` -> ``sqlite 22, ndjson 22``; nothing: ``none``."""
+    return ", ".join(f"{sink} {count}" for sink, count in counts.items()) or "none"
 
 
 @cli.command()
@@ -326,13 +331,35 @@ def config_show(obj: Obj) -> None:
 
 
 @config_group.command("check")
+@click.option("--connect", is_flag=True, help="Also talk to MISP and to each enabled sink; one line per check; exit 1 if one fails.")
 @click.pass_obj
 @handle_errors
-def config_check(obj: Obj) -> None:
-    """Validate the configuration and the plugins it names; exit non-zero if invalid."""
-    with obj.engine():
-        pass
-    click.echo("configuration OK")
+def config_check(obj: Obj, connect: bool) -> None:
+    """Check that the configuration can work: exit 2 naming what cannot.
+
+    Beyond the schema: a MISP key and URL for the streams that read MISP,
+    at least one enabled stream, known types in expiry.by_type, the plugins
+    the configuration names. With --connect (no retries), also whether MISP
+    answers (version, key, decaying models, one small restSearch per stream)
+    and each sink works (Elasticsearch version and privileges, the store
+    writable): exit 1 if a check fails.
+    """
+    from misp_ti.cli import check
+
+    overrides = {"misp": {"max_retries": 0}, "output": {"elasticsearch": {"max_retries": 0}}} if connect else None
+    with obj.engine(obj.config(overrides) if overrides else None) as engine:
+        found = check.problems(engine)
+        if found:
+            raise ConfigError("configuration cannot work:\n  " + "\n  ".join(found) if len(found) > 1 else found[0])
+        click.echo("configuration OK")
+        if not connect:
+            return
+        failed = False
+        for result in check.connect(engine):
+            click.echo(result.line())
+            failed = failed or result.failed
+    if failed:
+        raise SystemExit(1)
 
 
 @config_group.command("reference")
