@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
@@ -137,3 +138,30 @@ def test_once_now_runs_on_a_state_of_its_own_and_wall_clock_runs_refuse_it(
     code, _, err = invoke(["--quiet", "--config", str(config), "once"])
     assert code == 2 and "once --now" in err
     assert cursor(tmp_path) == fixed
+
+
+# what once prints ------------------------------------------------------------------
+
+
+def test_logs_speak_times_and_the_summary_words(misp_server: MispServerFactory, tmp_path: Path) -> None:
+    sim = misp_server()
+    config = write_config(tmp_path, sim.url, misp_server.api_key)
+    now = misp_server.clock.now()
+    code, out, err = invoke(["once", "--config", str(config), "--now", iso(now)])
+    assert code == 0, err
+    end = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    start = (now - timedelta(days=3650)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert f"threat_attributes: reading {start} .. {end}" in err
+    records = len(list(misp_server.dataset.attributes()))
+    assert f"delivered: sqlite {records}, dead-lettered: sqlite 0," in out
+    assert "{" not in out
+
+
+def test_a_plugin_named_twice_is_listed_once(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f'[plugins]\nentrypoints = false\nload = ["{__name__}"]\n')
+    code, out, err = invoke(["plugins", "--config", str(path), "--plugin", __name__, "--plugin", "misp_ti.default_plugins.sqlite_sink", "--json"])
+    assert code == 0, err
+    names = [row["name"] for row in orjson.loads(out)["plugins"]]
+    assert names.count(__name__) == 1 and names.count("sqlite_sink") == 1
+    assert "misp_ti.default_plugins.sqlite_sink" not in names
