@@ -165,3 +165,19 @@ def test_a_plugin_named_twice_is_listed_once(tmp_path: Path) -> None:
     names = [row["name"] for row in orjson.loads(out)["plugins"]]
     assert names.count(__name__) == 1 and names.count("sqlite_sink") == 1
     assert "misp_ti.default_plugins.sqlite_sink" not in names
+
+
+def test_the_demo_says_how_to_type_misp_ti_when_it_is_not_on_the_path(tmp_path: Path) -> None:
+    from misp_ti.simulator.demo import _path_hint
+
+    script = tmp_path / ".venv" / "bin" / "misp-ti"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    hint = _path_hint(str(script), on_path="")  # nothing called misp-ti on the PATH
+    assert hint is not None and str(script) in hint and f". {script.parent / 'activate'}" in hint
+    other = tmp_path / "elsewhere" / "misp-ti"
+    other.parent.mkdir()
+    other.write_text("#!/bin/sh\n")
+    assert _path_hint(str(script), on_path=str(other)) is not None  # another misp-ti would answer
+    assert _path_hint(str(script), on_path=str(script)) is None  # typing misp-ti runs this one
+    assert _path_hint("/usr/lib/python3/site-packages/misp_ti/__main__.py", on_path="") is None
