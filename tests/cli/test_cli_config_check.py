@@ -137,3 +137,37 @@ def test_connect_finds_a_store_that_is_not_a_database_and_an_unreachable_cluster
     assert f"sqlite {tmp_path / 'store.db'}: writable... FAILED (file is not a database)" in out
     assert f"elasticsearch http://127.0.0.1:{port}: version... FAILED (Elasticsearch is unreachable" in out
     assert "elasticsearch: privileges... SKIPPED" in out
+
+
+def test_connect_asks_elasticsearch_its_version_and_privileges(misp_server: MispServerFactory, tmp_path: Path) -> None:
+    from helpers.reliability import FakeElasticsearch
+
+    sim = misp_server()
+    with FakeElasticsearch() as es:
+        text = misp(sim.url, misp_server.api_key) + (
+            f'[output]\nsinks = ["elasticsearch"]\n[output.elasticsearch]\nhosts = ["{es.url}"]\n'
+            f'username = "misp-ti"\npassword = "es-secret-password"\n[state]\npath = "{tmp_path / "state.db"}"\n'
+        )
+        code, out, err = check(tmp_path, text, "--connect")
+        asked = [(method, path) for method, path, _ in es.requests]
+        url = es.url
+    assert f"elasticsearch {url}: version... OK (Elasticsearch 8.17.0)" in out
+    # this fake cluster answers _has_privileges with no privileges at all: provision --check's verdict
+    assert code == 1
+    assert "elasticsearch: privileges... FAILED (lacks: create_doc, create_index" in out, out
+    assert ("GET", "/") in asked and ("POST", "/_security/user/_has_privileges") in asked
+    assert all(method in ("GET", "HEAD", "POST") for method, _ in asked)  # asks; installs nothing
+    assert "es-secret-password" not in out + err
+
+
+def test_connect_never_prints_a_password_held_in_a_url(tmp_path: Path) -> None:
+    port = closed_port()
+    text = misp("https://misp.internal.test") + (
+        f'[output]\nsinks = ["elasticsearch"]\n[output.elasticsearch]\nhosts = ["http://elastic:pw-in-url-123@127.0.0.1:{port}"]\n'
+        f'[state]\npath = "{tmp_path / "state.db"}"\n'
+    )
+    code, out, err = check(tmp_path, text, "--connect", env={"MISP_TI_MISP__URL": f"http://user:misp-pw-456@127.0.0.1:{port}"})
+    assert code == 1
+    assert f"misp http://127.0.0.1:{port}: version... FAILED" in out
+    assert f"elasticsearch http://127.0.0.1:{port}: version... FAILED" in out
+    assert "pw-in-url-123" not in out + err and "misp-pw-456" not in out + err

@@ -21,6 +21,7 @@ import orjson
 
 from misp_ti import __version__
 from misp_ti.cli.clock import check_clock
+from misp_ti.cli.options import GLOBAL_OPTIONS, accept_global_options, global_options  # noqa: F401 (GLOBAL_OPTIONS: the list, for tests and docs)
 from misp_ti.config import Config, load_config
 from misp_ti.config.reference import render_reference
 from misp_ti.errors import ConfigError, MispTiError
@@ -106,53 +107,8 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-#: The options every command takes, before or after its name (``misp-ti
-#: --config C once`` and ``misp-ti once --config C`` mean the same):
-#: ``(declarations, settings)`` of each.
-GLOBAL_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
-    (("--config", "-c", "config_path"), {"type": click.Path(dir_okay=False), "help": "TOML config file (default: $MISP_TI_CONFIG, else built-in defaults)."}),
-    (("--plugin", "plugins"), {"multiple": True, "metavar": "MODULE", "help": "Register a plugin module (repeatable; it must be importable: installed, or its folder on PYTHONPATH)."}),
-    (("--block", "blocked"), {"multiple": True, "metavar": "NAME", "help": "Never register the plugin with this name (repeatable; adds to plugins.block)."}),
-    (("--quiet", "-q"), {"is_flag": True, "help": "Only warnings and errors; no progress."}),
-    (("--log-format",), {"type": click.Choice(["text", "json"]), "default": None, "help": "Log line format (overrides log.format)."}),
-    (("--verbose", "-v"), {"is_flag": True, "help": "Debug logging."}),
-)
-
-
-def _global_option_given_late(ctx: click.Context, param: click.Parameter, value: Any) -> None:
-    """A global option typed after the command name: it updates the shared
-    :class:`Obj` (made by the group, which runs before its command is parsed)."""
-    if ctx.get_parameter_source(param.name or "") is not click.core.ParameterSource.COMMANDLINE:
-        return
-    obj = ctx.find_object(Obj)
-    if obj is None or param.name is None:
-        return
-    if getattr(param, "multiple", False):
-        setattr(obj, param.name, (*getattr(obj, param.name), *value))
-    else:
-        setattr(obj, param.name, value)
-
-
-def _accept_global_options(command: click.Command) -> None:
-    """Give ``command`` (and, for a group, every command in it) the global
-    options, unless it defines an option of the same spelling itself."""
-    taken = {opt for p in command.params for opt in (*p.opts, *getattr(p, "secondary_opts", ()))}
-    for decls, settings in GLOBAL_OPTIONS:
-        if not taken.intersection(d for d in decls if d.startswith("-")):
-            command.params.append(click.Option(decls, expose_value=False, callback=_global_option_given_late, **settings))
-    for sub in getattr(command, "commands", {}).values():
-        _accept_global_options(sub)
-
-
-def _global_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    for decls, settings in reversed(GLOBAL_OPTIONS):
-        extra = {"envvar": "MISP_TI_CONFIG"} if "config_path" in decls else {}
-        func = click.option(*decls, **settings, **extra)(func)
-    return func
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@_global_options
+@global_options
 @click.version_option(__version__, prog_name="misp-ti")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, plugins: tuple[str, ...], blocked: tuple[str, ...], quiet: bool, log_format: str | None, verbose: bool) -> None:
@@ -423,7 +379,7 @@ def _register_optional_commands() -> None:
 
 _register_optional_commands()
 for _command in cli.commands.values():
-    _accept_global_options(_command)
+    accept_global_options(_command)
 
 
 def main() -> None:

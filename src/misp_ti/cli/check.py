@@ -91,6 +91,16 @@ def _ask(name: str, question: Callable[[], str]) -> Check:
 
 def connect(engine: Any) -> Iterator[Check]:
     """Ask MISP, then each enabled sink, whether they work with this configuration."""
+    urls = [engine.config.misp.url, *engine.config.output.elasticsearch.hosts]
+    hidden = {url: _shown(url) for url in urls if _shown(url) != url}
+    for check in _all_checks(engine):
+        detail = check.detail
+        for url, shown in hidden.items():  # error messages quote the URL as configured
+            detail = detail.replace(url, shown)
+        yield Check(check.name, check.outcome, detail)
+
+
+def _all_checks(engine: Any) -> Iterator[Check]:
     yield from _misp_checks(engine)
     for sink in engine.config.output.sinks:
         check = _SINK_CHECKS.get(sink)
@@ -98,6 +108,20 @@ def connect(engine: Any) -> Iterator[Check]:
             yield Check(f"{sink}: sink", "skipped", "misp-ti has no check for a plugin's sink")
         else:
             yield from check(engine)
+
+
+def _shown(url: str) -> str:
+    """``url`` without a user or password in it (``https://user:pw@host`` -> ``https://host``)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 # MISP -----------------------------------------------------------------------
@@ -112,7 +136,7 @@ def _misp_checks(engine: Any) -> Iterator[Check]:
         return
     ctx = engine.context(check=True)
     misp = client(ctx)
-    where = f"misp {engine.config.misp.url}"
+    where = f"misp {_shown(engine.config.misp.url)}"
     version = _ask(f"{where}: version", lambda: _version(misp))
     if version.failed and ("(403 on" in version.detail or "(401 on" in version.detail):
         yield Check(f"{where}: version", "ok", "MISP answered")
@@ -206,7 +230,7 @@ def _elasticsearch_checks(engine: Any) -> Iterator[Check]:
     from misp_ti.sinks.elasticsearch.provision import request
 
     settings = engine.config.output.elasticsearch
-    where = f"elasticsearch {settings.cloud_id and 'cloud' or ', '.join(settings.hosts)}"
+    where = f"elasticsearch {'cloud' if settings.cloud_id else ', '.join(_shown(h) for h in settings.hosts)}"
 
     def version() -> str:
         client = make_client(settings)
