@@ -72,6 +72,7 @@ def test_errors_from_the_environment_name_the_variable(tmp_path: Path) -> None:
     env = {"MISP_TI_MISP__PAGE_SIZE": "0"}
     code, _, err = check(tmp_path, misp("https://misp.internal.test"), env=env)
     assert code == 2 and "MISP_TI_MISP__PAGE_SIZE (environment, misp.page_size): bad value 0" in err
+    assert "invalid environment override:" in err and "misp-ti.toml" not in err  # the file is not at fault
     env = {"MISP_TI_EXPIRY__BY_TYPE": '{"nonsense": "1d"}'}
     code, _, err = check(tmp_path, misp("https://misp.internal.test"), env=env)
     assert code == 2 and "MISP_TI_EXPIRY__BY_TYPE (environment, expiry.by_type.nonsense)" in err

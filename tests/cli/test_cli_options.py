@@ -181,3 +181,9 @@ def test_the_demo_says_how_to_type_misp_ti_when_it_is_not_on_the_path(tmp_path: 
     assert _path_hint(str(script), on_path=str(other)) is not None  # another misp-ti would answer
     assert _path_hint(str(script), on_path=str(script)) is None  # typing misp-ti runs this one
     assert _path_hint("/usr/lib/python3/site-packages/misp_ti/__main__.py", on_path="") is None
+
+
+def test_a_plugin_that_cannot_be_imported_says_how_to_make_it_importable() -> None:
+    code, _, err = invoke(["plugins", "--plugin", "src/no_such_plugin.py"])
+    assert code == 2
+    assert "give its import path" in err and "PYTHONPATH" in err

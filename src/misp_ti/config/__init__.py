@@ -8,7 +8,10 @@ is allowed. Secrets are :class:`pydantic.SecretStr` and never printed.
 Environment overrides: ``MISP_TI_<SECTION>__<KEY>`` with ``__`` between
 levels, e.g. ``MISP_TI_MISP__API_KEY`` or
 ``MISP_TI_STREAMS__THREAT__ENABLED=true``. Values are read as TOML values
-when they parse as one (``true``, ``5``, ``["a","b"]``), else as strings.
+when they parse as one (``true``, ``5``, ``["a","b"]``, ``{tags = ["x"]}``),
+else as JSON when they start with ``{`` or ``[`` (a table such as
+``MISP_TI_STREAMS__THREAT_ATTRIBUTES__FILTERS='{"tags": ["tlp:clear"]}'``),
+else as strings. An error in a value a variable set names the variable.
 """
 
 from __future__ import annotations
@@ -658,8 +661,11 @@ def build_config(data: dict[str, Any], *, source: str = "config", variables: dic
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        lines = [name_variable(_describe_error(err, data), variables) for err in exc.errors()]
-        raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(lines)) from None
+        lines = [_describe_error(err, data) for err in exc.errors()]
+        named = [name_variable(line, variables) for line in lines]
+        if all(a != b for a, b in zip(lines, named, strict=True)):
+            source = "environment override" + ("s" if len(named) > 1 else "")  # the file is not at fault
+        raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(named)) from None
     except ConfigError as exc:
         if not variables:
             raise
