@@ -68,7 +68,7 @@ def test_kit_variables_share_one_prefix_and_old_names_still_read(monkeypatch):
 
     assert set(kit.ENV_VARS) == set(env.OLD_NAMES)
     assert all(name.startswith(env.PREFIX) for name in kit.ENV_VARS)
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "testing-your-plugin.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "testing-your-plugin.md").read_text()
     assert [name for name in kit.ENV_VARS if f"`{name}`" not in doc] == []
     monkeypatch.delenv(env.MISP_KEY, raising=False)
     monkeypatch.setenv("MISP_TI_MISP_KEY", "old-key")
