@@ -75,9 +75,14 @@ def make_plugin_manager(
             try:
                 module = importlib.import_module(plugin)
             except ImportError as exc:
-                raise PluginError(f"--plugin {plugin!r} cannot be imported: {exc}") from exc
+                raise PluginError(
+                    f"--plugin {plugin!r} cannot be imported: {exc} (give its import path, e.g. my_plugin, not a file, "
+                    "and install it or put the folder holding it on PYTHONPATH)"
+                ) from exc
+            if pm.is_registered(module) or pm.has_plugin(plugin):
+                continue  # named twice (plugins.load and --plugin, an entry point too): registered once
             pm.register(module, name=plugin)
-        else:
+        elif not pm.is_registered(plugin):
             pm.register(plugin)
     try:
         pm.check_pending()

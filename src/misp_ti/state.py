@@ -200,3 +200,10 @@ class StateStore:
             ("DELETE FROM misp_ti_cycle WHERE stream = ?", (stream,)),
             ("DELETE FROM misp_ti_schedule WHERE stream = ?", (stream,)),
         ])
+
+    def has_history(self) -> bool:
+        """Whether any stream has a cursor, a cycle in progress or a schedule."""
+        return any(
+            self._conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
+            for table in ("misp_ti_cursor", "misp_ti_cycle", "misp_ti_schedule")
+        )

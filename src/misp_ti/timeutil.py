@@ -18,6 +18,11 @@ def iso(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
+def epoch_text(seconds: int) -> str:
+    """``2026-11-26T10:00:00Z``: an epoch (MISP's 1 s timestamps) as people read it in logs."""
+    return from_epoch(seconds).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def from_epoch(seconds: float) -> datetime:
     return EPOCH + timedelta(seconds=seconds)
 

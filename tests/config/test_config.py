@@ -114,7 +114,7 @@ def test_environment_overrides_file_values(tmp_path: Path) -> None:
 
 
 def test_environment_errors_name_the_key() -> None:
-    with pytest.raises(ConfigError, match="expiry.ioc_expiration_duration: bad value '3 fortnights'"):
+    with pytest.raises(ConfigError, match=r"MISP_TI_EXPIRY__IOC_EXPIRATION_DURATION \(environment, expiry.ioc_expiration_duration\): bad value '3 fortnights'"):
         load_config(None, environ={"MISP_TI_EXPIRY__IOC_EXPIRATION_DURATION": "3 fortnights"})
 
 
@@ -228,7 +228,8 @@ def test_old_attribute_names_still_read_with_a_warning() -> None:
 
 
 def test_cli_prints_the_old_spelling_warning(tmp_path: Path) -> None:
-    done = run_cli("--config", str(write(tmp_path, "[misp]\nverify = false\n")), "--quiet", "config", "check")
+    text = '[misp]\nurl = "https://misp.internal.test"\napi_key = "k"\nverify = false\n'
+    done = run_cli("--config", str(write(tmp_path, text)), "--quiet", "config", "check")
     assert done.returncode == 0, done.stderr
     assert 'warning: misp.verify is deprecated: write misp.ssl_verification_mode = "none"' in done.stderr
 

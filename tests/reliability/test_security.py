@@ -224,7 +224,7 @@ def test_recorded_cassette_holds_no_key(pytester: pytest.Pytester, monkeypatch: 
 def test_turning_off_misp_tls_verification_warns_loudly(tmp_path: Path, quiet: bool) -> None:
     config = write_config(tmp_path / "c.toml", f"""
         [misp]
-        url = "https://misp.example.org"
+        url = "https://misp.internal.test"
         api_key = "{MISP_KEY}"
         ssl_verification_mode = "none"
         [output.sqlite]
@@ -241,7 +241,7 @@ def test_turning_off_misp_tls_verification_warns_loudly(tmp_path: Path, quiet: b
 def test_verification_on_gives_no_tls_warning(tmp_path: Path) -> None:
     config = write_config(tmp_path / "c.toml", f"""
         [misp]
-        url = "https://misp.example.org"
+        url = "https://misp.internal.test"
         api_key = "{MISP_KEY}"
         [output.sqlite]
         path = "{tmp_path / 'store.db'}"

@@ -20,9 +20,11 @@ import click
 import orjson
 
 from misp_ti import __version__
+from misp_ti.cli.clock import check_clock
+from misp_ti.cli.options import GLOBAL_OPTIONS, accept_global_options, global_options  # noqa: F401 (GLOBAL_OPTIONS: the list, for tests and docs)
 from misp_ti.config import Config, load_config
 from misp_ti.config.reference import render_reference
-from misp_ti.errors import MispTiError
+from misp_ti.errors import ConfigError, MispTiError
 from misp_ti.timeutil import parse_iso
 
 COMMAND_MODULES = ("misp_ti.cli.transform", "misp_ti.cli.simulator", "misp_ti.cli.demo")
@@ -106,12 +108,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False), envvar="MISP_TI_CONFIG", help="TOML config file (default: $MISP_TI_CONFIG, else built-in defaults).")
-@click.option("--plugin", "plugins", multiple=True, metavar="MODULE", help="Register a plugin module (repeatable).")
-@click.option("--block", "blocked", multiple=True, metavar="NAME", help="Never register the plugin with this name (repeatable; adds to plugins.block).")
-@click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors; no progress.")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default=None, help="Log line format (overrides log.format).")
-@click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
+@global_options
 @click.version_option(__version__, prog_name="misp-ti")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, plugins: tuple[str, ...], blocked: tuple[str, ...], quiet: bool, log_format: str | None, verbose: bool) -> None:
@@ -157,15 +154,20 @@ def _print_results(results: list[Any], as_json: bool) -> None:
             click.echo(
                 f"{result.stream}: {state}; {result.pages} pages, {result.records} records, "
                 f"{result.documents} documents, {result.pipeline_errors} pipeline errors, "
-                f"delivered {data['delivered']}, dead-lettered {data['dead_lettered']}, {data['seconds']}s"
+                f"delivered: {_per_sink(result.delivered)}, dead-lettered: {_per_sink(result.dead_lettered)}, {data['seconds']}s"
             )
+
+
+def _per_sink(counts: dict[str, int]) -> str:
+    """``{"sqlite": 22, "ndjson": 22}`` -> ``sqlite 22, ndjson 22``; nothing: ``none``."""
+    return ", ".join(f"{sink} {count}" for sink, count in counts.items()) or "none"
 
 
 @cli.command()
 @click.option("--stream", "streams", multiple=True, help="Only this stream (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Print the requests sinks would send, one JSON object per line; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the cycle summary as JSON lines.")
-@click.option("--now", "now", type=IsoTime(whole_seconds=True), help="Use this as the cycle time instead of the clock (reproducible runs).")
+@click.option("--now", "now", type=IsoTime(whole_seconds=True), help="Use this as the cycle time instead of the clock (reproducible runs); refused on a state that wall-clock runs wrote (see --dry-run).")
 @click.pass_obj
 @handle_errors
 def once(obj: Obj, streams: tuple[str, ...], dry_run: bool, as_json: bool, now: datetime | None) -> None:
@@ -181,6 +183,8 @@ def once(obj: Obj, streams: tuple[str, ...], dry_run: bool, as_json: bool, now: 
     if now is not None:
         kwargs["clock"] = lambda: now
     with obj.engine(**kwargs) as engine:
+        if not dry_run:
+            check_clock(engine.state, engine.config.state_path(), fixed=now is not None)
         _install_stop_handlers(engine)
         try:
             results = engine.run_once(streams=streams or None, dry_run=dry_run)
@@ -210,6 +214,7 @@ def run(obj: Obj) -> None:
 
     log = logging.getLogger("misp_ti")
     with obj.engine(progress=None if obj.quiet else LogProgress()) as engine:
+        check_clock(engine.state, engine.config.state_path(), fixed=False)
         _install_stop_handlers(engine)
         engine.provision()
         engine.run_forever(
@@ -282,13 +287,35 @@ def config_show(obj: Obj) -> None:
 
 
 @config_group.command("check")
+@click.option("--connect", is_flag=True, help="Also talk to MISP and to each enabled sink; one line per check; exit 1 if one fails.")
 @click.pass_obj
 @handle_errors
-def config_check(obj: Obj) -> None:
-    """Validate the configuration and the plugins it names; exit non-zero if invalid."""
-    with obj.engine():
-        pass
-    click.echo("configuration OK")
+def config_check(obj: Obj, connect: bool) -> None:
+    """Check that the configuration can work: exit 2 naming what cannot.
+
+    Beyond the schema: a MISP key and URL for the streams that read MISP,
+    at least one enabled stream, known types in expiry.by_type, the plugins
+    the configuration names. With --connect (no retries), also whether MISP
+    answers (version, key, decaying models, one small restSearch per stream)
+    and each sink works (Elasticsearch version and privileges, the store
+    writable): exit 1 if a check fails.
+    """
+    from misp_ti.cli import check
+
+    overrides = {"misp": {"max_retries": 0}, "output": {"elasticsearch": {"max_retries": 0}}} if connect else None
+    with obj.engine(obj.config(overrides) if overrides else None) as engine:
+        found = check.problems(engine)
+        if found:
+            raise ConfigError("configuration cannot work:\n  " + "\n  ".join(found) if len(found) > 1 else found[0])
+        click.echo("configuration OK")
+        if not connect:
+            return
+        failed = False
+        for result in check.connect(engine):
+            click.echo(result.line())
+            failed = failed or result.failed
+    if failed:
+        raise SystemExit(1)
 
 
 @config_group.command("reference")
@@ -351,6 +378,8 @@ def _register_optional_commands() -> None:
 
 
 _register_optional_commands()
+for _command in cli.commands.values():
+    accept_global_options(_command)
 
 
 def main() -> None:

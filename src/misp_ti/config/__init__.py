@@ -8,11 +8,15 @@ is allowed. Secrets are :class:`pydantic.SecretStr` and never printed.
 Environment overrides: ``MISP_TI_<SECTION>__<KEY>`` with ``__`` between
 levels, e.g. ``MISP_TI_MISP__API_KEY`` or
 ``MISP_TI_STREAMS__THREAT__ENABLED=true``. Values are read as TOML values
-when they parse as one (``true``, ``5``, ``["a","b"]``), else as strings.
+when they parse as one (``true``, ``5``, ``["a","b"]``, ``{tags = ["x"]}``),
+else as JSON when they start with ``{`` or ``[`` (a table such as
+``MISP_TI_STREAMS__THREAT_ATTRIBUTES__FILTERS='{"tags": ["tlp:clear"]}'``),
+else as strings. An error in a value a variable set names the variable.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -545,7 +549,38 @@ def _env_value(raw: str) -> Any:
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
-        return raw
+        pass
+    if raw.lstrip()[:1] in ("{", "["):  # JSON, e.g. MISP_TI_STREAMS__THREAT__FILTERS='{"tags": ["tlp:clear"]}'
+        try:
+            return json.loads(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+def env_variables(environ: dict[str, str] | os._Environ[str]) -> dict[tuple[str, ...], str]:
+    """Where each override of :func:`env_overrides` comes from: key path -> variable name."""
+    found: dict[tuple[str, ...], str] = {}
+    for name in environ:
+        if name.startswith(ENV_PREFIX) and "__" in name[len(ENV_PREFIX):]:
+            parts = tuple(p.lower() for p in name[len(ENV_PREFIX):].split("__"))
+            if all(parts):
+                found[parts] = name
+    return found
+
+
+def name_variable(line: str, variables: dict[tuple[str, ...], str]) -> str:
+    """``misp.page_size: bad value...`` -> ``MISP_TI_MISP__PAGE_SIZE (misp.page_size): ...``
+    when an environment variable set that key (or a table holding it)."""
+    key, sep, rest = line.partition(": ")
+    if not sep:
+        return line
+    parts = tuple(key.split("."))
+    for length in range(len(parts), 0, -1):
+        variable = variables.get(parts[:length])
+        if variable is not None:
+            return f"{variable} (environment, {key}): {rest}"
+    return line
 
 
 def env_overrides(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
@@ -619,12 +654,22 @@ def _allowed_keys(loc: tuple[Any, ...], root: type[BaseModel]) -> list[str]:
     return sorted(model.model_fields)
 
 
-def build_config(data: dict[str, Any], *, source: str = "config") -> Config:
+def build_config(data: dict[str, Any], *, source: str = "config", variables: dict[tuple[str, ...], str] | None = None) -> Config:
+    """Validate ``data``; ``variables`` (from :func:`env_variables`) makes an
+    error on a key an environment variable set name that variable."""
+    variables = variables or {}
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
         lines = [_describe_error(err, data) for err in exc.errors()]
-        raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(lines)) from None
+        named = [name_variable(line, variables) for line in lines]
+        if all(a != b for a, b in zip(lines, named, strict=True)):
+            source = "environment override" + ("s" if len(named) > 1 else "")  # the file is not at fault
+        raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(named)) from None
+    except ConfigError as exc:
+        if not variables:
+            raise
+        raise ConfigError(name_variable(str(exc), variables)) from None
 
 
 def load_config(
@@ -657,7 +702,7 @@ def load_config(
     data = merge_settings(data, env_overrides(environ))
     if overrides:
         data = merge_settings(data, overrides)
-    return build_config(data, source=source)
+    return build_config(data, source=source, variables=env_variables(environ))
 
 
 def _contains_secret(data: dict[str, Any]) -> bool:

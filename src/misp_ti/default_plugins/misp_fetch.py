@@ -46,6 +46,7 @@ from misp_ti.misp.client import MispClient
 from misp_ti.misp.paging import WindowReader, row_key
 from misp_ti.model import Page, RunContext, StashKey
 from misp_ti.streams import BUILTIN_STREAMS, StreamSpec, one_record, split_event
+from misp_ti.timeutil import epoch_text
 
 __all__ = ["CLIENT", "MISP_TI_STREAMS", "client", "fetch", "plan_window", "read_stream", "request_body", "split_event"]
 
@@ -125,7 +126,8 @@ def read_stream(stream: str, cursor: Mapping[str, Any] | None, ctx: RunContext) 
         post_filtered=bool(settings.enforce_warninglist or body.get("excludeDecayed")),
     )
     log.info(
-        "%s: reading timestamps %d..%d%s", stream, start, end, f" (resuming at {resume})" if resume is not None else ""
+        "%s: reading %s .. %s%s", stream, epoch_text(start), epoch_text(end),
+        f" (resuming at {epoch_text(resume)})" if resume is not None else "",
     )
     for chunk in reader.chunks(resume):
         if chunk.done:

@@ -221,5 +221,26 @@ def render_summary(result: DemoResult) -> str:
         for example in result.examples:
             verdict = "active" if example.active else "expired"
             lines.append(f"  {example.command}    # {example.indicator_type}, {verdict}")
+        hint = _path_hint()
+        if hint:
+            lines += ["", hint]
     lines.append("")
     return "\n".join(lines)
+
+
+def _path_hint(argv0: str | None = None, on_path: str | None = None) -> str | None:
+    """When ``misp-ti`` was run by its path (``.venv/bin/misp-ti demo``) and
+    typing ``misp-ti`` would not run it, say how to (the lookups above assume it)."""
+    import shutil
+    import sys
+
+    script = Path(argv0 if argv0 is not None else sys.argv[0])
+    if script.name != "misp-ti":
+        return None  # python -m misp_ti, or a test runner
+    found = on_path if on_path is not None else shutil.which("misp-ti")
+    if found and Path(found).resolve() == script.resolve():
+        return None
+    return (
+        f"`misp-ti` on your PATH is not this one: type {shlex.quote(str(script.resolve()))} instead, "
+        f"or first activate its environment: . {shlex.quote(str(script.resolve().parent / 'activate'))}"
+    )
