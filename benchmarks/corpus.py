@@ -57,7 +57,7 @@ def format_count(n: int) -> str:
 def _events_dir(events: Path | None) -> Path:
     if events is not None:
         return events
-    return ROOT / "src" / "misp_ti" / "testing" / "data" / "misp-events"
+    return ROOT / "src" / "misp_ti" / "simulator" / "data" / "misp-events"
 
 
 def fetch_from_simulator(events: Path | None = None, *, page_size: int = 1000) -> list[bytes]:

@@ -1,6 +1,7 @@
 """misp-ti benchmarks: print a Markdown table (and save JSON in benchmarks/results/).
 
-    python benchmarks/run.py                       # transform 100k, e2e 10k+100k, ES bulk 100k
+    python benchmarks/run.py                       # everything, then the summary table of same-run ratios
+    python benchmarks/run.py --only requests,cli,es # the fast rows of the summary
     python benchmarks/run.py --only transform --transform-size 1M
     python benchmarks/run.py --only e2e --e2e-sizes 10k,100k,1M --window-days 30
     python benchmarks/run.py --profile             # also print the cProfile top of the transform path
@@ -68,9 +69,31 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The README's table: one row per measure, each a same-run ratio (or the peak RSS)."""
+    rows: list[dict[str, Any]] = []
+    for row in results.get("requests", []):
+        rows.append({"measure": f"restSearch requests per backfill, L = {row['page_size']} ({row['requests']} for {row['rows']} rows)",
+                     "value": f"{row['x_minimum']:.2f} × minimum", "target": "≤ 1.15 ×"})
+    if "cli" in results:
+        cli = results["cli"]
+        rows.append({"measure": f"`misp-ti transform`, {format_count(cli['records'])} lines, CPU vs orjson loads+dumps process",
+                     "value": f"{cli['x_floor_cpu']:.2f} × floor", "target": "≤ 2.5 ×"})
+    if "es" in results:
+        es = results["es"]
+        rows.append({"measure": f"Elasticsearch bulk writer, {format_count(es['documents'])} documents, client CPU vs `streaming_bulk`",
+                     "value": f"{es['x_streaming_bulk_cpu']:.2f} × streaming_bulk", "target": ""})
+    for row in results.get("e2e", []):
+        rows.append({"measure": f"engine peak RSS, end to end, {format_count(row['attributes'])} attributes",
+                     "value": f"{row['engine_peak_rss_mb']} MB", "target": ""})
+    # store size and batch lookup rows (issue 15, W-B) go here
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="transform,e2e,es", help="Comma-separated: transform, e2e, es.")
+    parser.add_argument("--only", default="requests,cli,transform,e2e,es", help="Comma-separated: requests, cli, transform, e2e, es.")
+    parser.add_argument("--cli-size", default="100k", help="Records through `misp-ti transform` and its floor process.")
     parser.add_argument("--transform-size", default="100k", help="Records through the transform contenders.")
     parser.add_argument("--pymisp-size", default="2000", help="Records through PyMISP (about 10 ms each).")
     parser.add_argument("--e2e-sizes", default="10k,100k", help="Attributes served for the end-to-end runs.")
@@ -87,6 +110,32 @@ def main() -> None:
           f"load average {info['load_average']} at start, {info['date']}")
     lines, origin = base_lines()
     print(f"corpus: {origin}; replicated with fresh uuids\n")
+
+    if "requests" in only:
+        from paging_bench import run as paging_run
+
+        rows = [paging_run(size) for size in (7, 100, 1000)]
+        results["requests"] = rows
+        print("## restSearch requests per backfill of the bundled sample\n")
+        print(table(rows, [
+            ("page_size", "page size L"), ("rows", "rows N"), ("requests", "requests"),
+            ("minimum", "minimum ceil(N/L)+1"), ("x_minimum", "× minimum"),
+        ]))
+        print()
+
+    if "cli" in only:
+        from cli_bench import run as cli_run
+
+        n = parse_count(args.cli_size)
+        row = cli_run(lines, n)
+        results["cli"] = row
+        print(f"## `misp-ti transform --stream threat_attributes` vs the orjson line floor, whole processes, {format_count(n)} lines\n")
+        print(table([row], [
+            ("records", "records"), ("floor_cpu_s", "floor CPU s"), ("cli_cpu_s", "CLI CPU s"),
+            ("x_floor_cpu", "× floor CPU"), ("floor_wall_s", "floor wall s"), ("cli_wall_s", "CLI wall s"),
+            ("x_floor_wall", "× floor wall"),
+        ]))
+        print()
 
     if "transform" in only:
         from transform_bench import run as transform_run
@@ -133,9 +182,13 @@ def main() -> None:
         print(table([row], [
             ("documents", "documents"), ("per_second", "documents/s"), ("client_cpu_s", "client CPU s"),
             ("per_cpu_second", "documents per CPU s"), ("batch", "batch"), ("bulk_chunk", "_bulk chunk"),
+            ("streaming_bulk_per_cpu_second", "streaming_bulk documents per CPU s"), ("x_streaming_bulk_cpu", "× streaming_bulk CPU"),
         ]))
         print()
 
+    print("## Summary: every row a ratio measured in this run\n")
+    print(table(summary(results), [("measure", "measure"), ("value", "value"), ("target", "target")]))
+    print()
     info_end = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"load average at the end: {[round(x, 2) for x in info_end] if info_end else '?'}")
     out_dir = HERE / "results"

@@ -41,7 +41,7 @@ def squeeze(events: list[dict], days: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--attributes", default="10k")
-    parser.add_argument("--events", type=Path, default=ROOT / "src" / "misp_ti" / "testing" / "data" / "misp-events")
+    parser.add_argument("--events", type=Path, default=ROOT / "src" / "misp_ti" / "simulator" / "data" / "misp-events")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--window-days", type=float, default=None,

@@ -30,6 +30,7 @@ class TableModel:
     before_request: Callable[[int, Mapping[str, Any]], None] = lambda n, body: None
     semantics: str = "2.4.196"  # or "2.4.165" (cumulative count) or "total"
     requests: int = 0
+    probes: int = 0
     _next_id: int = 1
 
     def add(self, uuid: str, ts: int, **extra: Any) -> None:
@@ -40,6 +41,12 @@ class TableModel:
         for row in self.rows:
             if row["uuid"] == uuid:
                 row["timestamp"] = str(ts)
+
+    def changed_since(self, since: int) -> bool:
+        """The change probe as MISP answers it: is any row stamped at or after ``since``?"""
+        self.requests += 1
+        self.probes += 1
+        return any(int(r["timestamp"]) >= since for r in self.rows)
 
     def search(self, body: Mapping[str, Any]) -> SearchResult:
         self.requests += 1
@@ -60,10 +67,12 @@ class TableModel:
         return SearchResult(visible, count, skipped, 1)
 
 
-def read_all(model: TableModel, *, start: int = 0, end: int = 10_000, limit: int = 5, resume: int | None = None) -> list[tuple[str, int]]:
+def read_all(
+    model: TableModel, *, start: int = 0, end: int = 10_000, limit: int = 5, resume: int | None = None, probe: bool = False
+) -> list[tuple[str, int]]:
     reader = WindowReader(
         scope="attributes", search=model.search, body={}, start=start, end=end, limit=limit, key=row_key,
-        post_filtered=True,
+        post_filtered=True, changed_since=model.changed_since if probe else None,
     )
     return [row_key(r) for chunk in reader.chunks(resume) for r in chunk.rows]
 
@@ -140,6 +149,52 @@ def test_modification_inside_a_crowded_second_is_repaired_by_the_rescan() -> Non
     assert len(delivered) == len(set(delivered))
 
 
+def crowded_table() -> TableModel:
+    model = TableModel()
+    for i in range(20):
+        model.add(f"c{i:02d}", 500)
+    for i in range(12):
+        model.add(f"n{i:02d}", 501 + i // 6)  # six rows per second: keyset steps would re-read most of a page
+    return model
+
+
+def test_offset_run_without_changes_costs_one_probe_instead_of_a_rescan() -> None:
+    plain, probed = crowded_table(), crowded_table()
+    assert sorted(read_all(plain)) == sorted(read_all(probed, probe=True)) == sorted(
+        (r["uuid"], int(r["timestamp"])) for r in plain.rows
+    )
+    assert probed.probes == 1
+    assert probed.requests == 32 // 5 + 1 + 1  # every page once, the short end, the probe
+    assert plain.requests > probed.requests + 5  # the re-scan read the crowded second again
+
+
+@pytest.mark.parametrize("moved_to", [9_800, 99_999], ids=["inside-window", "past-window-end"])
+def test_edit_during_an_offset_run_is_seen_by_the_probe_and_repaired(moved_to: int) -> None:
+    model = crowded_table()
+
+    def shift(n: int, body: Mapping[str, Any]) -> None:
+        if n == 2:  # page 1 (c00..c04) was read; c00 is edited (MISP stamps it "now")
+            model.modify("c00", moved_to)
+
+    model.before_request = shift
+    delivered = read_all(model, probe=True)
+    assert {u for u, _ in delivered} == {r["uuid"] for r in model.rows}
+    assert len(delivered) == len(set(delivered))
+    assert latest(delivered)["c00"] == (moved_to if moved_to <= 10_000 else 500)
+    assert model.probes == 1
+
+
+def test_after_a_probe_says_changed_the_window_is_read_without_runs() -> None:
+    model = TableModel()
+    for second in range(4):  # four crowded seconds, each its own offset episode
+        for i in range(12):
+            model.add(f"s{second}-{i:02d}", 500 + second)
+    model.add("recent", 9_900)  # stamped within CLOCK_SKEW of the window end: every probe says "yes"
+    delivered = read_all(model, probe=True)
+    assert sorted(delivered) == sorted((r["uuid"], int(r["timestamp"])) for r in model.rows)
+    assert model.probes == 1  # asked once; then every episode was re-scanned without asking
+
+
 def test_resume_from_a_checkpoint_delivers_the_rest() -> None:
     model = TableModel()
     for i in range(40):
@@ -169,12 +224,15 @@ def test_events_scope_uses_the_total_count() -> None:
     limit=st.integers(1, 9),
     hidden=st.sets(st.integers(0, 59)),
     semantics=st.sampled_from(["2.4.196", "2.4.165", "total"]),
+    probe=st.booleans(),
 )
-def test_property_every_visible_row_exactly_once(n: int, spread: int, limit: int, hidden: set[int], semantics: str) -> None:
+def test_property_every_visible_row_exactly_once(
+    n: int, spread: int, limit: int, hidden: set[int], semantics: str, probe: bool
+) -> None:
     model = TableModel(hidden=lambda r: int(r["uuid"][1:]) in hidden, semantics=semantics)
     for i in range(n):
         model.add(f"u{i}", 100 + i // spread)
-    delivered = read_all(model, limit=limit)
+    delivered = read_all(model, limit=limit, probe=probe)
     assert sorted(delivered) == sorted((f"u{i}", 100 + i // spread) for i in range(n) if i not in hidden)
 
 

@@ -9,6 +9,7 @@ timestamp, exactly once in the latest view.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import uuid as uuidlib
 from datetime import timedelta
@@ -21,6 +22,7 @@ from helpers.sample import T0
 from misp_ti.config import build_config
 from misp_ti.engine import Engine
 from misp_ti.errors import FetchError
+from misp_ti.misp.paging import CLOCK_SKEW
 from misp_ti.simulator import FAULT_KINDS, Dataset, MispSimulator, RequestInfo
 from misp_ti.testing.clock import ManualClock
 from misp_ti.testing.fixtures import STORE_FILE, make_client_config
@@ -48,8 +50,14 @@ def misp_state(sim: MispSimulator, uuids: set[str]) -> dict[str, int]:
     return {u: int(sim.attribute(u)["timestamp"]) for u in uuids}
 
 
+def is_probe(body: dict[str, Any]) -> bool:
+    """The one-row change probe that ends an offset run (``misp_fetch.change_probe``)."""
+    return "event_timestamp" in body and body.get("limit") == 1
+
+
 def attribute_requests(sim: MispSimulator) -> list[dict[str, Any]]:
-    return [r.body for r in sim.requests if r.path.endswith("/attributes/restSearch")]
+    """The page requests (change probes left out)."""
+    return [r.body for r in sim.requests if r.path.endswith("/attributes/restSearch") and not is_probe(r.body)]
 
 
 def test_backfill_over_many_pages_then_incremental_polls(tmp_path: Path, dataset: Dataset) -> None:
@@ -69,6 +77,10 @@ def test_backfill_over_many_pages_then_incremental_polls(tmp_path: Path, dataset
             assert body["deleted"] == [0, 1] and body["limit"] == PAGE and body["page"] >= 1
             assert body["timestamp"][0] <= body["timestamp"][1] <= end  # re-scans end earlier
         assert bodies[0]["timestamp"] == [end - 5000 * 86400, end]
+        probes = [r.body for r in sim.requests if is_probe(r.body)]
+        assert probes  # the sample's crowded seconds need offset runs at this page size
+        assert all(p == {"returnFormat": "json", "event_timestamp": [end - CLOCK_SKEW, p["event_timestamp"][1]],
+                         "deleted": [0, 1], "limit": 1, "page": 1} for p in probes)
 
         # incremental: a new attribute and an edit, ten minutes later
         clock.advance(timedelta(minutes=10))
@@ -81,6 +93,19 @@ def test_backfill_over_many_pages_then_incremental_polls(tmp_path: Path, dataset
         window = attribute_requests(sim)[0]["timestamp"]
         assert window == [end - 2, end + 600]  # [cursor - overlap, now]
         assert latest_view(tmp_path) == misp_state(sim, uuids | {added["uuid"]})
+
+
+@pytest.mark.parametrize("page_size", [7, 100, 1000])
+def test_backfill_requests_stay_near_the_minimum(tmp_path: Path, dataset: Dataset, page_size: int) -> None:
+    """Issue 15's target: at most 1.15 x (ceil(N / L) + 1) restSearch requests, probes included."""
+    clock = ManualClock(start=T0)
+    with MispSimulator(dataset, api_key=KEY, clock=clock) as sim:
+        with Engine(config(sim, tmp_path, misp={"page_size": page_size}), clock=clock) as engine:
+            [result] = engine.run_once()
+        sent = sum(1 for r in sim.requests if r.path.endswith("/attributes/restSearch"))
+        assert result.completed and result.records == 1708
+        assert latest_view(tmp_path) == misp_state(sim, {a["uuid"] for a in dataset.attributes()})
+    assert sent <= 1.15 * (math.ceil(1708 / page_size) + 1)
 
 
 def test_threat_stream_splits_events_per_attribute_and_object_attribute(tmp_path: Path, dataset: Dataset) -> None:

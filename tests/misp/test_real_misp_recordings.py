@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from misp_ti.config import build_config
+from misp_ti.default_plugins import misp_fetch
 from misp_ti.default_plugins.misp_fetch import CLIENT
 from misp_ti.engine import Engine
 from misp_ti.misp.client import MispClient
@@ -44,6 +45,15 @@ POLLS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {"policy": "decay-model"},
     ),
 }
+#: Recorded by the paging before issue 15, which re-read every offset-mode
+#: span; today's paging pages in offset runs checked by one anchor request
+#: (``misp_fetch.OFFSET_RUNS``), requests this recording does not hold.
+#: These labels replay with ``OFFSET_RUNS`` off: the keyset + re-scan path,
+#: still what the reader does without offset runs, so the real MISP's
+#: answers keep checking it (post-filtered pages included). Offset runs are
+#: checked against the simulator and the SQL model (test_fetch_simulator.py,
+#: test_fetch_paging.py).
+WITHOUT_OFFSET_RUNS = {"backfill:attrs_p7_wl"}
 #: incremental label -> the backfill label whose cursor it continues from
 INCREMENTALS = {"incremental:attrs_p100": "backfill:attrs_p100", "incremental:events_p100": "backfill:events_p100"}
 
@@ -103,7 +113,11 @@ def ingested_at(store: Path, stream: str, now: datetime) -> set[str]:
 
 
 @pytest.mark.parametrize("label", sorted(POLLS))
-def test_backfill_replay_delivers_exactly_the_recorded_attributes(label: str, recording: Recording, tmp_path: Path) -> None:
+def test_backfill_replay_delivers_exactly_the_recorded_attributes(
+    label: str, recording: Recording, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if label in WITHOUT_OFFSET_RUNS:
+        monkeypatch.setattr(misp_fetch, "OFFSET_RUNS", False)
     poll = recording.select(label)
     stream = POLLS[label][0]
     store = tmp_path / "store.db"

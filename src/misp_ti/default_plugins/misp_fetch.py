@@ -36,7 +36,7 @@ MispClient(config.misp, transport=httpx.MockTransport(handler))``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from misp_ti import hookimpl
@@ -59,6 +59,13 @@ CLIENT: StashKey[MispClient] = StashKey("misp_fetch.client")
 MISP_TI_STREAMS = BUILTIN_STREAMS
 
 
+#: Offset runs checked by one change probe instead of re-scans (issue 15;
+#: see :mod:`misp_ti.misp.paging`). Off, the reader re-scans every offset span.
+OFFSET_RUNS = True
+#: The far end of the change probe's timestamp range (2100-01-01).
+_PROBE_END = 4_102_444_800
+
+
 def client(ctx: RunContext) -> MispClient:
     """The engine's MISP client, created from ``misp`` settings on first use."""
     return ctx.stash.get_or_create(CLIENT, lambda: MispClient(ctx.config.misp))
@@ -78,6 +85,25 @@ def request_body(spec: StreamSpec, settings: StreamSettings) -> dict[str, Any]:
     if settings.enforce_warninglist:
         body["enforceWarninglist"] = True
     return body
+
+
+def change_probe(misp: MispClient, scope: str, cancelled: Any = None) -> Callable[[int], bool]:
+    """``since -> bool``: whether MISP holds anything stamped at or after ``since``.
+
+    One restSearch of one row, without the stream's filters (a change can
+    take a row out of them) and with deleted rows: for ``attributes`` by the
+    event timestamp, which MISP moves on every edit, soft delete, added
+    attribute and event tag change; for ``events`` by the event timestamp.
+    An answer that cannot tell (no or an odd ``X-Result-Count``) is a "yes".
+    """
+    key = "event_timestamp" if scope == "attributes" else "timestamp"
+
+    def changed(since: int) -> bool:
+        body = {"returnFormat": "json", key: [since, _PROBE_END], "deleted": [0, 1], "limit": 1, "page": 1}
+        result = misp.search(scope, body, cancelled=cancelled)
+        return bool(result.items) or result.result_count is None or result.result_count > 1
+
+    return changed
 
 
 def _as_int(value: Any) -> int | None:
@@ -124,6 +150,7 @@ def read_stream(stream: str, cursor: Mapping[str, Any] | None, ctx: RunContext) 
         limit=settings.page_size or ctx.config.misp.page_size,
         key=row_key,
         post_filtered=bool(settings.enforce_warninglist or body.get("excludeDecayed")),
+        changed_since=change_probe(misp, scope, ctx.cancelled) if OFFSET_RUNS else None,
     )
     log.info(
         "%s: reading %s .. %s%s", stream, epoch_text(start), epoch_text(end),

@@ -35,13 +35,39 @@ at or after ``safe`` (the point below which everything is delivered).
    that still finds rows is repeated, at most :data:`MAX_RESCANS` times.
    This repairs the one-row skips a modification can cause in offset mode.
 
+   A re-scan costs as many requests as the episode, and finds nothing
+   unless MISP changed meanwhile. With a ``changed_since`` probe (what
+   ``misp_fetch`` passes) the reader first asks that, in one request: "does
+   MISP hold anything stamped at or after ``end - CLOCK_SKEW``?" Every
+   change MISP stamps gets its "now", at least the window end minus the
+   clock difference: an edit or soft delete (the row jumps out of place),
+   an added attribute, an event tag change (``misp_fetch`` asks by event
+   timestamp, which each of these moves). Only a "yes" (or an answer that
+   cannot tell) costs the re-scan; a window ending less than ``CLOCK_SKEW``
+   after a change still re-scans, and once the probe said "yes" the rest
+   of the window is read as without it. What MISP does not stamp is not seen: a
+   hard delete (an event deleted) during an offset episode can skip one
+   row per deleted row in this poll, as can a row synchronised in with an
+   old timestamp behind the read position (which keyset paging misses
+   anyway). Positional checks cannot replace the probe: a row removed
+   before the read position and the row it makes offset paging skip cancel
+   out in every position after them.
+
+   With the probe, offset mode is also chosen where a keyset step
+   would re-read more than a quarter of the page (the rows at ``m`` fill
+   its tail: imported events keep their original, shared timestamps), and
+   the run then goes on for :data:`OFFSET_RUN` pages before the keyset
+   moves again: the requests approach ``ceil(N / limit) + 1`` (issue 15),
+   while the checkpoint waits at the run's start.
+
 Checkpoints: after each page the safe point ``safe`` (every row of the
 window below it delivered) is reported; a resumed cycle restarts at
 ``safe`` with the same window end, and re-delivers at most the rows at
 ``safe`` itself (document ids make that idempotent).
 
 Memory stays flat: ``seen`` only holds the rows at or after ``safe``, i.e.
-the current second, or the span of one offset-mode episode.
+the current second, or the span of one offset-mode episode (at most
+:data:`OFFSET_RUN_ROWS` rows for an offset run).
 """
 
 from __future__ import annotations
@@ -63,6 +89,14 @@ MAX_RESCANS = 3
 #: poll is failed as a runaway (MISP would need to have post-filtered this
 #: many full pages in a row).
 MAX_BLIND_PAGES = 1000
+#: Seconds MISP's clock may lag the engine's without the change probe
+#: missing a change made during the poll (it looks this far before the window end).
+CLOCK_SKEW = 300
+#: Offset runs (see :meth:`WindowReader._keep_offset`): pages a run lasts
+#: once begun, and its limits in pages and rows.
+OFFSET_RUN = 16
+OFFSET_RUN_MAX = 64
+OFFSET_RUN_ROWS = 20_000
 
 
 def sql_page_full(scope: str, page: int, limit: int, result: SearchResult, *, old_counts: bool = False) -> bool:
@@ -116,6 +150,7 @@ class ReadStats:
     duplicates: int = 0
     post_filtered: int = 0
     rescans: int = 0
+    probes: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -140,6 +175,10 @@ class WindowReader:
     :param search: sends one restSearch body, returns the answer (retries inside).
     :param body: the request body without ``timestamp``, ``page`` and ``limit``.
     :param key: returns ``(uuid, timestamp)`` of a row.
+    :param changed_since: one request answering whether MISP holds anything
+        stamped at or after the given epoch second, whatever the filters;
+        with it, offset-mode episodes are re-scanned only after a change,
+        and paging uses offset runs (see the module doc).
     """
 
     def __init__(
@@ -153,6 +192,7 @@ class WindowReader:
         limit: int,
         key: Callable[[Mapping[str, Any]], tuple[str | None, int | None]],
         post_filtered: bool = False,
+        changed_since: Callable[[int], bool] | None = None,
     ):
         self.scope = scope
         self.search = search
@@ -160,6 +200,8 @@ class WindowReader:
         self.start, self.end, self.limit = start, end, limit
         self.key = key
         self.post_filtered = post_filtered
+        self.changed_since = changed_since
+        self._quiet = changed_since is not None  # no probe has said "changed" yet
         self.stats = ReadStats()
         self._seen: dict[str, int] = {}
         self._warned_no_header = False
@@ -218,7 +260,7 @@ class WindowReader:
             rows = self._fresh(result.items)
             full = self._full(page, result)
             newest = max((ts for r in result.items if (ts := self.key(r)[1]) is not None), default=-1)
-            if not full or newest > lo:
+            if not full or (newest > lo and not self._keep_offset(result, newest, page, episode is not None)):
                 if episode is not None:
                     # offset mode ends here: deliver this page, then repair its span
                     yield self._chunk(rows, safe)
@@ -236,7 +278,8 @@ class WindowReader:
                 self._advance(safe)
                 yield self._chunk(rows, safe)
                 continue
-            # a full page that does not move the keyset: offset mode
+            # a full page that does not move the keyset (or whose keyset step
+            # would re-read most of it): offset mode
             if episode is None:
                 episode = lo
             blind = 0 if rows else blind + 1
@@ -249,7 +292,31 @@ class WindowReader:
             page += 1
             yield self._chunk(rows, safe)
 
+    def _keep_offset(self, result: SearchResult, newest: int, page: int, in_offset: bool) -> bool:
+        """Whether to read ``page + 1`` although the keyset could move to ``newest``.
+
+        Only with a change probe (then an episode costs one probe instead
+        of a re-scan). A keyset step re-reads the rows at ``newest``; when
+        they fill more than a quarter of the page, offset mode is cheaper.
+        A run, once begun, goes on for :data:`OFFSET_RUN` pages (one probe
+        pays for many pages) and ends on a page whose keyset step is cheap,
+        or after :data:`OFFSET_RUN_MAX` pages or :data:`OFFSET_RUN_ROWS`
+        rows (the checkpoint stays at the run's start meanwhile, and the
+        de-duplication memory holds the run's rows).
+        """
+        if not self._quiet or page >= min(OFFSET_RUN_MAX, max(1, OFFSET_RUN_ROWS // self.limit)):
+            return False
+        tail = sum(1 for row in result.items if self.key(row)[1] == newest)
+        return tail * 4 > self.limit or (in_offset and page < OFFSET_RUN)
+
     def _rescan(self, lo: int, hi: int, safe: int) -> Iterator[Chunk]:
+        if self.changed_since is not None and self._quiet:
+            self.stats.probes += 1
+            self.stats.requests += 1
+            if not self.changed_since(self.end - CLOCK_SKEW):
+                return
+            # a "yes" stays a yes for this window: no more probes, no more runs
+            self._quiet = False
         for _ in range(MAX_RESCANS):
             self.stats.rescans += 1
             found = 0
