@@ -474,7 +474,7 @@ class ServiceSettings(_Section):
 
     metrics_address: str | None = Field(
         None,
-        description="`HOST:PORT` where `run` serves Prometheus metrics (`/metrics`) and its health (`/healthz`, answering like `misp-ti status`), e.g. `127.0.0.1:9464`. Off when unset. Only a loopback address unless `metrics_allow_remote`.",
+        description="`HOST:PORT` where `run` serves Prometheus metrics (`/metrics`) and its health (`/healthz`, answering like `misp-ti status`), e.g. `127.0.0.1:9464` (port 0: any free port, printed at start). Off when unset. Only a loopback address unless `metrics_allow_remote`.",
     )
     metrics_allow_remote: bool = Field(
         False,
@@ -494,7 +494,7 @@ class ServiceSettings(_Section):
         if value is None:
             return None
         host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError("expected HOST:PORT such as 127.0.0.1:9464")
         return value
 
