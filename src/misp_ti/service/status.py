@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from misp_ti.config import Config
+from misp_ti.cycle_report import cursor_time
 from misp_ti.errors import MispTiError
 from misp_ti.state import StateStore
 from misp_ti.timeutil import iso
@@ -72,8 +73,6 @@ def collect(inputs: StatusInputs, *, now: datetime) -> tuple[int, dict[str, Any]
 
 
 def _stream_status(state: StateStore, inputs: StatusInputs, stream: str, *, now: datetime) -> tuple[dict[str, Any], list[str]]:
-    from misp_ti.engine import cursor_time
-
     interval = inputs.config.streams.settings(stream).interval
     cursor = state.get_cursor(stream)
     cursor_at = cursor_time(cursor, state.cursor_updated_at(stream))
