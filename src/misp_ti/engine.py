@@ -24,9 +24,10 @@ from typing import Any, Protocol
 import pluggy
 
 from misp_ti.config import Config
+from misp_ti.cycle_report import PipelineErrorLog, cursor_time
 from misp_ti.dispatch import first_result_caller
 from misp_ti.ecs import error_document, is_pipeline_error, options_for
-from misp_ti.errors import ConfigError, PluginError, SinkError
+from misp_ti.errors import ConfigError, MispTiError, PluginError, SinkError
 from misp_ti.manager import (
     POLICIES_ATTR,
     SINKS_ATTR,
@@ -35,8 +36,8 @@ from misp_ti.manager import (
     plugin_manager_for,
     validate_plugin_settings,
 )
-from misp_ti.model import ExpiryPolicy, Page, RunContext, SinkReport, Stash
-from misp_ti.state import Cycle, StateStore
+from misp_ti.model import MISP_REQUEST_OBSERVER, ExpiryPolicy, Page, RunContext, SinkReport, Stash
+from misp_ti.state import Cycle, CycleOutcome, StateStore
 from misp_ti.timeutil import iso, utcnow
 
 log = logging.getLogger("misp_ti.engine")
@@ -145,18 +146,30 @@ class Prefetch:
         return False
 
     def __iter__(self) -> Iterator[Page]:
+        """The pages in order; ends early, without an error, once the cancel
+        event is set (a stop): a fetch blocked in a slow request or a retry
+        wait is not waited for."""
         while True:
-            kind, value = self._queue.get()
+            try:
+                kind, value = self._queue.get(timeout=0.05)
+            except queue.Empty:
+                if self._closed.is_set():
+                    return
+                continue
             if kind == "page":
                 yield value
             elif kind == "done":
                 return
+            elif self._closed.is_set():
+                return  # the fetch gave up because it was cancelled
             else:
                 raise value
 
     def close(self) -> None:
         self._closed.set()
-        self._thread.join(timeout=5)
+        # a thread still inside a slow request is abandoned (it is a daemon,
+        # and nothing it reads now is delivered)
+        self._thread.join(timeout=0.5)
 
 
 def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -179,6 +192,7 @@ class Engine:
         clock: Callable[[], datetime] = utcnow,
         progress: Progress | None = None,
         state: StateStore | None = None,
+        metrics: Any = None,
     ):
         self.config = config
         self.pm = pm or plugin_manager_for(config, extra_plugins)
@@ -190,6 +204,14 @@ class Engine:
         #: Every stream the registered plugins declare (``MISP_TI_STREAMS``).
         self.streams = declared_streams(self.pm)
         self._stop = threading.Event()
+        #: The running cycle's ``ctx.cancelled``: a stop ends its fetch's waits.
+        self._cancel: threading.Event | None = None
+        #: A :class:`misp_ti.service.metrics.Metrics` (or anything with its
+        #: ``on_*`` methods) fed with every cycle's outcome; ``None``: off.
+        self.metrics = metrics
+        if metrics is not None:
+            self.stash[MISP_REQUEST_OBSERVER] = metrics.on_misp_request
+        self._error_log = PipelineErrorLog()
         self._provisioned = False
         self.expiry_policy: ExpiryPolicy = self.check_plugins()
         self._warn_at_start()
@@ -284,8 +306,15 @@ class Engine:
     # stopping --------------------------------------------------------------
 
     def request_stop(self) -> None:
-        """Finish the current batch, save its checkpoint, then stop."""
+        """Finish the current batch, save its checkpoint, then stop.
+
+        Safe from a signal handler. A fetch waiting (retry backoff, rate
+        limit, a slow answer) is cancelled at once: the cycle stays in
+        progress at its last confirmed batch."""
         self._stop.set()
+        cancel = self._cancel
+        if cancel is not None:
+            cancel.set()
 
     @property
     def stop_requested(self) -> bool:
@@ -321,6 +350,24 @@ class Engine:
         cycle, resumed = self._start(stream, dry_run=dry_run)
         ctx = self.context(now=cycle.started_at, refetch=cycle.refetch, dry_run=dry_run)
         result = CycleResult(stream, cycle.started_at, refetch=cycle.refetch, resumed=resumed)
+        self._cancel = ctx.cancelled
+        if self.stop_requested:
+            ctx.cancelled.set()
+        try:
+            self._run_pages(stream, cycle, ctx, result, resumed=resumed, dry_run=dry_run)
+        except Exception as exc:
+            if not dry_run:
+                self._record_failure(stream, exc)
+            raise
+        finally:
+            self._cancel = None
+        result.seconds = time.monotonic() - started
+        if not dry_run:
+            self._record_result(stream, result)
+        self.progress.cycle_finished(stream, result)
+        return result
+
+    def _run_pages(self, stream: str, cycle: Cycle, ctx: RunContext, result: CycleResult, *, resumed: bool, dry_run: bool) -> None:
         self.progress.cycle_started(stream, refetch=cycle.refetch, resumed=resumed)
         if resumed:
             log.info("resuming the interrupted %s cycle of %s", stream, iso(cycle.started_at))
@@ -337,18 +384,38 @@ class Engine:
                     if not dry_run:
                         self.state.save_checkpoint(stream, page.cursor)
                 if self.stop_requested:
-                    log.info("stop requested: %s cycle left in progress after %d pages", stream, result.pages)
                     break
-            else:
-                if not dry_run:
-                    schedule = REFETCH_SCHEDULE if cycle.refetch else None
-                    self.state.finish_cycle(stream, cursor=last_cursor, cycle=cycle, schedule=schedule)
-                result.completed = True
+            if self.stop_requested:
+                log.info("stop requested: %s cycle left in progress after %d pages", stream, result.pages)
+                return
+            if not dry_run:
+                schedule = REFETCH_SCHEDULE if cycle.refetch else None
+                outcome = CycleOutcome(
+                    stream, "completed", self.clock(), result.records, result.documents,
+                    result.pipeline_errors, sum(result.dead_lettered.values()),
+                )
+                self.state.finish_cycle(stream, cursor=last_cursor, cycle=cycle, schedule=schedule, outcome=outcome)
+            result.completed = True
         finally:
             prefetch.close()
-        result.seconds = time.monotonic() - started
-        self.progress.cycle_finished(stream, result)
-        return result
+
+    def _record_result(self, stream: str, result: CycleResult) -> None:
+        if self.metrics is None:
+            return
+        now = self.clock()
+        self.metrics.on_cycle_finished(stream, result, finished_at=now)
+        cursor_at = cursor_time(self.state.get_cursor(stream), self.state.cursor_updated_at(stream))
+        self.metrics.on_cursor(stream, cursor_at, now)
+
+    def _record_failure(self, stream: str, exc: BaseException) -> None:
+        """The failed cycle goes into the history (``status``) and the metrics;
+        a state that cannot be written only loses this record."""
+        try:
+            self.state.record_outcome(CycleOutcome(stream, "failed", self.clock(), error=str(exc) or type(exc).__name__))
+        except MispTiError as state_exc:
+            log.warning("%s: the failed cycle could not be recorded: %s", stream, state_exc)
+        if self.metrics is not None:
+            self.metrics.on_cycle_failed(stream)
 
     def _deliver_page(self, stream: str, page: Page, ctx: RunContext, result: CycleResult) -> None:
         docs = self.process(stream, page.records, ctx)
@@ -359,6 +426,8 @@ class Engine:
         result.records += len(page.records)
         result.documents += len(docs)
         result.pipeline_errors += errors
+        if errors:
+            self._error_log.report(stream, page.records, docs)
         self.progress.page_done(stream, records=len(page.records), docs=len(docs), errors=errors)
 
     def process(self, stream: str, records: Iterable[Any], ctx: RunContext) -> list[dict[str, Any]]:
@@ -441,6 +510,9 @@ class Engine:
                         log.error("%s poll failed, cursor kept; next try in %ss: %s", stream, interval, exc)
                 next_due[stream] = time.monotonic() + interval
             if streams:
-                self._stop.wait(max(0.0, min(next_due.values()) - time.monotonic()))
+                delay = max(0.0, min(next_due.values()) - time.monotonic())
+                if not self.stop_requested:
+                    log.info("next poll at %s", iso(self.clock() + timedelta(seconds=delay)))
+                self._stop.wait(delay)
             else:
                 break

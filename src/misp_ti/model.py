@@ -123,6 +123,11 @@ class Stash:
 #: Where sinks record, in dry-run mode, the requests they would send.
 DRY_RUN_REQUESTS: StashKey[list[dict[str, Any]]] = StashKey("misp_ti.dry_run_requests")
 
+#: Told of every MISP HTTP request as ``observer(status, seconds, retry=...)``
+#: (:class:`misp_ti.misp.client.MispClient`'s ``observer``); the engine sets it
+#: when it has metrics, the MISP client it creates reads it.
+MISP_REQUEST_OBSERVER: StashKey[Callable[..., None]] = StashKey("misp_ti.misp_request_observer")
+
 #: Keys made for the deprecated :meth:`RunContext.resource`, one per name.
 _NAMED_KEYS: dict[str, StashKey[Any]] = {}
 

@@ -55,10 +55,16 @@ class RichProgress:
             TimeElapsedColumn(),
             console=Console(stderr=True),
             transient=False,
+            redirect_stdout=False,  # stdout may carry documents (ndjson sink on "-")
         )
         self._tasks: dict[str, Any] = {}
         self._started: dict[str, float] = {}
         self._progress.start()
+        # the log handler holds the real stderr; while the bar lives it writes
+        # through rich's redirected stderr, so log lines print above the bar
+        # instead of breaking into its line
+        self._handlers = [h for h in logging.getLogger("misp_ti").handlers if isinstance(h, logging.StreamHandler)]
+        self._streams = [h.setStream(sys.stderr) for h in self._handlers]
 
     def cycle_started(self, stream: str, *, refetch: bool, resumed: bool) -> None:
         label = f"{stream}{' (refetch)' if refetch else ''}{' (resumed)' if resumed else ''}"
@@ -79,6 +85,9 @@ class RichProgress:
             self._progress.update(task, total=self._progress.tasks[task].completed)
 
     def close(self) -> None:
+        for handler, stream in zip(self._handlers, self._streams, strict=True):
+            if stream is not None:
+                handler.setStream(stream)
         self._progress.stop()
 
 

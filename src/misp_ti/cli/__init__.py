@@ -8,13 +8,13 @@ exposing a click command named ``command``.
 from __future__ import annotations
 
 import importlib
-import signal
+import sqlite3
 import sys
 import warnings
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import orjson
@@ -27,7 +27,7 @@ from misp_ti.config.reference import render_reference
 from misp_ti.errors import ConfigError, MispTiError
 from misp_ti.timeutil import parse_iso
 
-COMMAND_MODULES = ("misp_ti.cli.transform", "misp_ti.cli.simulator", "misp_ti.cli.demo")
+COMMAND_MODULES = ("misp_ti.cli.transform", "misp_ti.cli.simulator", "misp_ti.cli.demo", "misp_ti.cli.status")
 
 
 def _echo_warnings(caught: list[warnings.WarningMessage]) -> None:
@@ -134,27 +134,18 @@ class IsoTime(click.ParamType):
         return when.replace(microsecond=0) if self.whole_seconds else when
 
 
-def _install_stop_handlers(engine: Any) -> None:
-    def stop(signum: int, frame: Any) -> None:
-        click.echo(f"\n{signal.Signals(signum).name}: finishing the current batch, then stopping (again to abort)", err=True)
-        engine.request_stop()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-
-
-def _print_results(results: list[Any], as_json: bool) -> None:
+def _print_results(results: list[Any], as_json: bool, *, err: bool = True) -> None:
     for result in results:
         data = result.as_dict()
         if as_json:
-            click.echo(orjson.dumps(data).decode())
+            click.echo(orjson.dumps(data).decode(), err=err)
         else:
             state = "done" if result.completed else "interrupted (will resume)"
             click.echo(
                 f"{result.stream}: {state}; {result.pages} pages, {result.records} records, "
                 f"{result.documents} documents, {result.pipeline_errors} pipeline errors, "
-                f"delivered: {_per_sink(result.delivered)}, dead-lettered: {_per_sink(result.dead_lettered)}, {data['seconds']}s"
+                f"delivered: {_per_sink(result.delivered)}, dead-lettered: {_per_sink(result.dead_lettered)}, {data['seconds']}s",
+                err=err,
             )
 
 
@@ -166,37 +157,54 @@ def _per_sink(counts: dict[str, int]) -> str:
 @cli.command()
 @click.option("--stream", "streams", multiple=True, help="Only this stream (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Print the requests sinks would send, one JSON object per line; change nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the cycle summary as JSON lines.")
+@click.option("--json", "as_json", is_flag=True, help="Print the cycle summary as JSON lines (to stderr when the ndjson sink writes to stdout).")
+@click.option("--json-file", type=click.Path(dir_okay=False, path_type=Path), help="Also write the cycle summary as JSON lines to this file.")
 @click.option("--now", "now", type=IsoTime(whole_seconds=True), help="Use this as the cycle time instead of the clock (reproducible runs); refused on a state that wall-clock runs wrote (see --dry-run).")
 @click.pass_obj
 @handle_errors
-def once(obj: Obj, streams: tuple[str, ...], dry_run: bool, as_json: bool, now: datetime | None) -> None:
+def once(obj: Obj, streams: tuple[str, ...], dry_run: bool, as_json: bool, json_file: Path | None, now: datetime | None) -> None:
     """Run one poll cycle per enabled stream, then exit.
 
     An interrupted cycle (crash, stop, failure) is resumed first, with its
-    original window and ingest time.
+    original window and ingest time. Exit 0: done (or stopped by a signal);
+    1: a cycle failed; 3: done, but some records became pipeline errors.
     """
     from misp_ti.progress import make_progress
+    from misp_ti.service.runner import install_signal_handlers, state_lock
 
-    progress = None if dry_run else make_progress(quiet=obj.quiet)
-    kwargs: dict[str, Any] = {"progress": progress}
-    if now is not None:
-        kwargs["clock"] = lambda: now
-    with obj.engine(**kwargs) as engine:
-        if not dry_run:
-            check_clock(engine.state, engine.config.state_path(), fixed=now is not None)
-        _install_stop_handlers(engine)
-        try:
-            results = engine.run_once(streams=streams or None, dry_run=dry_run)
-            if dry_run:
-                for request in engine.context(dry_run=True).dry_run_requests:
-                    click.echo(orjson.dumps(request).decode())
-        finally:
-            close = getattr(progress, "close", None)
-            if close is not None:
-                close()
-    if not dry_run:
-        _print_results(results, as_json)
+    config = obj.config()
+    lock = None if dry_run else state_lock(config, "once")
+    try:
+        progress = None if dry_run else make_progress(quiet=obj.quiet)
+        kwargs: dict[str, Any] = {"progress": progress}
+        if now is not None:
+            kwargs["clock"] = lambda: now
+        with obj.engine(**kwargs) as engine:
+            if not dry_run:
+                check_clock(engine.state, engine.config.state_path(), fixed=now is not None)
+            install_signal_handlers(engine)
+            try:
+                results = engine.run_once(streams=streams or None, dry_run=dry_run)
+                if dry_run:
+                    for request in engine.context(dry_run=True).dry_run_requests:
+                        click.echo(orjson.dumps(request).decode())
+            finally:
+                close = getattr(progress, "close", None)
+                if close is not None:
+                    close()
+    finally:
+        if lock is not None:
+            lock.release()
+    if dry_run:
+        return
+    if json_file is not None:
+        json_file.write_text("".join(orjson.dumps(r.as_dict()).decode() + "\n" for r in results), encoding="utf-8")
+    # stdout belongs to the documents when the ndjson sink writes there
+    documents_on_stdout = "ndjson" in config.output.sinks and config.output.ndjson.path == "-"
+    if not obj.quiet or as_json:
+        _print_results(results, as_json, err=documents_on_stdout)
+    if any(r.pipeline_errors for r in results):
+        sys.exit(3)
 
 
 @cli.command()
@@ -205,21 +213,38 @@ def once(obj: Obj, streams: tuple[str, ...], dry_run: bool, as_json: bool, now: 
 def run(obj: Obj) -> None:
     """Poll every enabled stream at its interval until SIGINT/SIGTERM.
 
-    A stop signal finishes the current batch, saves the cursor and exits 0.
-    A failed poll keeps its cursor and is tried again at the next interval.
+    A stop signal ends the current wait or batch, keeps the cursor at the
+    last confirmed batch and exits 0. A failed poll keeps its cursor and is
+    tried again at the next interval. SIGHUP is ignored (restart to reload).
+    With ``service.metrics_address``, serves /metrics and /healthz.
     """
     import logging
 
     from misp_ti.progress import LogProgress
+    from misp_ti.service.runner import banner, install_signal_handlers, start_metrics, state_lock
 
     log = logging.getLogger("misp_ti")
-    with obj.engine(progress=None if obj.quiet else LogProgress()) as engine:
-        check_clock(engine.state, engine.config.state_path(), fixed=False)
-        _install_stop_handlers(engine)
-        engine.provision()
-        engine.run_forever(
-            on_error=lambda stream, exc: log.error("%s poll failed; cursor kept, retrying next interval: %s", stream, exc)
-        )
+    config = obj.config()
+    with state_lock(config, "run"):
+        metrics = None
+        if config.service.metrics_endpoint() is not None:
+            from misp_ti.service.metrics import Metrics
+
+            metrics = Metrics()
+        with obj.engine(progress=None if obj.quiet else LogProgress(), metrics=metrics) as engine:
+            check_clock(engine.state, engine.config.state_path(), fixed=False)
+            install_signal_handlers(engine)
+            server = start_metrics(engine)
+            try:
+                for line in banner(engine, server.url if server else None):
+                    log.info("%s", line)
+                engine.provision()
+                engine.run_forever(
+                    on_error=lambda stream, exc: log.error("%s poll failed; cursor kept, retrying next interval: %s", stream, exc)
+                )
+            finally:
+                if server is not None:
+                    server.close()
     log.info("stopped")
 
 
@@ -230,10 +255,17 @@ def run(obj: Obj) -> None:
 @handle_errors
 def provision(obj: Obj, dry_run: bool, check: bool) -> None:
     """Install what the enabled sinks need (idempotent)."""
-    with obj.engine() as engine:
-        actions = engine.provision(dry_run=dry_run, check=check)
-        for action in actions:
-            click.echo(orjson.dumps(action).decode())
+    from misp_ti.service.runner import state_lock
+
+    lock = None if dry_run or check else state_lock(obj.config(), "provision")
+    try:
+        with obj.engine() as engine:
+            actions = engine.provision(dry_run=dry_run, check=check)
+            for action in actions:
+                click.echo(orjson.dumps(action).decode())
+    finally:
+        if lock is not None:
+            lock.release()
     lacking = [a for a in actions if a.get("ok") is False]
     for action in lacking:
         click.echo(f"misp-ti: {action.get('sink')} lacks: {'; '.join(action.get('missing') or ['?'])}", err=True)
@@ -342,12 +374,15 @@ def lookup(obj: Obj, value: str, as_json: bool, db: Path | None) -> None:
 
     path = db or obj.config().output.sqlite.path
     if not Path(path).exists():
-        raise MispTiError(f"no embedded store at {path} (run `misp-ti once` or `misp-ti demo` first)")
-    store = EmbeddedStore(path)
+        _exit_unusable(f"no embedded store at {path} (run `misp-ti once` or `misp-ti demo` first)")
     try:
-        docs = store.lookup(value, now=utcnow())
-    finally:
-        store.close()
+        store = EmbeddedStore(path)
+        try:
+            docs = store.lookup(value, now=utcnow())
+        finally:
+            store.close()
+    except sqlite3.Error as exc:
+        _exit_unusable(f"the embedded store {path} cannot be read: {exc}")
     if as_json:
         for doc in docs:
             click.echo(orjson.dumps(doc).decode())
@@ -364,6 +399,12 @@ def lookup(obj: Obj, value: str, as_json: bool, db: Path | None) -> None:
     else:
         click.echo(f"{value}: not an active IOC", err=not as_json)
     sys.exit(0 if docs else 1)
+
+
+def _exit_unusable(message: str) -> NoReturn:
+    """Exit 2 (docs/contracts.md: no store or an unreadable one)."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
 
 
 def _register_optional_commands() -> None:

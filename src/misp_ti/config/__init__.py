@@ -471,6 +471,59 @@ class StateSettings(_Section):
     path: Path | None = Field(None, description="File holding cursors and schedules (SQLite). Default: `output.sqlite.path`.")
 
 
+class ServiceSettings(_Section):
+    """`misp-ti run` as a long-lived service: its metrics and health endpoint."""
+
+    section = "service"
+
+    metrics_address: str | None = Field(
+        None,
+        description="`HOST:PORT` where `run` serves Prometheus metrics (`/metrics`) and its health (`/healthz`, answering like `misp-ti status`), e.g. `127.0.0.1:9464` (port 0: any free port, printed at start). Off when unset. Only a loopback address unless `metrics_allow_remote`.",
+    )
+    metrics_allow_remote: bool = Field(
+        False,
+        description="Allow a `metrics_address` that is not loopback (the endpoints have no authentication: put them behind a firewall or a proxy).",
+    )
+
+    def metrics_endpoint(self) -> tuple[str, int] | None:
+        """``(host, port)`` of the metrics server, or ``None`` when it is off."""
+        if self.metrics_address is None:
+            return None
+        host, _, port = self.metrics_address.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError("expected HOST:PORT such as 127.0.0.1:9464")
+        return value
+
+    @model_validator(mode="after")
+    def _loopback(self) -> ServiceSettings:
+        endpoint = self.metrics_endpoint()
+        if endpoint is not None and not self.metrics_allow_remote and not _is_loopback(endpoint[0]):
+            raise ValueError(
+                f"metrics_address: {endpoint[0]} is not a loopback address; the metrics have no "
+                "authentication (set service.metrics_allow_remote = true to serve them there anyway)"
+            )
+        return self
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class PluginSettings(_Section):
     load: list[str] = Field(default_factory=list, description="Extra plugin modules to register (like `--plugin`).")
     block: list[str] = Field(default_factory=list, description="Plugin names never to register (e.g. `sqlite_sink`).")
@@ -493,6 +546,7 @@ class Config(BaseModel):
     expiry: ExpirySettings = Field(default_factory=ExpirySettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
     state: StateSettings = Field(default_factory=StateSettings)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     plugin: dict[str, dict[str, Any]] = Field(

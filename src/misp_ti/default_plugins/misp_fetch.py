@@ -44,7 +44,7 @@ from misp_ti.config import StreamSettings
 from misp_ti.errors import PluginError
 from misp_ti.misp.client import MispClient
 from misp_ti.misp.paging import WindowReader, row_key
-from misp_ti.model import Page, RunContext, StashKey
+from misp_ti.model import MISP_REQUEST_OBSERVER, Page, RunContext, StashKey
 from misp_ti.streams import BUILTIN_STREAMS, StreamSpec, one_record, split_event
 from misp_ti.timeutil import epoch_text
 
@@ -68,7 +68,9 @@ _PROBE_END = 4_102_444_800
 
 def client(ctx: RunContext) -> MispClient:
     """The engine's MISP client, created from ``misp`` settings on first use."""
-    return ctx.stash.get_or_create(CLIENT, lambda: MispClient(ctx.config.misp))
+    return ctx.stash.get_or_create(
+        CLIENT, lambda: MispClient(ctx.config.misp, observer=ctx.stash.get(MISP_REQUEST_OBSERVER, None))
+    )
 
 
 def request_body(spec: StreamSpec, settings: StreamSettings) -> dict[str, Any]:

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import orjson
@@ -50,6 +50,12 @@ PATHS = {"attributes": "/attributes/restSearch", "events": "/events/restSearch"}
 _RETRY_STATUSES = {500, 502, 503, 504}
 
 _T = TypeVar("_T")
+
+
+class RequestObserver(Protocol):
+    """Told of every HTTP request (see :class:`MispClient`'s ``observer``)."""
+
+    def __call__(self, status: int | str, seconds: float, *, retry: bool) -> None: ...
 
 
 @dataclass(slots=True)
@@ -166,6 +172,10 @@ class MispClient:
     :param settings: the ``[misp]`` section.
     :param transport: an httpx transport (tests pass ``httpx.MockTransport``).
     :param sleep: how to wait (tests pass a recorder so retries take no time).
+    :param observer: called after every HTTP request as
+        ``observer(status, seconds, retry=...)``: the status code (or
+        ``"error"`` when no answer came), the request's time, and whether it
+        was a retry. Metrics hang here; an observer that raises is logged and ignored.
     """
 
     def __init__(
@@ -175,8 +185,10 @@ class MispClient:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: Callable[[], float] = random.random,
+        observer: RequestObserver | None = None,
     ):
         self.settings = settings
+        self.observer = observer
         self.sleep = sleep
         self.rng = rng
         key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
@@ -267,7 +279,7 @@ class MispClient:
         while True:
             attempt += 1
             try:
-                response = self._send(method, path, payload)
+                response = self._send(method, path, payload, retry=attempt > 1, cancelled=cancelled)
                 return parse(response), attempt
             except _Retryable as exc:
                 if attempt > settings.max_retries:
@@ -302,7 +314,7 @@ class MispClient:
         # "equal jitter": at least half the delay, so retries never hammer
         return base / 2 + self.rng() * base / 2
 
-    def _pace(self) -> None:
+    def _pace(self, cancelled: threading.Event | None = None) -> None:
         if not self._min_gap:
             return
         with self._lock:
@@ -310,14 +322,35 @@ class MispClient:
             wait = self._next_slot - now
             self._next_slot = max(now, self._next_slot) + self._min_gap
         if wait > 0:
-            self.sleep(wait)
+            if cancelled is not None and self.sleep is time.sleep:
+                cancelled.wait(wait)
+            else:
+                self.sleep(wait)
+        if cancelled is not None and cancelled.is_set():
+            raise FetchError("the poll was stopped; request not sent")
 
-    def _send(self, method: str, path: str, payload: bytes | None) -> httpx.Response:
+    def _observe(self, status: int | str, started: float, retry: bool) -> None:
+        if self.observer is None:
+            return
+        try:
+            self.observer(status, time.monotonic() - started, retry=retry)
+        except Exception as exc:  # metrics never break a poll
+            log.debug("request observer failed: %s", exc)
+
+    def _send(
+        self, method: str, path: str, payload: bytes | None, *, retry: bool = False, cancelled: threading.Event | None = None
+    ) -> httpx.Response:
         url = f"{self.settings.url}{path}"
         request = f"{method} {url}"
-        self._pace()
+        self._pace(cancelled)
+        started = time.monotonic()
         try:
-            response = self._http.request(method, path, content=payload)
+            try:
+                response = self._http.request(method, path, content=payload)
+            except Exception:
+                self._observe("error", started, retry)
+                raise
+            self._observe(response.status_code, started, retry)
         except httpx.TimeoutException as exc:
             raise _Retryable(f"timed out after {self.settings.request_timeout.total_seconds():g}s ({type(exc).__name__})") from None
         except httpx.ConnectError as exc:
