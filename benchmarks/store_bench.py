@@ -7,7 +7,8 @@
   documents (``x_json``: how many times the raw documents the store takes).
 * lookups: ``misp-ti lookup - --json --db STORE`` reads values from stdin in
   a separate process (start-up included); half of them are indicator values
-  of stored documents, half are not in the store.
+  of stored documents (made valid today), half are not in the store.
+  The known values are indicator values that at most 3 documents share.
 
 ``rows(base, n)`` returns the table rows; ``python benchmarks/store_bench.py
 [--size 100k] [--lookups 10000]`` prints them.
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -58,34 +60,48 @@ def lookups(docs: list[dict[str, Any]], path: Path, n: int, *, seed: int = 0) ->
     from misp_ti.sinks.sqlite import indicator_values
 
     rng = random.Random(seed)
-    known = sorted({v for doc in docs[: n * 2] for v in indicator_values(doc) if v == v.strip() and "\n" not in v and "\r" not in v})
-    values = rng.sample(known, min(n // 2, len(known)))
+    # what an enrichment script asks: indicator values, not the ports or
+    # file names thousands of documents share
+    seen = Counter(v for doc in docs[: n * 2] for v in indicator_values(doc))
+    known = sorted(v for v, times in seen.items() if times <= 3 and v == v.strip() and "\n" not in v and "\r" not in v)
+    values = rng.choices(known, k=n // 2) if known else []
     values += [f"absent-{i}.example" for i in range(n - len(values))]
     rng.shuffle(values)
-    stdin = ("\n".join(values) + "\n").encode()
+    command = [sys.executable, "-m", "misp_ti", "lookup", "-", "--json", "--db", str(path)]
     start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "misp_ti", "lookup", "-", "--json", "--db", str(path)],
-        input=stdin, capture_output=True, check=False,
-    )
+    subprocess.run(command, input=b"", capture_output=True, check=False)
+    startup = time.perf_counter() - start
+    start = time.perf_counter()
+    done = subprocess.run(command, input=("\n".join(values) + "\n").encode(), capture_output=True, check=False)
     seconds = time.perf_counter() - start
     if done.returncode not in (0, 1):
         raise RuntimeError(f"lookup exited {done.returncode}: {done.stderr.decode()[-300:]}")
-    lines = done.stdout.splitlines()
-    if len(lines) != len(values):
-        raise RuntimeError(f"lookup printed {len(lines)} lines for {len(values)} values")
-    hits = sum(1 for line in lines if orjson.loads(line)["active"])
+    answers = [orjson.loads(line) for line in done.stdout.splitlines()]
+    if [a["value"] for a in answers] != values:
+        raise RuntimeError(f"lookup answered {len(answers)} lines for {len(values)} values, or out of order")
     return {
-        "measure": "lookup - (one process, start-up included)",
+        "measure": "lookup - (one process)",
         "values": len(values),
-        "hits": hits,
+        "values_found": sum(1 for a in answers if a["active"]),
+        "hits": sum(len(a["hits"]) for a in answers),
         "seconds": round(seconds, 2),
+        "startup_s": round(startup, 2),
         "per_second": round(len(values) / seconds),
+        "per_second_after_startup": round(len(values) / max(seconds - startup, 1e-6)),
     }
 
 
+def _valid_now(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The documents as if valid today: ``lookup`` asks at the wall clock, the corpus is of 2024."""
+    for doc in docs:
+        attribute = doc.get("misp", {}).get("attribute")
+        if isinstance(attribute, dict):
+            attribute["decayed"], attribute["decayed_at"] = False, "2999-01-01T00:00:00.000Z"
+    return docs
+
+
 def rows(base: list[bytes], n: int, *, lookup_values: int = 10_000) -> list[dict[str, Any]]:
-    docs = _documents(base, n, 0)
+    docs = _valid_now(_documents(base, n, 0))
     with tempfile.TemporaryDirectory(prefix="misp-ti-store-bench-") as tmp:
         path = Path(tmp) / "store.db"
         result = [footprint(docs, path)]

@@ -25,36 +25,10 @@ import orjson
 
 from misp_ti.cli import Obj, handle_errors
 from misp_ti.errors import ConfigError, StoreError
+from misp_ti.sinks.sqlite_keys import hit_summary
 
-#: Where a document says which MISP source (``[misp.<name>]``) it came from;
-#: a document without it came from the single ``[misp]`` table, ``default``.
-SOURCE_FIELD = ("labels", "misp_source")
-DEFAULT_SOURCE = "default"
 #: Values answered per store query in ``lookup -``.
 CHUNK = 2000
-
-
-def hit_source(doc: dict[str, Any]) -> str:
-    value: Any = doc
-    for part in SOURCE_FIELD:
-        value = value.get(part) if isinstance(value, dict) else None
-    return value if isinstance(value, str) and value else DEFAULT_SOURCE
-
-
-def summary(doc: dict[str, Any]) -> dict[str, Any]:
-    """What a lookup line says of one hit."""
-    misp = doc.get("misp", {})
-    attr, event = misp.get("attribute", {}), misp.get("event", {})
-    return {
-        "dataset": doc.get("event", {}).get("dataset"),
-        "source": hit_source(doc),
-        "indicator_type": doc.get("threat", {}).get("indicator", {}).get("type"),
-        "misp_type": attr.get("type"),
-        "value": attr.get("value"),
-        "uuid": attr.get("uuid"),
-        "event": event.get("info", event.get("uuid")),
-        "decayed_at": attr.get("decayed_at"),
-    }
 
 
 def _hit_text(hit: dict[str, Any]) -> str:
@@ -78,7 +52,7 @@ def _dataset_for(stream: str | None, store: Any) -> str | None:
 def _values(stdin: Any) -> list[str]:
     raw = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode()
     text = raw.decode("utf-8", errors="replace")
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    return [line.strip() for line in text.split("\n") if line.strip()]
 
 
 @click.command("lookup")
@@ -96,6 +70,7 @@ def command(obj: Obj, value: str, as_json: bool, db: Path | None, stream: str | 
     from misp_ti.sinks.sqlite import EmbeddedStore, describe_error
     from misp_ti.timeutil import utcnow
 
+    value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")  # argv that is not UTF-8
     path = db or obj.config().output.sqlite.path
     store = EmbeddedStore(path, readonly=True)
     try:
@@ -109,9 +84,8 @@ def command(obj: Obj, value: str, as_json: bool, db: Path | None, stream: str | 
         for start in range(0, len(values), CHUNK):
             chunk = values[start:start + CHUNK]
             lines = []
-            for asked, docs in zip(chunk, store.lookup_many(chunk, now=now, dataset=dataset), strict=True):
-                missing += not docs
-                hits = [summary(doc) for doc in docs]
+            for asked, hits in zip(chunk, store.lookup_many(chunk, now=now, dataset=dataset, summaries=True), strict=True):
+                missing += not hits
                 if as_json:
                     lines.append(orjson.dumps({"value": asked, "active": bool(hits), "hits": hits}).decode())
                 elif hits:
@@ -134,7 +108,7 @@ def _one(value: str, docs: list[dict[str, Any]], as_json: bool) -> None:
     elif docs:
         click.echo(f"{value}: {len(docs)} active IOC(s)")
         for doc in docs:
-            click.echo("  " + _hit_text(summary(doc)))
+            click.echo("  " + _hit_text(hit_summary(doc)))
     else:
         click.echo(f"{value}: not an active IOC", err=True)
     sys.exit(0 if docs else 1)

@@ -2,14 +2,16 @@
 
 * ``source``: one row per emitted document (``_id`` is the key, so a replayed
   batch adds nothing), deleted after the retention age. It keeps what
-  retention and the counts need, not the document: the latest view holds
+  retention and the counts need (no index: retention scans these small
+  rows once per cycle), not the document: the latest view holds
   the body of every document that can still win. Only ``pipeline_error``
   documents, which never enter the latest view, keep their body (``error``).
 * ``latest``: one row per ``(event.dataset, misp.attribute.uuid)``; the
   newest ingest wins (ties: the newer attribute timestamp). A row is
   *active* while ``decayed`` is false and ``decayed_at`` is in the future,
   which is what the Elasticsearch ``latest`` transform plus its retention on
-  ``decayed_at`` give. Expired rows stay (inactive) until they are both
+  ``decayed_at`` give. ``doc`` is the document's JSON, zlib-compressed
+  (:func:`decode_doc` reads it; a version 1 row is plain JSON). Expired rows stay (inactive) until they are both
   expired and not re-read for the retention age, then they are deleted.
 * ``latest_value``: the canonical lookup keys of each latest row
   (:mod:`misp_ti.sinks.sqlite_keys`), for ``misp-ti lookup``.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import zlib
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -39,13 +42,14 @@ from misp_ti.errors import StoreError
 from misp_ti.sinks.sqlite_keys import (
     canonical,
     containing_networks,
+    hit_summary,
     indicator_values,
     lookup_keys,
     prefix_of,
 )
 from misp_ti.timeutil import epoch_ms, iso_epoch_ms
 
-__all__ = ["SCHEMA_VERSION", "EmbeddedStore", "describe_error", "indicator_values"]
+__all__ = ["SCHEMA_VERSION", "EmbeddedStore", "decode_doc", "describe_error", "encode_doc", "indicator_values"]
 
 SCHEMA_VERSION = 2
 
@@ -57,7 +61,6 @@ CREATE TABLE IF NOT EXISTS source (
     ingested INTEGER NOT NULL,
     error BLOB
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS source_ingested ON source (ingested);
 CREATE TABLE IF NOT EXISTS latest (
     dataset TEXT NOT NULL,
     uuid TEXT NOT NULL,
@@ -68,6 +71,7 @@ CREATE TABLE IF NOT EXISTS latest (
     decayed_at INTEGER NOT NULL,
     indicator_type TEXT,
     doc BLOB NOT NULL,
+    hit BLOB,
     PRIMARY KEY (dataset, uuid)
 );
 CREATE INDEX IF NOT EXISTS latest_decayed_at ON latest (decayed_at);
@@ -83,12 +87,12 @@ CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL
 _STORE_TABLES = frozenset({"source", "latest", "latest_value", "store_meta"})
 
 _UPSERT_LATEST = """
-INSERT INTO latest (dataset, uuid, id, ingested, attr_ts, decayed, decayed_at, indicator_type, doc)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO latest (dataset, uuid, id, ingested, attr_ts, decayed, decayed_at, indicator_type, doc, hit)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (dataset, uuid) DO UPDATE SET
     id = excluded.id, ingested = excluded.ingested, attr_ts = excluded.attr_ts,
     decayed = excluded.decayed, decayed_at = excluded.decayed_at,
-    indicator_type = excluded.indicator_type, doc = excluded.doc
+    indicator_type = excluded.indicator_type, doc = excluded.doc, hit = excluded.hit
 WHERE (excluded.ingested, excluded.attr_ts) >= (latest.ingested, latest.attr_ts)
 """
 
@@ -127,6 +131,7 @@ class _LatestRow(NamedTuple):
     decayed_at: int
     indicator_type: Any
     body: bytes
+    hit: bytes
     doc: dict[str, Any]
 
     @property
@@ -139,7 +144,19 @@ class _LatestRow(NamedTuple):
         return (self.ingested, self.attr_ts)
 
     def columns(self) -> tuple[Any, ...]:
-        return self[:9]
+        return self[:10]
+
+
+def encode_doc(doc: dict[str, Any]) -> bytes:
+    """A latest row's ``doc``: the document's JSON, zlib-compressed (level 1)."""
+    return zlib.compress(orjson.dumps(doc), 1)
+
+
+def decode_doc(body: bytes | str) -> dict[str, Any]:
+    """A latest row's ``doc`` as a document: compressed (schema 2) or plain JSON (schema 1)."""
+    if isinstance(body, bytes) and body[:1] == b"x":
+        body = zlib.decompress(body)
+    return orjson.loads(body)
 
 
 def _create_private(path: Path) -> None:
@@ -265,14 +282,17 @@ class EmbeddedStore:
             )
         conn.execute("DROP TABLE source")
         conn.execute("ALTER TABLE source_v2 RENAME TO source")
+        conn.execute("ALTER TABLE latest ADD COLUMN hit BLOB")
         conn.execute("DROP TABLE latest_value")
         conn.execute("CREATE TABLE latest_value (value TEXT NOT NULL, row INTEGER NOT NULL, PRIMARY KEY (value, row)) WITHOUT ROWID")
         rows = conn.execute("SELECT rowid, doc FROM latest")
         while chunk := rows.fetchmany(2000):
+            docs = [(rowid, decode_doc(body)) for rowid, body in chunk]
             conn.executemany(
                 "INSERT OR IGNORE INTO latest_value (value, row) VALUES (?, ?)",
-                [(key, rowid) for rowid, doc in chunk for key in lookup_keys(orjson.loads(doc))],
+                [(key, rowid) for rowid, doc in docs for key in lookup_keys(doc)],
             )
+            conn.executemany("UPDATE latest SET hit = ? WHERE rowid = ?", [(orjson.dumps(hit_summary(doc)), rowid) for rowid, doc in docs])
 
     def _rollback(self) -> None:
         # SQLite has already rolled back after some errors (a full disk): a
@@ -317,12 +337,11 @@ class EmbeddedStore:
         count = 0
         for doc in docs:
             count += 1
-            body = orjson.dumps(doc)
             dataset = doc.get("event", {}).get("dataset") or ""
             attribute = doc.get("misp", {}).get("attribute") or {}
             uuid = attribute.get("uuid") if isinstance(attribute, dict) else None
             if is_pipeline_error(doc):
-                source_rows.append((doc["_id"], dataset, uuid, ingested_ms, body))
+                source_rows.append((doc["_id"], dataset, uuid, ingested_ms, orjson.dumps(doc)))
                 continue
             source_rows.append((doc["_id"], dataset, uuid, ingested_ms, None))
             if not uuid or not isinstance(uuid, str):
@@ -330,7 +349,8 @@ class EmbeddedStore:
             row = _LatestRow(
                 dataset, uuid, doc["_id"], ingested_ms, iso_epoch_ms(doc.get("@timestamp")) or 0,
                 int(bool(attribute.get("decayed"))), iso_epoch_ms(attribute.get("decayed_at")) or 0,
-                doc.get("threat", {}).get("indicator", {}).get("type"), body, doc,
+                doc.get("threat", {}).get("indicator", {}).get("type"), encode_doc(doc),
+                orjson.dumps(hit_summary(doc)), doc,
             )
             previous = candidates.get((dataset, uuid))
             if previous is None or row.version >= previous.version:
@@ -415,10 +435,14 @@ class EmbeddedStore:
         """Active latest documents one of whose indicator values matches ``value`` (canonical forms)."""
         return self.lookup_many([value], now=now, dataset=dataset)[0]
 
-    def lookup_many(self, values: list[str], *, now: datetime, dataset: str | None = None) -> list[list[dict[str, Any]]]:
+    def lookup_many(
+        self, values: list[str], *, now: datetime, dataset: str | None = None, summaries: bool = False
+    ) -> list[list[dict[str, Any]]]:
         """For each of ``values``, the active latest documents it matches,
         ordered by dataset and uuid: its canonical key, and for an IP address
-        every stored network that contains it."""
+        every stored network that contains it. ``summaries``: each match as
+        :func:`~misp_ti.sinks.sqlite_keys.hit_summary` (stored beside the
+        document, no decompression) instead of the whole document."""
         prefixes = self._network_prefixes()
         wanted: list[list[str]] = []
         for value in values:
@@ -427,7 +451,7 @@ class EmbeddedStore:
             if self.version == 1:
                 keys.append(value.strip().lower())
             wanted.append(keys)
-        found = self._docs_by_key({k for keys in wanted for k in keys}, epoch_ms(now), dataset)
+        found = self._docs_by_key({k for keys in wanted for k in keys}, epoch_ms(now), dataset, summaries)
         answers = []
         for keys in wanted:
             hits: dict[tuple[str, str], dict[str, Any]] = {}
@@ -448,22 +472,28 @@ class EmbeddedStore:
             self._prefixes = sorted(found)
         return self._prefixes
 
-    def _docs_by_key(self, keys: set[str], now_ms: int, dataset: str | None) -> dict[str, list[tuple[tuple[str, str], dict[str, Any]]]]:
+    def _docs_by_key(
+        self, keys: set[str], now_ms: int, dataset: str | None, summaries: bool
+    ) -> dict[str, list[tuple[tuple[str, str], dict[str, Any]]]]:
+        column, decode = ("l.hit", orjson.loads) if summaries and self.version >= 2 else ("l.doc", decode_doc)
+        # CROSS JOIN keeps SQLite from starting at latest's decayed_at index
+        # (every active row) instead of at the few asked values
         if self.version == 1:
-            join = "JOIN latest l ON l.dataset = v.dataset AND l.uuid = v.uuid"
+            join = "CROSS JOIN latest l ON l.dataset = v.dataset AND l.uuid = v.uuid"
         else:
-            join = "JOIN latest l ON l.rowid = v.row"
+            join = "CROSS JOIN latest l ON l.rowid = v.row"
         extra = " AND l.dataset = ?" if dataset else ""
         found: dict[str, list[tuple[tuple[str, str], dict[str, Any]]]] = {}
         ordered = sorted(keys)
         for start in range(0, len(ordered), 500):
             chunk = ordered[start:start + 500]
             sql = (
-                f"SELECT v.value, l.dataset, l.uuid, l.doc FROM latest_value v {join} "
+                f"SELECT v.value, l.dataset, l.uuid, {column} FROM latest_value v {join} "
                 f"WHERE v.value IN ({','.join('?' * len(chunk))}) AND l.decayed = 0 AND l.decayed_at > ?{extra}"
             )
             for value, ds, uuid, body in self.conn.execute(sql, (*chunk, now_ms, *([dataset] if dataset else []))):
-                found.setdefault(value, []).append(((ds, uuid), orjson.loads(body)))
+                doc = decode(body)
+                found.setdefault(value, []).append(((ds, uuid), doc if column == "l.hit" or not summaries else hit_summary(doc)))
         return found
 
     def datasets(self) -> list[str]:
@@ -477,7 +507,7 @@ class EmbeddedStore:
             sql += " AND dataset = ?"
             args.append(dataset)
         for (body,) in self.conn.execute(sql + " ORDER BY dataset, uuid", args):
-            yield orjson.loads(body)
+            yield decode_doc(body)
 
     def active_keys(self, *, now: datetime) -> set[tuple[str, str]]:
         """``(dataset, uuid)`` of every active row: what tests compare runs with."""

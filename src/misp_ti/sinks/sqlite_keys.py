@@ -55,9 +55,40 @@ def indicator_values(doc: dict[str, Any]) -> set[str]:
     return found
 
 
+#: Where a document says which MISP source (``[misp.<name>]``) it came from;
+#: a document without it came from the single ``[misp]`` table, ``default``.
+SOURCE_FIELD = ("labels", "misp_source")
+DEFAULT_SOURCE = "default"
+
+
+def hit_source(doc: dict[str, Any]) -> str:
+    value: Any = doc
+    for part in SOURCE_FIELD:
+        value = value.get(part) if isinstance(value, dict) else None
+    return value if isinstance(value, str) and value else DEFAULT_SOURCE
+
+
+def hit_summary(doc: dict[str, Any]) -> dict[str, Any]:
+    """What a lookup answer says of one matching document."""
+    misp = doc.get("misp", {})
+    attr, event = misp.get("attribute", {}), misp.get("event", {})
+    indicator = doc.get("threat", {}).get("indicator", {})
+    return {
+        "dataset": doc.get("event", {}).get("dataset"),
+        "source": hit_source(doc),
+        "indicator_type": indicator.get("type"),
+        "misp_type": attr.get("type"),
+        "value": attr.get("value", indicator.get("name")),
+        "uuid": attr.get("uuid"),
+        "event": event.get("info", event.get("uuid")),
+        "decayed_at": attr.get("decayed_at"),
+    }
+
+
 def canonical(value: str) -> str:
     """The key ``value`` is stored and looked up under (see the module docstring)."""
-    text = value.strip().lower()
+    # an argument that is not UTF-8 arrives with surrogate escapes SQLite cannot bind
+    text = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace").strip().lower()
     if not text:
         return text
     if text[0].isdigit() or ":" in text:
