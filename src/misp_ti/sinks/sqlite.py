@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import zlib
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -47,44 +46,19 @@ from misp_ti.sinks.sqlite_keys import (
     lookup_keys,
     prefix_of,
 )
+from misp_ti.sinks.sqlite_schema import (
+    SCHEMA_SQL,
+    SCHEMA_VERSION,
+    check_store,
+    create_private,
+    decode_doc,
+    describe_error,
+    encode_doc,
+    migrate_from_1,
+)
 from misp_ti.timeutil import epoch_ms, iso_epoch_ms
 
 __all__ = ["SCHEMA_VERSION", "EmbeddedStore", "decode_doc", "describe_error", "encode_doc", "indicator_values"]
-
-SCHEMA_VERSION = 2
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS source (
-    id TEXT PRIMARY KEY,
-    dataset TEXT NOT NULL,
-    uuid TEXT,
-    ingested INTEGER NOT NULL,
-    error BLOB
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS latest (
-    dataset TEXT NOT NULL,
-    uuid TEXT NOT NULL,
-    id TEXT NOT NULL,
-    ingested INTEGER NOT NULL,
-    attr_ts INTEGER NOT NULL,
-    decayed INTEGER NOT NULL,
-    decayed_at INTEGER NOT NULL,
-    indicator_type TEXT,
-    doc BLOB NOT NULL,
-    hit BLOB,
-    PRIMARY KEY (dataset, uuid)
-);
-CREATE INDEX IF NOT EXISTS latest_decayed_at ON latest (decayed_at);
-CREATE TABLE IF NOT EXISTS latest_value (
-    value TEXT NOT NULL,
-    row INTEGER NOT NULL,
-    PRIMARY KEY (value, row)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS latest_value_row ON latest_value (row);
-CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-
-_STORE_TABLES = frozenset({"source", "latest", "latest_value", "store_meta"})
 
 _UPSERT_LATEST = """
 INSERT INTO latest (dataset, uuid, id, ingested, attr_ts, decayed, decayed_at, indicator_type, doc, hit)
@@ -95,29 +69,6 @@ ON CONFLICT (dataset, uuid) DO UPDATE SET
     indicator_type = excluded.indicator_type, doc = excluded.doc, hit = excluded.hit
 WHERE (excluded.ingested, excluded.attr_ts) >= (latest.ingested, latest.attr_ts)
 """
-
-# what SQLite says -> what a user reads
-_REASONS = (
-    ("disk is full", "the disk is full"),
-    ("readonly", "is read-only"),
-    ("read-only", "is read-only"),
-    ("not a database", "is not a SQLite database"),
-    ("unable to open", "cannot be opened (missing, or no permission on it or its directory)"),
-    ("malformed", "is corrupt"),
-    ("disk i/o error", "cannot be read or written (I/O error)"),
-)
-
-
-def describe_error(exc: sqlite3.Error) -> str | None:
-    """A user's words for a SQLite failure of the file itself, or ``None``
-    for a passing one (the store is locked, busy)."""
-    text = str(exc)
-    lowered = text.lower()
-    for needle, reason in _REASONS:
-        if needle in lowered:
-            return f"{reason} ({text})"
-    return None
-
 
 class _LatestRow(NamedTuple):
     """One candidate row of ``latest``: the columns of :data:`_UPSERT_LATEST`, then the document."""
@@ -147,30 +98,6 @@ class _LatestRow(NamedTuple):
         return self[:10]
 
 
-def encode_doc(doc: dict[str, Any]) -> bytes:
-    """A latest row's ``doc``: the document's JSON, zlib-compressed (level 1)."""
-    return zlib.compress(orjson.dumps(doc), 1)
-
-
-def decode_doc(body: bytes | str) -> dict[str, Any]:
-    """A latest row's ``doc`` as a document: compressed (schema 2) or plain JSON (schema 1)."""
-    if isinstance(body, bytes) and body[:1] == b"x":
-        body = zlib.decompress(body)
-    return orjson.loads(body)
-
-
-def _create_private(path: Path) -> None:
-    """Create ``path`` empty and 0600 unless it exists (SQLite's ``-wal`` and ``-shm`` copy its mode)."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    try:
-        os.fchmod(fd, 0o600)  # whatever the umask
-    finally:
-        os.close(fd)
-
-
 class EmbeddedStore:
     """The store at ``path``; ``readonly=True`` never writes (``misp-ti lookup``, ``status``).
 
@@ -192,11 +119,11 @@ class EmbeddedStore:
             else:
                 if not memory:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
-                    _create_private(self.path)
+                    create_private(self.path)
                 self.conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
             self.conn.execute("PRAGMA busy_timeout = 10000")
             tables = {name for (name,) in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            self.version = self._check(tables)
+            self.version = check_store(self.conn, self.path, tables, readonly=readonly)
             if not readonly:
                 self.conn.execute("PRAGMA journal_mode = WAL")
                 # NORMAL is safe in WAL mode: the state store's FULL commit of a
@@ -227,36 +154,15 @@ class EmbeddedStore:
             conn.close()
             return sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
 
-    def _check(self, tables: set[str]) -> int:
-        """The store's schema version (0: no store yet), or a :class:`StoreError`."""
-        if "store_meta" in tables:
-            row = self.conn.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone()
-            try:
-                version = int(row[0]) if row else 0
-            except ValueError:
-                version = 0
-            if version > SCHEMA_VERSION:
-                raise StoreError(self.path, f"written by a newer misp-ti (store schema {version}; this one knows up to {SCHEMA_VERSION})")
-            if version < 1 or not {"latest", "latest_value", "source"} <= tables:
-                raise StoreError(self.path, "is not a misp-ti store (its store_meta table is not misp-ti's)")
-            return version
-        foreign = sorted(t for t in tables - _STORE_TABLES if not t.startswith(("misp_ti_", "sqlite_")))
-        if foreign:
-            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
-            raise StoreError(self.path, f"is not a misp-ti store (it holds another program's tables: {shown})")
-        if self.readonly:
-            raise StoreError(self.path, "holds no store yet (run `misp-ti once` first)")
-        return 0
-
     def _prepare(self) -> None:
         """Create the schema, or migrate a version 1 store, in one transaction."""
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             if self.version == 1:
-                self._migrate_from_1()
+                migrate_from_1(conn)
             conn.execute("PRAGMA foreign_keys = OFF")
-            for statement in _SCHEMA.split(";"):
+            for statement in SCHEMA_SQL.split(";"):
                 if statement.strip():
                     conn.execute(statement)
             conn.execute(
@@ -267,32 +173,6 @@ class EmbeddedStore:
             raise
         conn.execute("COMMIT")
         self.version = SCHEMA_VERSION
-
-    def _migrate_from_1(self) -> None:
-        conn = self.conn
-        conn.execute(
-            "CREATE TABLE source_v2 (id TEXT PRIMARY KEY, dataset TEXT NOT NULL, uuid TEXT, "
-            "ingested INTEGER NOT NULL, error BLOB) WITHOUT ROWID"
-        )
-        rows = conn.execute("SELECT id, dataset, uuid, ingested, doc FROM source")
-        while chunk := rows.fetchmany(2000):
-            conn.executemany(
-                "INSERT INTO source_v2 VALUES (?, ?, ?, ?, ?)",
-                [(i, d, u, ing, doc if is_pipeline_error(orjson.loads(doc)) else None) for i, d, u, ing, doc in chunk],
-            )
-        conn.execute("DROP TABLE source")
-        conn.execute("ALTER TABLE source_v2 RENAME TO source")
-        conn.execute("ALTER TABLE latest ADD COLUMN hit BLOB")
-        conn.execute("DROP TABLE latest_value")
-        conn.execute("CREATE TABLE latest_value (value TEXT NOT NULL, row INTEGER NOT NULL, PRIMARY KEY (value, row)) WITHOUT ROWID")
-        rows = conn.execute("SELECT rowid, doc FROM latest")
-        while chunk := rows.fetchmany(2000):
-            docs = [(rowid, decode_doc(body)) for rowid, body in chunk]
-            conn.executemany(
-                "INSERT OR IGNORE INTO latest_value (value, row) VALUES (?, ?)",
-                [(key, rowid) for rowid, doc in docs for key in lookup_keys(doc)],
-            )
-            conn.executemany("UPDATE latest SET hit = ? WHERE rowid = ?", [(orjson.dumps(hit_summary(doc)), rowid) for rowid, doc in docs])
 
     def _rollback(self) -> None:
         # SQLite has already rolled back after some errors (a full disk): a

@@ -103,7 +103,7 @@ def canonical(value: str) -> str:
                 return str(address.ipv4_mapped)
             return str(address)
     if len(text) > 1 and text.endswith(".") and "/" not in text:
-        text = text.rstrip(".")
+        text = text[:-1]  # the root label of a fully qualified name
     if not text.isascii() and "/" not in text and " " not in text:
         try:
             return text.encode("idna").decode("ascii")
