@@ -5,6 +5,7 @@
     python benchmarks/run.py --only transform --transform-size 1M
     python benchmarks/run.py --only e2e --e2e-sizes 10k,100k,1M --window-days 30
     python benchmarks/run.py --profile             # also print the cProfile top of the transform path
+    python benchmarks/run.py --only store          # embedded store bytes/attribute at 100k, lookup - of 10 000 values
 
 Needs the project installed with the ``bench`` extra (``pip install -e .[bench]``:
 PyMISP for the reference row; everything else is a runtime or test dependency).
@@ -92,7 +93,7 @@ def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="requests,cli,transform,e2e,es", help="Comma-separated: requests, cli, transform, e2e, es.")
+    parser.add_argument("--only", default="requests,cli,transform,e2e,es", help="Comma-separated: requests, cli, transform, e2e, es, store.")
     parser.add_argument("--cli-size", default="100k", help="Records through `misp-ti transform` and its floor process.")
     parser.add_argument("--transform-size", default="100k", help="Records through the transform contenders.")
     parser.add_argument("--pymisp-size", default="2000", help="Records through PyMISP (about 10 ms each).")
@@ -100,6 +101,8 @@ def main() -> None:
     parser.add_argument("--window-days", type=float, default=None, help="e2e: squeeze timestamps into the last DAYS (recent IOCs).")
     parser.add_argument("--es-size", default="100k", help="Documents through the bulk writer.")
     parser.add_argument("--events", type=Path, default=None, help="e2e: directory of MISP event JSON to replicate (default: the shipped sample).")
+    parser.add_argument("--store-size", default="100k", help="store: attributes written to the embedded store.")
+    parser.add_argument("--lookups", default="10000", help="store: values piped to `misp-ti lookup -`.")
     parser.add_argument("--profile", action="store_true", help="Print the cProfile top entries of the transform + expiry path.")
     args = parser.parse_args()
     only = {x.strip() for x in args.only.split(",")}
@@ -183,6 +186,24 @@ def main() -> None:
             ("documents", "documents"), ("per_second", "documents/s"), ("client_cpu_s", "client CPU s"),
             ("per_cpu_second", "documents per CPU s"), ("batch", "batch"), ("bulk_chunk", "_bulk chunk"),
             ("streaming_bulk_per_cpu_second", "streaming_bulk documents per CPU s"), ("x_streaming_bulk_cpu", "× streaming_bulk CPU"),
+        ]))
+        print()
+
+    if "store" in only:
+        from store_bench import rows as store_rows
+
+        n = parse_count(args.store_size)
+        footprint, lookups = store_rows(lines, n, lookup_values=parse_count(args.lookups))
+        results["store"] = [footprint, lookups]
+        print(f"## Embedded store, {format_count(n)} attributes\n")
+        print(table([footprint], [
+            ("attributes", "attributes"), ("store_mb", "store MB"), ("bytes_per_attribute", "bytes/attribute"),
+            ("json_bytes_per_attribute", "document JSON bytes"), ("x_json", "× JSON"), ("per_second", "written/s"),
+        ]))
+        print()
+        print(table([lookups], [
+            ("values", "values"), ("values_found", "found"), ("hits", "hits"), ("seconds", "s"),
+            ("startup_s", "start-up s"), ("per_second", "values/s"), ("per_second_after_startup", "values/s after start-up"),
         ]))
         print()
 

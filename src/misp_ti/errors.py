@@ -30,3 +30,15 @@ class FetchError(MispTiError):
 
 class SinkError(MispTiError):
     """A sink could not confirm a batch; the cursor did not move."""
+
+
+class StoreError(SinkError):
+    """The embedded store's file is not usable: not a database, not a misp-ti
+    store, read-only, full, or deleted or replaced while in use."""
+
+    exit_code = 2
+
+    def __init__(self, path: object, reason: str):
+        super().__init__(f"sqlite store {path}: {reason}")
+        self.path = path
+        self.reason = reason

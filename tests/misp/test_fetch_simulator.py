@@ -24,6 +24,7 @@ from misp_ti.engine import Engine
 from misp_ti.errors import FetchError
 from misp_ti.misp.paging import CLOCK_SKEW
 from misp_ti.simulator import FAULT_KINDS, Dataset, MispSimulator, RequestInfo
+from misp_ti.sinks.sqlite import decode_doc
 from misp_ti.testing.clock import ManualClock
 from misp_ti.testing.fixtures import STORE_FILE, make_client_config
 
@@ -185,9 +186,10 @@ def test_writes_during_paging_are_neither_lost_nor_duplicated(tmp_path: Path, da
         every = set(uuids) | set(added)
         assert latest_view(tmp_path) == misp_state(sim, every)
         with sqlite3.connect(tmp_path / STORE_FILE) as conn:
-            deleted = conn.execute(
-                "SELECT count(*) FROM latest WHERE json_extract(doc, '$.misp.attribute.deleted') = 1"
-            ).fetchone()[0]
+            deleted = sum(
+                decode_doc(doc)["misp"]["attribute"].get("deleted") is True
+                for (doc,) in conn.execute("SELECT doc FROM latest")
+            )
         assert deleted == sum(1 for u in every if sim.attribute(u)["deleted"])
 
 
@@ -201,10 +203,8 @@ def test_soft_deletes_reach_the_store(tmp_path: Path, dataset: Dataset) -> None:
         [result] = engine.run_once()
     assert result.records == 1
     with sqlite3.connect(tmp_path / STORE_FILE) as conn:
-        doc, decayed = conn.execute(
-            "SELECT json_extract(doc, '$.misp.attribute.deleted'), decayed FROM latest WHERE uuid = ?", (victim,)
-        ).fetchone()
-    assert doc == 1 and decayed == 1  # expiry.expire_deleted: gone from the active view
+        body, decayed = conn.execute("SELECT doc, decayed FROM latest WHERE uuid = ?", (victim,)).fetchone()
+    assert decode_doc(body)["misp"]["attribute"]["deleted"] is True and decayed == 1  # expiry.expire_deleted: gone from the active view
 
 
 @pytest.mark.parametrize("kind", FAULT_KINDS)

@@ -34,6 +34,7 @@ from misp_ti.engine import Engine
 from misp_ti.errors import ConfigError, PluginError
 from misp_ti.manager import declared_streams, make_plugin_manager
 from misp_ti.model import Page, RunContext
+from misp_ti.sinks.sqlite import decode_doc
 from misp_ti.streams import BUILTIN_STREAMS, StreamSpec
 
 # --- the plugin --------------------------------------------------------------------
@@ -98,7 +99,7 @@ PLUGIN = sys.modules[__name__]
 def latest_docs(path: Path, dataset: str) -> dict[str, dict[str, Any]]:
     with sqlite3.connect(path) as conn:
         rows = conn.execute("SELECT uuid, doc FROM latest WHERE dataset = ?", (dataset,)).fetchall()
-    return {uuid: orjson.loads(doc) for uuid, doc in rows}
+    return {uuid: decode_doc(doc) for uuid, doc in rows}
 
 
 def config_with(tmp_path: Path, streams: dict[str, Any] | None = None, **more: Any) -> Any:

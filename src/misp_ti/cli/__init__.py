@@ -8,13 +8,12 @@ exposing a click command named ``command``.
 from __future__ import annotations
 
 import importlib
-import sqlite3
 import sys
 import warnings
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 import orjson
@@ -27,7 +26,7 @@ from misp_ti.config.reference import render_reference
 from misp_ti.errors import ConfigError, MispTiError
 from misp_ti.timeutil import parse_iso
 
-COMMAND_MODULES = ("misp_ti.cli.transform", "misp_ti.cli.simulator", "misp_ti.cli.demo", "misp_ti.cli.status")
+COMMAND_MODULES = ("misp_ti.cli.lookup", "misp_ti.cli.transform", "misp_ti.cli.simulator", "misp_ti.cli.demo", "misp_ti.cli.status")
 
 
 def _echo_warnings(caught: list[warnings.WarningMessage]) -> None:
@@ -359,52 +358,6 @@ def config_reference(output: Path | None) -> None:
         output.write_text(text, encoding="utf-8")
     else:
         click.echo(text, nl=False)
-
-
-@cli.command()
-@click.argument("value")
-@click.option("--json", "as_json", is_flag=True, help="Print the matching documents as JSON lines.")
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="Embedded store file (default: output.sqlite.path).")
-@click.pass_obj
-@handle_errors
-def lookup(obj: Obj, value: str, as_json: bool, db: Path | None) -> None:
-    """Is VALUE an active IOC in the embedded store? Exit 0 if found, 1 if not."""
-    from misp_ti.sinks.sqlite import EmbeddedStore
-    from misp_ti.timeutil import utcnow
-
-    path = db or obj.config().output.sqlite.path
-    if not Path(path).exists():
-        _exit_unusable(f"no embedded store at {path} (run `misp-ti once` or `misp-ti demo` first)")
-    try:
-        store = EmbeddedStore(path)
-        try:
-            docs = store.lookup(value, now=utcnow())
-        finally:
-            store.close()
-    except sqlite3.Error as exc:
-        _exit_unusable(f"the embedded store {path} cannot be read: {exc}")
-    if as_json:
-        for doc in docs:
-            click.echo(orjson.dumps(doc).decode())
-    elif docs:
-        click.echo(f"{value}: {len(docs)} active IOC(s)")
-        for doc in docs:
-            attr = doc.get("misp", {}).get("attribute", {})
-            event = doc.get("misp", {}).get("event", {})
-            click.echo(
-                f"  {doc.get('threat', {}).get('indicator', {}).get('type', '?')} "
-                f"[{attr.get('type', '?')}] uuid={attr.get('uuid')} "
-                f"event={event.get('info', event.get('uuid', '?'))!r} until {attr.get('decayed_at')}"
-            )
-    else:
-        click.echo(f"{value}: not an active IOC", err=not as_json)
-    sys.exit(0 if docs else 1)
-
-
-def _exit_unusable(message: str) -> NoReturn:
-    """Exit 2 (docs/contracts.md: no store or an unreadable one)."""
-    click.echo(f"error: {message}", err=True)
-    sys.exit(2)
 
 
 def _register_optional_commands() -> None:

@@ -6,7 +6,7 @@ import sqlite3
 from typing import Any
 
 from misp_ti import hookimpl
-from misp_ti.errors import SinkError
+from misp_ti.errors import SinkError, StoreError
 from misp_ti.model import RunContext, SinkReport, StashKey
 from misp_ti.sinks.sqlite import EmbeddedStore
 
@@ -30,6 +30,8 @@ def provision(ctx: RunContext) -> list[dict[str, Any]] | None:
         return None
     try:
         return _store(ctx).provision()
+    except StoreError:
+        raise  # not a database, another program's file, read-only...: exit 2, one line
     except sqlite3.Error as exc:
         raise SinkError(f"sqlite store {ctx.config.output.sqlite.path}: {exc}") from exc
 
@@ -43,7 +45,10 @@ def emit(stream: str, docs: list[dict[str, Any]], ctx: RunContext) -> SinkReport
     settings = ctx.config.output.sqlite
     try:
         written = _store(ctx).write(docs, ingested=ctx.now, retention_cutoff=ctx.now - settings.retention)
+    except StoreError as exc:
+        # disk full, read-only, deleted or replaced: the batch is not confirmed, exit 2
+        raise StoreError(exc.path, f"refused a batch of {len(docs)} {stream} documents: {exc.reason}") from None
     except sqlite3.Error as exc:
-        # disk full, database locked, read-only file...: the batch is not confirmed
+        # locked by another process: the batch is not confirmed
         raise SinkError(f"sqlite store {settings.path} refused a batch of {len(docs)} {stream} documents: {exc}") from exc
     return SinkReport(NAME, delivered=written)

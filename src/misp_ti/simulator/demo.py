@@ -98,9 +98,8 @@ def _pick_examples(
     store: Any, now: datetime, store_path: Path, *, active: int = 3
 ) -> list[ExampleLookup]:
     """A few values a person can look up: some active IOCs and one expired one."""
-    import orjson
 
-    from misp_ti.sinks.sqlite import indicator_values
+    from misp_ti.sinks.sqlite import decode_doc, indicator_values
     from misp_ti.timeutil import epoch_ms
 
     picks: list[ExampleLookup] = []
@@ -125,7 +124,7 @@ def _pick_examples(
                     break
                 if indicator_type is None or (distinct and indicator_type in seen_types):
                     continue
-                for value in sorted(indicator_values(orjson.loads(body)), key=len, reverse=True):
+                for value in sorted(indicator_values(decode_doc(body)), key=len, reverse=True):
                     if any(p.value == value for p in picks):
                         continue
                     # keep only values whose lookup gives the answer we claim

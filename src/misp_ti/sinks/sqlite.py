@@ -1,106 +1,74 @@
 """The embedded store: a SQLite file (WAL) with a source table and a latest view.
 
-* ``source``: every emitted document once (``_id`` is the key, so a replayed
-  batch adds nothing), deleted after the retention age.
+* ``source``: one row per emitted document (``_id`` is the key, so a replayed
+  batch adds nothing), deleted after the retention age. It keeps what
+  retention and the counts need (no index: retention scans these small
+  rows once per cycle), not the document: the latest view holds
+  the body of every document that can still win. Only ``pipeline_error``
+  documents, which never enter the latest view, keep their body (``error``).
 * ``latest``: one row per ``(event.dataset, misp.attribute.uuid)``; the
   newest ingest wins (ties: the newer attribute timestamp). A row is
   *active* while ``decayed`` is false and ``decayed_at`` is in the future,
   which is what the Elasticsearch ``latest`` transform plus its retention on
-  ``decayed_at`` give. Expired rows stay (inactive) until they are both
+  ``decayed_at`` give. ``doc`` is the document's JSON, zlib-compressed
+  (:func:`decode_doc` reads it; a version 1 row is plain JSON). Expired rows stay (inactive) until they are both
   expired and not re-read for the retention age, then they are deleted.
-* ``latest_value``: the indicator values of each latest row, lower-cased,
-  for ``misp-ti lookup``.
+* ``latest_value``: the canonical lookup keys of each latest row
+  (:mod:`misp_ti.sinks.sqlite_keys`), for ``misp-ti lookup``.
+* ``store_meta``: ``schema_version``. Version 1 kept every document in
+  ``source`` too and lower-cased values in ``latest_value``; opening a
+  version 1 store for writing migrates it in one transaction, and a
+  read-only open reads it as it is.
+
+The file (and SQLite's ``-wal``/``-shm`` beside it, which take its mode) is
+created 0600: it holds TLP-marked intelligence.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import quote
 
 import orjson
 
-from misp_ti.ecs import PIPELINE_ERROR, is_pipeline_error
+from misp_ti.ecs import is_pipeline_error
+from misp_ti.errors import StoreError
+from misp_ti.sinks.sqlite_keys import (
+    canonical,
+    containing_networks,
+    hit_summary,
+    indicator_values,
+    lookup_keys,
+    prefix_of,
+)
+from misp_ti.sinks.sqlite_schema import (
+    SCHEMA_SQL,
+    SCHEMA_VERSION,
+    check_store,
+    create_private,
+    decode_doc,
+    describe_error,
+    encode_doc,
+    migrate_from_1,
+)
 from misp_ti.timeutil import epoch_ms, iso_epoch_ms
 
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS source (
-    id TEXT PRIMARY KEY,
-    dataset TEXT NOT NULL,
-    uuid TEXT,
-    ingested INTEGER NOT NULL,
-    doc BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS source_ingested ON source (ingested);
-CREATE TABLE IF NOT EXISTS latest (
-    dataset TEXT NOT NULL,
-    uuid TEXT NOT NULL,
-    id TEXT NOT NULL,
-    ingested INTEGER NOT NULL,
-    attr_ts INTEGER NOT NULL,
-    decayed INTEGER NOT NULL,
-    decayed_at INTEGER NOT NULL,
-    indicator_type TEXT,
-    doc BLOB NOT NULL,
-    PRIMARY KEY (dataset, uuid)
-);
-CREATE INDEX IF NOT EXISTS latest_decayed_at ON latest (decayed_at);
-CREATE TABLE IF NOT EXISTS latest_value (
-    dataset TEXT NOT NULL,
-    uuid TEXT NOT NULL,
-    value TEXT NOT NULL,
-    PRIMARY KEY (dataset, uuid, value)
-);
-CREATE INDEX IF NOT EXISTS latest_value_value ON latest_value (value);
-CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
+__all__ = ["SCHEMA_VERSION", "EmbeddedStore", "decode_doc", "describe_error", "encode_doc", "indicator_values"]
 
 _UPSERT_LATEST = """
-INSERT INTO latest (dataset, uuid, id, ingested, attr_ts, decayed, decayed_at, indicator_type, doc)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO latest (dataset, uuid, id, ingested, attr_ts, decayed, decayed_at, indicator_type, doc, hit)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (dataset, uuid) DO UPDATE SET
     id = excluded.id, ingested = excluded.ingested, attr_ts = excluded.attr_ts,
     decayed = excluded.decayed, decayed_at = excluded.decayed_at,
-    indicator_type = excluded.indicator_type, doc = excluded.doc
+    indicator_type = excluded.indicator_type, doc = excluded.doc, hit = excluded.hit
 WHERE (excluded.ingested, excluded.attr_ts) >= (latest.ingested, latest.attr_ts)
 """
-
-# Fields under threat.indicator that describe the indicator rather than hold a value of it.
-_META_KEYS = frozenset({
-    "type", "provider", "description", "marking", "confidence", "first_seen", "last_seen",
-    "modified_at", "scanner_stats", "sightings", "reference", "name",
-})
-
-
-def indicator_values(doc: dict[str, Any]) -> set[str]:
-    """The values a person may look up for ``doc``: typed indicator fields,
-    the raw MISP value and both halves of a composite value, lower-cased."""
-    found: set[str] = set()
-    indicator = doc.get("threat", {}).get("indicator")
-    if isinstance(indicator, dict):
-        stack: list[Any] = [v for k, v in indicator.items() if k not in _META_KEYS]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, dict):
-                stack.extend(item.values())
-            elif isinstance(item, list):
-                stack.extend(item)
-            elif isinstance(item, str | int) and not isinstance(item, bool):
-                found.add(str(item).lower())
-    attribute = doc.get("misp", {}).get("attribute")
-    if isinstance(attribute, dict):
-        value = attribute.get("value")
-        if isinstance(value, str) and value:
-            found.add(value.lower())
-            if "|" in value:
-                found.update(part.lower() for part in value.split("|") if part)
-    found.discard("")
-    return found
-
 
 class _LatestRow(NamedTuple):
     """One candidate row of ``latest``: the columns of :data:`_UPSERT_LATEST`, then the document."""
@@ -114,6 +82,7 @@ class _LatestRow(NamedTuple):
     decayed_at: int
     indicator_type: Any
     body: bytes
+    hit: bytes
     doc: dict[str, Any]
 
     @property
@@ -126,44 +95,121 @@ class _LatestRow(NamedTuple):
         return (self.ingested, self.attr_ts)
 
     def columns(self) -> tuple[Any, ...]:
-        return self[:9]
+        return self[:10]
 
 
 class EmbeddedStore:
-    def __init__(self, path: str | Path):
+    """The store at ``path``; ``readonly=True`` never writes (``misp-ti lookup``, ``status``).
+
+    Opening checks what the file is and raises :class:`StoreError` (one
+    line, naming the file) for a file that is not a SQLite database, a
+    SQLite file of another program, a store written by a newer misp-ti, or
+    (read-only) a file that holds no store yet.
+    """
+
+    def __init__(self, path: str | Path, *, readonly: bool = False):
         self.path = Path(path)
-        if str(self.path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA busy_timeout = 10000")
-        self.conn.execute("PRAGMA journal_mode = WAL")
-        # NORMAL is safe in WAL mode: the state store's FULL commit of a
-        # checkpoint fsyncs the WAL holding this batch before the cursor moves
-        self.conn.execute("PRAGMA synchronous = NORMAL")
-        # batches dirty many random index pages: checkpoint every ~64 MB of
-        # WAL instead of every 4 MB (fewer fsyncs, same data)
-        self.conn.execute("PRAGMA wal_autocheckpoint = 16384")
+        self.readonly = readonly
+        self._identity: tuple[int, int] | None = None
+        self._retention_done_for: int | None = None
+        memory = str(self.path) == ":memory:"
+        try:
+            if readonly:
+                self.conn = self._connect_readonly()
+            else:
+                if not memory:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    create_private(self.path)
+                self.conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            self.conn.execute("PRAGMA busy_timeout = 10000")
+            tables = {name for (name,) in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            self.version = check_store(self.conn, self.path, tables, readonly=readonly)
+            if not readonly:
+                self.conn.execute("PRAGMA journal_mode = WAL")
+                # NORMAL is safe in WAL mode: the state store's FULL commit of a
+                # checkpoint fsyncs the WAL holding this batch before the cursor moves
+                self.conn.execute("PRAGMA synchronous = NORMAL")
+                # batches dirty many random index pages: checkpoint every ~64 MB of
+                # WAL instead of every 4 MB (fewer fsyncs, same data)
+                self.conn.execute("PRAGMA wal_autocheckpoint = 16384")
+                self._existed = "store_meta" in tables
+                self._prepare()
+                if not memory:
+                    stat = os.stat(self.path)
+                    self._identity = (stat.st_dev, stat.st_ino)
+        except sqlite3.Error as exc:
+            raise StoreError(self.path, describe_error(exc) or str(exc)) from None
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise StoreError(self.path, "no such file (run `misp-ti once` or `misp-ti demo` first)")
+        uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            # a WAL file whose -shm cannot be created (read-only directory):
+            # nobody can write it there either, so read it as immutable
+            conn.close()
+            return sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+
+    def _prepare(self) -> None:
+        """Create the schema, or migrate a version 1 store, in one transaction."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if self.version == 1:
+                migrate_from_1(conn)
+            conn.execute("PRAGMA foreign_keys = OFF")
+            for statement in SCHEMA_SQL.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(
+                "INSERT OR REPLACE INTO store_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+        except BaseException:
+            self._rollback()
+            raise
+        conn.execute("COMMIT")
+        self.version = SCHEMA_VERSION
+
+    def _rollback(self) -> None:
+        # SQLite has already rolled back after some errors (a full disk): a
+        # second ROLLBACK would hide the real error behind "no transaction is active"
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
 
     def close(self) -> None:
         self.conn.close()
 
     def provision(self) -> list[dict[str, Any]]:
-        existing = self.conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'store_meta'"
-        ).fetchone()
-        self.conn.executescript(_SCHEMA)
-        self.conn.execute(
-            "INSERT OR REPLACE INTO store_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-        )
-        action = "present" if existing else "created"
+        action = "present" if self._existed else "created"
         return [{"sink": "sqlite", "action": action, "path": str(self.path), "schema_version": SCHEMA_VERSION}]
+
+    def _check_identity(self) -> None:
+        """Refuse to confirm a batch written to a file that is no longer at ``path``."""
+        if self._identity is None:
+            return
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            raise StoreError(self.path, "was deleted while misp-ti was writing to it; the batch is not confirmed") from None
+        if (stat.st_dev, stat.st_ino) != self._identity:
+            raise StoreError(self.path, "was replaced by another file while misp-ti was writing to it; the batch is not confirmed")
 
     def write(self, docs: Iterable[dict[str, Any]], *, ingested: datetime, retention_cutoff: datetime | None) -> int:
         """Store one batch in one transaction; returns how many documents were given.
 
         The latest-view winners are decided here, in Python, against the rows
         already stored for the batch's keys (one indexed read), so that the
-        lookup values are rewritten only for rows that change.
+        lookup values are rewritten only for rows that change. Raises
+        :class:`StoreError` when the file itself fails (full, read-only,
+        deleted or replaced) and ``sqlite3.Error`` for a passing failure
+        (the store is locked).
         """
         ingested_ms = epoch_ms(ingested)
         source_rows = []
@@ -171,50 +217,66 @@ class EmbeddedStore:
         count = 0
         for doc in docs:
             count += 1
-            body = orjson.dumps(doc)
             dataset = doc.get("event", {}).get("dataset") or ""
             attribute = doc.get("misp", {}).get("attribute") or {}
             uuid = attribute.get("uuid") if isinstance(attribute, dict) else None
-            source_rows.append((doc["_id"], dataset, uuid, ingested_ms, body))
-            if not uuid or not isinstance(uuid, str) or is_pipeline_error(doc):
+            if is_pipeline_error(doc):
+                source_rows.append((doc["_id"], dataset, uuid, ingested_ms, orjson.dumps(doc)))
+                continue
+            source_rows.append((doc["_id"], dataset, uuid, ingested_ms, None))
+            if not uuid or not isinstance(uuid, str):
                 continue
             row = _LatestRow(
                 dataset, uuid, doc["_id"], ingested_ms, iso_epoch_ms(doc.get("@timestamp")) or 0,
                 int(bool(attribute.get("decayed"))), iso_epoch_ms(attribute.get("decayed_at")) or 0,
-                doc.get("threat", {}).get("indicator", {}).get("type"), body, doc,
+                doc.get("threat", {}).get("indicator", {}).get("type"), encode_doc(doc),
+                orjson.dumps(hit_summary(doc)), doc,
             )
             previous = candidates.get((dataset, uuid))
             if previous is None or row.version >= previous.version:
                 candidates[(dataset, uuid)] = row
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany("INSERT OR IGNORE INTO source (id, dataset, uuid, ingested, doc) VALUES (?, ?, ?, ?, ?)", source_rows)
-            stored = self._stored_versions(candidates)
-            winners = [
-                row for key, row in candidates.items()
-                if key not in stored or row.version >= stored[key][1:] and row.id != stored[key][0]
-            ]
-            conn.executemany(_UPSERT_LATEST, [row.columns() for row in winners])
-            conn.executemany(
-                "DELETE FROM latest_value WHERE dataset = ? AND uuid = ?",
-                [row.key for row in winners if row.key in stored],
-            )
-            conn.executemany(
-                "INSERT OR IGNORE INTO latest_value (dataset, uuid, value) VALUES (?, ?, ?)",
-                [(*row.key, value) for row in winners for value in indicator_values(row.doc)],
-            )
-            if retention_cutoff is not None and self._retention_due(ingested_ms):
-                self._apply_retention(epoch_ms(retention_cutoff))
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            self._check_identity()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._write_rows(source_rows, candidates)
+                if retention_cutoff is not None and self._retention_due(ingested_ms):
+                    self._apply_retention(epoch_ms(retention_cutoff))
+                self._check_identity()
+            except BaseException:
+                self._rollback()
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            reason = describe_error(exc)
+            if reason is None:
+                raise
+            raise StoreError(self.path, reason) from None
         return count
 
-    def _stored_versions(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, int, int]]:
-        """``(dataset, uuid) -> (id, ingested, attr_ts)`` of the latest rows already stored."""
-        found: dict[tuple[str, str], tuple[str, int, int]] = {}
+    def _write_rows(self, source_rows: list[tuple[Any, ...]], candidates: dict[tuple[str, str], _LatestRow]) -> None:
+        conn = self.conn
+        conn.executemany("INSERT OR IGNORE INTO source (id, dataset, uuid, ingested, error) VALUES (?, ?, ?, ?, ?)", source_rows)
+        stored = self._stored_versions(candidates)
+        winners = [
+            row for key, row in candidates.items()
+            if key not in stored or row.version >= stored[key][2:] and row.id != stored[key][1]
+        ]
+        conn.executemany(_UPSERT_LATEST, [row.columns() for row in winners])
+        conn.executemany("DELETE FROM latest_value WHERE row = ?", [(stored[row.key][0],) for row in winners if row.key in stored])
+        rowids = {key: found[0] for key, found in stored.items()}
+        rowids.update((key, found[0]) for key, found in self._stored_versions(
+            [row.key for row in winners if row.key not in stored]
+        ).items())
+        conn.executemany(
+            "INSERT OR IGNORE INTO latest_value (value, row) VALUES (?, ?)",
+            [(key, rowids[row.key]) for row in winners for key in lookup_keys(row.doc)],
+        )
+
+    def _stored_versions(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, str, int, int]]:
+        """``(dataset, uuid) -> (rowid, id, ingested, attr_ts)`` of the latest rows already stored."""
+        found: dict[tuple[str, str], tuple[int, str, int, int]] = {}
         by_dataset: dict[str, list[str]] = {}
         for dataset, uuid in keys:
             by_dataset.setdefault(dataset, []).append(uuid)
@@ -222,17 +284,17 @@ class EmbeddedStore:
             for start in range(0, len(uuids), 500):
                 chunk = uuids[start:start + 500]
                 marks = ",".join("?" * len(chunk))
-                for uuid, doc_id, ing, ts in self.conn.execute(
-                    f"SELECT uuid, id, ingested, attr_ts FROM latest WHERE dataset = ? AND uuid IN ({marks})",
+                for rowid, uuid, doc_id, ing, ts in self.conn.execute(
+                    f"SELECT rowid, uuid, id, ingested, attr_ts FROM latest WHERE dataset = ? AND uuid IN ({marks})",
                     (dataset, *chunk),
                 ):
-                    found[(dataset, uuid)] = (doc_id, ing, ts)
+                    found[(dataset, uuid)] = (rowid, doc_id, ing, ts)
         return found
 
     def _retention_due(self, ingested_ms: int) -> bool:
         # once per ingest time, i.e. once per poll cycle, not per batch: the
         # deletes scan every expired row, which grows with the store
-        if getattr(self, "_retention_done_for", None) == ingested_ms:
+        if self._retention_done_for == ingested_ms:
             return False
         self._retention_done_for = ingested_ms
         return True
@@ -242,21 +304,81 @@ class EmbeddedStore:
         conn.execute("DELETE FROM source WHERE ingested < ?", (cutoff,))
         # an expired row is forgotten once it has also not been re-read for the retention age
         conn.execute(
-            "DELETE FROM latest_value WHERE (dataset, uuid) IN "
-            "(SELECT dataset, uuid FROM latest WHERE decayed_at < ? AND ingested < ?)", (cutoff, cutoff)
+            "DELETE FROM latest_value WHERE row IN (SELECT rowid FROM latest WHERE decayed_at < ? AND ingested < ?)",
+            (cutoff, cutoff),
         )
         conn.execute("DELETE FROM latest WHERE decayed_at < ? AND ingested < ?", (cutoff, cutoff))
 
     # queries ---------------------------------------------------------------
 
-    def lookup(self, value: str, *, now: datetime) -> list[dict[str, Any]]:
-        """Active latest documents one of whose indicator values equals ``value``."""
-        rows = self.conn.execute(
-            "SELECT l.doc FROM latest_value v JOIN latest l ON l.dataset = v.dataset AND l.uuid = v.uuid "
-            "WHERE v.value = ? AND l.decayed = 0 AND l.decayed_at > ? ORDER BY l.dataset, l.uuid",
-            (value.strip().lower(), epoch_ms(now)),
-        ).fetchall()
-        return [orjson.loads(row[0]) for row in rows]
+    def lookup(self, value: str, *, now: datetime, dataset: str | None = None) -> list[dict[str, Any]]:
+        """Active latest documents one of whose indicator values matches ``value`` (canonical forms)."""
+        return self.lookup_many([value], now=now, dataset=dataset)[0]
+
+    def lookup_many(
+        self, values: list[str], *, now: datetime, dataset: str | None = None, summaries: bool = False
+    ) -> list[list[dict[str, Any]]]:
+        """For each of ``values``, the active latest documents it matches,
+        ordered by dataset and uuid: its canonical key, and for an IP address
+        every stored network that contains it. ``summaries``: each match as
+        :func:`~misp_ti.sinks.sqlite_keys.hit_summary` (stored beside the
+        document, no decompression) instead of the whole document."""
+        prefixes = self._network_prefixes()
+        wanted: list[list[str]] = []
+        for value in values:
+            key = canonical(value)
+            keys = [key, *containing_networks(key, prefixes)] if prefixes else [key]
+            if self.version == 1:
+                keys.append(value.strip().lower())
+            wanted.append(keys)
+        found = self._docs_by_key({k for keys in wanted for k in keys}, epoch_ms(now), dataset, summaries)
+        answers = []
+        for keys in wanted:
+            hits: dict[tuple[str, str], dict[str, Any]] = {}
+            for key in keys:
+                for row_key, doc in found.get(key, ()):
+                    hits.setdefault(row_key, doc)
+            answers.append([hits[k] for k in sorted(hits)])
+        return answers
+
+    def _network_prefixes(self) -> list[tuple[int, int]]:
+        """The ``(IP version, prefix length)`` of the networks stored as lookup keys."""
+        if not hasattr(self, "_prefixes"):
+            found = set()
+            for (value,) in self.conn.execute("SELECT DISTINCT value FROM latest_value WHERE value GLOB '*/*'"):
+                prefix = prefix_of(value)
+                if prefix:
+                    found.add(prefix)
+            self._prefixes = sorted(found)
+        return self._prefixes
+
+    def _docs_by_key(
+        self, keys: set[str], now_ms: int, dataset: str | None, summaries: bool
+    ) -> dict[str, list[tuple[tuple[str, str], dict[str, Any]]]]:
+        column, decode = ("l.hit", orjson.loads) if summaries and self.version >= 2 else ("l.doc", decode_doc)
+        # CROSS JOIN keeps SQLite from starting at latest's decayed_at index
+        # (every active row) instead of at the few asked values
+        if self.version == 1:
+            join = "CROSS JOIN latest l ON l.dataset = v.dataset AND l.uuid = v.uuid"
+        else:
+            join = "CROSS JOIN latest l ON l.rowid = v.row"
+        extra = " AND l.dataset = ?" if dataset else ""
+        found: dict[str, list[tuple[tuple[str, str], dict[str, Any]]]] = {}
+        ordered = sorted(keys)
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start:start + 500]
+            sql = (
+                f"SELECT v.value, l.dataset, l.uuid, {column} FROM latest_value v {join} "
+                f"WHERE v.value IN ({','.join('?' * len(chunk))}) AND l.decayed = 0 AND l.decayed_at > ?{extra}"
+            )
+            for value, ds, uuid, body in self.conn.execute(sql, (*chunk, now_ms, *([dataset] if dataset else []))):
+                doc = decode(body)
+                found.setdefault(value, []).append(((ds, uuid), doc if column == "l.hit" or not summaries else hit_summary(doc)))
+        return found
+
+    def datasets(self) -> list[str]:
+        """The datasets the latest view holds rows of."""
+        return [d for (d,) in self.conn.execute("SELECT DISTINCT dataset FROM latest ORDER BY 1")]
 
     def active(self, *, now: datetime, dataset: str | None = None) -> Iterator[dict[str, Any]]:
         sql = "SELECT doc FROM latest WHERE decayed = 0 AND decayed_at > ?"
@@ -265,7 +387,7 @@ class EmbeddedStore:
             sql += " AND dataset = ?"
             args.append(dataset)
         for (body,) in self.conn.execute(sql + " ORDER BY dataset, uuid", args):
-            yield orjson.loads(body)
+            yield decode_doc(body)
 
     def active_keys(self, *, now: datetime) -> set[tuple[str, str]]:
         """``(dataset, uuid)`` of every active row: what tests compare runs with."""
@@ -280,6 +402,9 @@ class EmbeddedStore:
         return {(d, u): (i, dc, da) for d, u, i, dc, da in rows}
 
     def counts(self, *, now: datetime) -> dict[str, Any]:
+        """Read-only counts (works on a ``readonly`` store): source documents,
+        latest rows, ``active``/``expired`` (also per indicator type) and
+        ``pipeline_errors``."""
         now_ms = epoch_ms(now)
         source = self.conn.execute("SELECT count(*) FROM source").fetchone()[0]
         by_type: dict[str, dict[str, int]] = {}
@@ -290,9 +415,13 @@ class EmbeddedStore:
         ):
             entry = by_type.setdefault(itype, {"active": 0, "expired": 0})
             entry["active" if active else "expired"] += n
-        errors = self.conn.execute(
-            "SELECT count(*) FROM source WHERE json_extract(doc, '$.event.kind') = ?", (PIPELINE_ERROR,)
-        ).fetchone()[0]
+        if self.version == 1:
+            errors = sum(
+                1 for (doc,) in self.conn.execute("SELECT doc FROM source WHERE uuid IS NULL OR doc LIKE '%pipeline_error%'")
+                if is_pipeline_error(orjson.loads(doc))
+            )
+        else:
+            errors = self.conn.execute("SELECT count(*) FROM source WHERE error IS NOT NULL").fetchone()[0]
         return {
             "source_documents": source,
             "latest": sum(v["active"] + v["expired"] for v in by_type.values()),
