@@ -247,7 +247,7 @@ def test_lookup_tells_no_store_from_not_active(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MISP_TI_")}
     env["MISP_TI_PLUGINS__ENTRYPOINTS"] = "false"
     missing = misp_ti(["lookup", "203.0.113.1", "--db", str(tmp_path / "none.db")], env)
-    assert missing.returncode == 2 and "no embedded store" in missing.stderr
+    assert missing.returncode == 2 and "none.db: no such file" in missing.stderr
     (tmp_path / "garbage.db").write_bytes(b"this is not a database at all" * 100)
     garbage = misp_ti(["lookup", "203.0.113.1", "--db", str(tmp_path / "garbage.db")], env)
     assert garbage.returncode == 2 and "Traceback" not in garbage.stderr, garbage.stderr
