@@ -150,7 +150,7 @@ class MispSettings(_Section):
     ca_file: Path | None = Field(None, description="CA bundle used to verify MISP's certificate.")
     client_cert: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
     client_key: Path | None = Field(None, description="Key of the client certificate (PEM).")
-    request_timeout: Duration = Field(timedelta(seconds=30), description="Timeout of one HTTP request. Was `timeout`.")
+    request_timeout: Duration = Field(timedelta(seconds=30), description="Deadline of one HTTP request as a whole: connect, send, and the whole answer. Was `timeout`.")
     proxy: str | None = Field(None, description="HTTP(S) proxy URL for MISP requests.")
     rate_limit: float | None = Field(None, gt=0, description="Most requests per second sent to MISP (none: no limit).")
     max_retries: int = Field(6, ge=0, le=100, description="Retries of a failed request (429, 5xx, timeouts, resets, bad bodies) before the poll fails.")
@@ -161,6 +161,12 @@ class MispSettings(_Section):
         description="A 429's `Retry-After`/`X-Rate-Limit-Reset` is honoured up to this long; a longer wait fails the poll (retried at the next interval).",
     )
     page_size: int = Field(1000, ge=1, le=100_000, description="Records per request (`limit`).")
+    max_response_size: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        le=2**40,
+        description="Most bytes one MISP answer may hold, counted as received and once decompressed (a larger one fails the poll: lower `page_size`).",
+    )
 
     @property
     def verifies_tls(self) -> bool:

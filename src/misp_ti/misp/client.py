@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import math
 import random
 import ssl
 import threading
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -41,6 +43,7 @@ import orjson
 
 from misp_ti.config import MispSettings
 from misp_ti.errors import ConfigError, FetchError
+from misp_ti.misp import transport as bounded
 from misp_ti.misp.records import record_timestamp  # noqa: F401  (its old home)
 
 log = logging.getLogger("misp_ti.misp.client")
@@ -48,6 +51,8 @@ log = logging.getLogger("misp_ti.misp.client")
 #: The two restSearch answers (scopes) this client validates, and where MISP serves each.
 PATHS = {"attributes": "/attributes/restSearch", "events": "/events/restSearch"}
 _RETRY_STATUSES = {500, 502, 503, 504}
+#: How much of a non-200 answer is read (for its error message); the rest is dropped.
+_ERROR_BODY_LIMIT = 64 * 1024
 
 _T = TypeVar("_T")
 
@@ -114,28 +119,41 @@ def _header_int(response: httpx.Response, name: str) -> int | None:
 
 
 def _retry_after(response: httpx.Response, *, now: float) -> float | None:
-    """Seconds to wait before retrying a 429, from ``Retry-After`` or ``X-Rate-Limit-Reset``."""
-    raw = response.headers.get("retry-after")
+    """Seconds to wait before retrying a 429, from ``Retry-After`` or ``X-Rate-Limit-Reset``.
+
+    ``None`` (the normal backoff) when neither says anything usable: a
+    negative number, a date in the past, or a value that does not parse.
+    """
+    raw = response.headers.get("retry-after", "").strip()
     if raw:
-        raw = raw.strip()
         try:
-            return max(0.0, float(raw))
+            return _usable_wait(float(raw))
         except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(raw)
-            except (TypeError, ValueError):
-                when = None
-            if when is not None and when.tzinfo is not None:
-                return max(0.0, when.timestamp() - now)
-    raw = response.headers.get("x-rate-limit-reset")
+            pass
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            when = None
+        if when is not None and when.tzinfo is not None:
+            return _usable_wait(when.timestamp() - now, zero_ok=False)
+        return None
+    raw = response.headers.get("x-rate-limit-reset", "").strip()
     if raw:
         try:
-            value = float(raw.strip())
+            value = float(raw)
         except ValueError:
             return None
         # MISP sends the Redis TTL (seconds left); tolerate an epoch time too
-        return max(0.0, value - now) if value > 1_000_000_000 else max(0.0, value)
+        return _usable_wait(value - now, zero_ok=False) if value > 1_000_000_000 else _usable_wait(value)
     return None
+
+
+def _usable_wait(seconds: float, *, zero_ok: bool = True) -> float | None:
+    """``seconds`` when it is a wait at all (finite, not negative; a moment that
+    has already passed is no wait either), else ``None``."""
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero_ok):
+        return None
+    return seconds
 
 
 def _ssl_context(settings: MispSettings) -> ssl.SSLContext:
@@ -210,6 +228,8 @@ class MispClient:
             transport=transport,
             follow_redirects=False,
         )
+        # every socket operation of a request ends by its deadline (request_timeout as a whole)
+        bounded.install_deadline(self._http)
 
     def __repr__(self) -> str:
         return f"MispClient(url={self.settings.url!r})"
@@ -316,10 +336,11 @@ class MispClient:
         url = f"{self.settings.url}{path}"
         request = f"{method} {url}"
         self._pace()
+        timeout = self.settings.request_timeout.total_seconds()
         try:
-            response = self._http.request(method, path, content=payload)
+            response = self._fetch(method, path, payload, timeout)
         except httpx.TimeoutException as exc:
-            raise _Retryable(f"timed out after {self.settings.request_timeout.total_seconds():g}s ({type(exc).__name__})") from None
+            raise _Retryable(f"timed out after {timeout:g}s ({type(exc).__name__})") from None
         except httpx.ConnectError as exc:
             reason = str(exc)
             if "CERTIFICATE_VERIFY_FAILED" in reason or "certificate verify failed" in reason:
@@ -366,6 +387,38 @@ class MispClient:
         if 400 <= status < 500:
             raise FetchError(f"MISP refused {request} with {status}{_misp_message(response)}")
         raise _Retryable(f"unexpected HTTP status {status} ({_describe_body(response)})")
+
+    def _fetch(self, method: str, path: str, payload: bytes | None, timeout: float) -> httpx.Response:
+        """One exchange within ``timeout`` seconds in all (connect, send, headers and
+        body), its body bounded by ``misp.max_response_size`` (raw and inflated)."""
+        limit = self.settings.max_response_size
+        with bounded.deadline(timeout) as end:
+            request = self._http.build_request(
+                method, path, content=payload, headers={"Accept-Encoding": bounded.ACCEPT_ENCODING}
+            )
+            response = self._http.send(request, stream=True)
+            try:
+                ok = response.status_code == 200
+                try:
+                    body = bounded.read_body(response, limit=limit if ok else _ERROR_BODY_LIMIT, end=end)
+                except bounded.BodyTooLarge:
+                    if not ok:
+                        body = b""  # an error page too long to quote: its status says enough
+                    else:
+                        raise FetchError(
+                            f"{method} {self.settings.url}{path}: MISP's answer is larger than "
+                            f"misp.max_response_size ({limit} bytes, counted raw and decompressed); "
+                            "lower misp.page_size (or the stream's page_size), or raise misp.max_response_size"
+                        ) from None
+                except bounded.DeadlinePassed:
+                    raise httpx.ReadTimeout("the whole-request deadline passed while reading the body") from None
+                except bounded.UnsupportedEncoding as exc:
+                    raise _Retryable(f"MISP sent a body in an encoding misp-ti did not ask for: {str(exc)[:40]!r}") from None
+                except zlib.error as exc:
+                    raise _Retryable(f"MISP sent a compressed body that does not decompress ({exc})") from None
+            finally:
+                response.close()
+        return bounded.answered(response, body)
 
     # -------------------------------------------------------------------
 
