@@ -178,3 +178,25 @@ def test_memory_stays_bounded_for_a_600_mb_answer_and_a_1_gib_gzip_bomb(kind: st
         assert result["compressed"] < 2 << 20
     # the default limit is 256 MiB: what is held stays near it, far from 600 MB or 1 GiB
     assert result["max_rss_mb"] < 500, result
+
+
+def test_a_password_in_misp_url_never_reaches_an_error_or_a_log(caplog: pytest.LogCaptureFixture) -> None:
+    password = "PASSWORD-in-the-url"
+
+    def answer(sock: socket.socket) -> None:
+        sock.sendall(head(503, Content_Length="0"))
+
+    with raw_server(answer) as url:
+        with_password = url.replace("http://", f"http://user:{password}@")
+        with caplog.at_level("WARNING", logger="misp_ti"), pytest.raises(FetchError) as info:
+            client(with_password, max_retries=1).search("attributes", {})
+    assert "failed after 2 attempts" in str(info.value) and "user:**********@127.0.0.1" in str(info.value)
+    assert password not in str(info.value) + caplog.text
+    assert "retry 1 of 1" in caplog.text
+
+
+@pytest.mark.parametrize(("url", "warns"), [("http://misp.example", True), ("https://misp.example", False), ("http://127.0.0.1:8080", False), ("http://localhost", False)])
+def test_a_plain_http_misp_url_warns_that_the_key_travels_in_clear(url: str, warns: bool, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="misp_ti"):
+        client(url).close()
+    assert ("the API key and the indicators travel in clear" in caplog.text) is warns

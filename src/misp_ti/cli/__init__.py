@@ -87,7 +87,7 @@ def _warn_insecure(config: Config) -> None:
 
     log = logging.getLogger("misp_ti")
     if not config.misp.verifies_tls:
-        log.warning("TLS verification of MISP (%s) is OFF: misp.ssl_verification_mode = \"none\"; anyone on the path can read the API key", config.misp.url)
+        log.warning("TLS verification of MISP (%s) is OFF: misp.ssl_verification_mode = \"none\"; anyone on the path can read the API key", config.misp.shown_url)
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -99,7 +99,9 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return func(*args, **kwargs)
         except MispTiError as exc:
-            click.echo(f"error: {exc}", err=True)
+            from misp_ti.config import redact_url
+
+            click.echo(f"error: {redact_url(str(exc))}", err=True)  # a URL's password never shows
             sys.exit(exc.exit_code)
 
     return wrapper

@@ -27,6 +27,7 @@ the httpx client's default headers.
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import logging
 import math
 import random
@@ -156,6 +157,17 @@ def _usable_wait(seconds: float, *, zero_ok: bool = True) -> float | None:
     return seconds
 
 
+def _is_loopback(url: str) -> bool:
+    """Whether ``url`` names this machine (no network path to read a key on)."""
+    host = httpx.URL(url).host
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _ssl_context(settings: MispSettings) -> ssl.SSLContext:
     try:
         if settings.verifies_tls:
@@ -209,7 +221,12 @@ class MispClient:
             log.warning(
                 "TLS certificate verification for %s is OFF (misp.ssl_verification_mode = 'none'): "
                 "anyone on the network path can read and alter the indicators",
-                settings.url,
+                settings.shown_url,
+            )
+        if settings.url.lower().startswith("http://") and not _is_loopback(settings.url):
+            log.warning(
+                "misp.url %s is plain http://: the API key and the indicators travel in clear; use https://",
+                settings.shown_url,
             )
         self._min_gap = 1.0 / settings.rate_limit if settings.rate_limit else 0.0
         self._next_slot = 0.0
@@ -232,7 +249,7 @@ class MispClient:
         bounded.install_deadline(self._http)
 
     def __repr__(self) -> str:
-        return f"MispClient(url={self.settings.url!r})"
+        return f"MispClient(url={self.settings.shown_url!r})"
 
     def close(self) -> None:
         self._http.close()
@@ -292,21 +309,21 @@ class MispClient:
             except _Retryable as exc:
                 if attempt > settings.max_retries:
                     raise FetchError(
-                        f"{method} {settings.url}{path} failed after {attempt} attempts; last error: {exc}"
+                        f"{method} {settings.shown_url}{path} failed after {attempt} attempts; last error: {exc}"
                     ) from None
                 if cancelled is not None and cancelled.is_set():
-                    raise FetchError(f"{method} {settings.url}{path}: the poll was stopped; not retrying ({exc})") from None
+                    raise FetchError(f"{method} {settings.shown_url}{path}: the poll was stopped; not retrying ({exc})") from None
                 delay = self._delay(attempt, exc.wait)
                 log.warning(
                     "%s %s%s: %s; retry %d of %d in %.2fs",
-                    method, settings.url, path, exc, attempt, settings.max_retries, delay,
+                    method, settings.shown_url, path, exc, attempt, settings.max_retries, delay,
                 )
                 if cancelled is not None and self.sleep is time.sleep:
                     cancelled.wait(delay)
                 else:
                     self.sleep(delay)
                 if cancelled is not None and cancelled.is_set():
-                    raise FetchError(f"{method} {settings.url}{path}: the poll was stopped; not retrying") from None
+                    raise FetchError(f"{method} {settings.shown_url}{path}: the poll was stopped; not retrying") from None
 
     def _delay(self, attempt: int, wait: float | None) -> float:
         cap = self.settings.backoff_max.total_seconds()
@@ -333,7 +350,7 @@ class MispClient:
             self.sleep(wait)
 
     def _send(self, method: str, path: str, payload: bytes | None) -> httpx.Response:
-        url = f"{self.settings.url}{path}"
+        url = f"{self.settings.shown_url}{path}"
         request = f"{method} {url}"
         self._pace()
         timeout = self.settings.request_timeout.total_seconds()
@@ -406,7 +423,7 @@ class MispClient:
                         body = b""  # an error page too long to quote: its status says enough
                     else:
                         raise FetchError(
-                            f"{method} {self.settings.url}{path}: MISP's answer is larger than "
+                            f"{method} {self.settings.shown_url}{path}: MISP's answer is larger than "
                             f"misp.max_response_size ({limit} bytes, counted raw and decompressed); "
                             "lower misp.page_size (or the stream's page_size), or raise misp.max_response_size"
                         ) from None
