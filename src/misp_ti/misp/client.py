@@ -44,6 +44,7 @@ import orjson
 
 from misp_ti.config import MispSettings
 from misp_ti.errors import ConfigError, FetchError
+from misp_ti.misp import lenient
 from misp_ti.misp import transport as bounded
 from misp_ti.misp.records import record_timestamp  # noqa: F401  (its old home)
 
@@ -443,7 +444,13 @@ class MispClient:
         """The validated items and counters of a 200 answer; :class:`_Retryable` if it makes no sense."""
         count = _header_int(response, "X-Result-Count")
         skipped = _header_int(response, "X-Skipped-Elements-Count")
-        data = _json_body(response)
+        if scope == "attributes":
+            try:
+                data = orjson.loads(response.content)
+            except orjson.JSONDecodeError as exc:
+                return _records_one_by_one(response, exc), count, skipped
+        else:
+            data = _json_body(response)
         response_part = data.get("response") if isinstance(data, dict) else None
         if scope == "attributes":
             items = response_part.get("Attribute") if isinstance(response_part, dict) else None
@@ -482,8 +489,29 @@ class MispClient:
 def _json_body(response: httpx.Response) -> Any:
     try:
         return orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        raise _Retryable(f"MISP sent a body that is not JSON ({_describe_body(response)})") from None
+    except orjson.JSONDecodeError as exc:
+        raise _Retryable(_not_json(response, exc)) from None
+
+
+def _not_json(response: httpx.Response, exc: orjson.JSONDecodeError) -> str:
+    where = lenient.error_offset(response.content, exc)
+    return f"MISP sent a body that is not JSON (at byte {where}: {str(exc).split(':')[0]}; {_describe_body(response)})"
+
+
+def _records_one_by_one(response: httpx.Response, exc: orjson.JSONDecodeError) -> list[dict[str, Any]]:
+    """The attribute list of a body that is not JSON as a whole, read record by record:
+    a record that does not parse becomes a placeholder (a ``pipeline_error`` later)."""
+    try:
+        items = lenient.attribute_records(response.content)
+    except lenient.Unsplittable as split:
+        raise _Retryable(f"{_not_json(response, exc)}; it cannot be read record by record either ({split})") from None
+    bad = [item for item in items if lenient.is_unparsed(item)]
+    log.warning(
+        "MISP sent a page that is not JSON as a whole (at byte %d); read record by record: "
+        "%d of %d records are not valid JSON and become pipeline_error documents",
+        lenient.error_offset(response.content, exc), len(bad), len(items),
+    )
+    return items
 
 
 def _check_record(item: Any, where: str) -> None:
