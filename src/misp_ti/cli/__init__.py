@@ -312,6 +312,7 @@ def config_reference(output: Path | None) -> None:
 @handle_errors
 def lookup(obj: Obj, value: str, as_json: bool, db: Path | None) -> None:
     """Is VALUE an active IOC in the embedded store? Exit 0 if found, 1 if not."""
+    _require_text(value, "VALUE")
     from misp_ti.sinks.sqlite import EmbeddedStore
     from misp_ti.timeutil import utcnow
 
@@ -339,6 +340,20 @@ def lookup(obj: Obj, value: str, as_json: bool, db: Path | None) -> None:
     else:
         click.echo(f"{value}: not an active IOC", err=not as_json)
     sys.exit(0 if docs else 1)
+
+
+def _require_text(value: str, name: str) -> None:
+    """A command-line argument must be text: bytes that are not UTF-8 arrive as lone
+    surrogates (Python's surrogateescape) and can be neither stored nor searched."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raw = value.encode("utf-8", "surrogateescape")
+        raise click.BadParameter(
+            f"{raw[:60]!r} is not UTF-8 text (byte {len(value[:exc.start].encode('utf-8', 'surrogateescape'))} "
+            "cannot be decoded); IOC values are UTF-8",
+            param_hint=name,
+        ) from None
 
 
 def _register_optional_commands() -> None:
