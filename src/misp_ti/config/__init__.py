@@ -509,7 +509,10 @@ class ElasticsearchSettings(_Section):
     )
     ca_file: Path | None = Field(None, description="CA bundle for the cluster.")
     ssl_assert_fingerprint: str | None = Field(None, description="SHA-256 fingerprint of the cluster certificate (instead of a CA).")
-    request_timeout: PositiveDuration = Field(timedelta(seconds=30), description="Timeout of one request.")
+    request_timeout: PositiveDuration = Field(timedelta(seconds=30), description="Deadline of one request: connect, send and the whole answer (headers are bounded per read).")
+    max_response_size: int = Field(
+        256 * 1024 * 1024, ge=1024, le=2**40, description="Most bytes one Elasticsearch answer may hold once decompressed."
+    )
     max_retries: int = Field(5, ge=0, le=100, description="Retries of a failed request or bulk item (429/5xx).")
     namespace: str = Field("default", description="Data stream namespace: documents go to `logs-ti_misp.<stream>-<namespace>`.")
     chunk_size: int = Field(500, ge=1, le=100_000, description="Most documents per `_bulk` request.")
