@@ -18,7 +18,13 @@ How failures are classified (facts from MISP's ``AppController`` and
 * not retried: 403 (MISP answers 403, never 401, for a bad key), 404 (wrong
   URL), 405 (MISP's answer to a body it cannot parse, or not a MISP URL),
   other 4xx, redirects (usually a login page: wrong URL or key), TLS
-  verification failures.
+  verification failures, an answer larger than ``misp.max_response_size``
+  (counted as received and once decompressed: the same page would come again).
+
+Each request has one deadline, ``misp.request_timeout``, for all of it:
+connect, send, headers and the whole body (:mod:`misp_ti.misp.transport`).
+An attribute page that is not JSON as a whole is read record by record
+(:mod:`misp_ti.misp.lenient`).
 
 The key never appears in a message, a log line or a repr: it lives only in
 the httpx client's default headers.
