@@ -164,11 +164,16 @@ def test_connect_asks_elasticsearch_its_version_and_privileges(misp_server: Misp
 def test_connect_never_prints_a_password_held_in_a_url(tmp_path: Path) -> None:
     port = closed_port()
     text = misp("https://misp.internal.test") + (
-        f'[output]\nsinks = ["elasticsearch"]\n[output.elasticsearch]\nhosts = ["http://elastic:pw-in-url-123@127.0.0.1:{port}"]\n'
+        f'[output]\nsinks = ["elasticsearch"]\n[output.elasticsearch]\nhosts = ["http://127.0.0.1:{port}"]\n'
         f'[state]\npath = "{tmp_path / "state.db"}"\n'
     )
     code, out, err = check(tmp_path, text, "--connect", env={"MISP_TI_MISP__URL": f"http://user:misp-pw-456@127.0.0.1:{port}"})
     assert code == 1
     assert f"misp http://127.0.0.1:{port}: version... FAILED" in out
     assert f"elasticsearch http://127.0.0.1:{port}: version... FAILED" in out
-    assert "pw-in-url-123" not in out + err and "misp-pw-456" not in out + err
+    assert "misp-pw-456" not in out + err
+    # credentials inside an Elasticsearch URL are refused up front, and not echoed
+    refused_code, refused_out, refused_err = check(
+        tmp_path, text.replace("http://127.0.0.1", "http://elastic:pw-in-url-123@127.0.0.1"), "--connect"
+    )
+    assert refused_code == 2 and "pw-in-url-123" not in refused_out + refused_err

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from misp_ti.config import InsecureConfigWarning, build_config, load_config, parse_duration
+from misp_ti.config import (
+    InsecureConfigWarning,
+    UnknownVariableWarning,
+    build_config,
+    load_config,
+    parse_duration,
+)
 from misp_ti.config.reference import render_reference
 from misp_ti.errors import ConfigError
 
@@ -106,7 +112,8 @@ def test_environment_overrides_file_values(tmp_path: Path) -> None:
         "MISP_TI_MISP__API_KEY": "12345",  # stays text even though it parses as a number
         "MISP_TI_UNRELATED": "ignored",
     }
-    config = load_config(path, environ=env)
+    with pytest.warns(UnknownVariableWarning, match="MISP_TI_UNRELATED matches no configuration key"):
+        config = load_config(path, environ=env)
     assert config.expiry.policy == "refetch"
     assert config.streams.enabled() == ["threat_attributes", "threat"]
     assert config.output.sinks == ["sqlite", "ndjson"]
@@ -121,6 +128,7 @@ def test_environment_errors_name_the_key() -> None:
 def test_secret_from_file(tmp_path: Path) -> None:
     key_file = tmp_path / "key"
     key_file.write_text(SECRET + "\n")
+    key_file.chmod(0o600)
     config = load_config(write(tmp_path, f'[misp]\napi_key_file = "{key_file}"\n'), environ={})
     assert config.misp.api_key.get_secret_value() == SECRET
 

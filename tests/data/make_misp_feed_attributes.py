@@ -1,6 +1,9 @@
-"""Rebuild misp_feed_attributes.ndjson.gz from the MISP event files in
-../shared/data/misp_feed (run from the repository root:
+"""Rebuild misp_feed_attributes.ndjson.gz and misp_feed_events.ndjson.gz from
+the MISP event files in ../shared/data/misp_feed (run from the repository root:
 ``python tests/data/make_misp_feed_attributes.py [FEED_DIR]``).
+
+misp_feed_events.ndjson.gz holds the event files themselves, unchanged: one
+line per event, ``{"file": <path below FEED_DIR>, "Event": <the event>}``.
 
 Each line is one attribute as ``POST /attributes/restSearch`` returns it
 with ``includeEventTags``: the attribute's own members, an ``Event`` summary,
@@ -60,7 +63,20 @@ def main(feed: Path, out: Path) -> int:
     return len(lines)
 
 
+def write_events(feed: Path, out: Path) -> int:
+    lines = [
+        {"file": path.relative_to(feed).as_posix(), "Event": event}
+        for path in sorted(feed.rglob("*.json"))
+        for event in events(path)
+    ]
+    data = "".join(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n" for line in lines)
+    with open(out, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=9) as gz:
+        gz.write(data.encode())
+    return len(lines)
+
+
 if __name__ == "__main__":
     here = Path(__file__).resolve().parent
     feed = Path(sys.argv[1]) if len(sys.argv) > 1 else here.parents[2] / "shared" / "data" / "misp_feed"
     print(main(feed, here / "misp_feed_attributes.ndjson.gz"), "attributes")
+    print(write_events(feed, here / "misp_feed_events.ndjson.gz"), "events")

@@ -382,7 +382,7 @@ def test_a_sink_reports_its_own_start_up_warnings(tmp_path: Path, caplog: pytest
 def test_run_forever_retries_a_failed_poll_at_the_next_interval(tmp_path: Path, list_engine: Callable[..., Engine]) -> None:
     source = ListSource(make_attributes(20, start_ts=RECENT), page_size=10, fail_at_page=2)
     errors: list[str] = []
-    with list_engine(source, clock=NOW, streams={"threat_attributes": {"interval": "0.2s"}}) as engine:
+    with list_engine(source, clock=NOW, streams={"threat_attributes": {"interval": "1s"}}) as engine:
 
         def on_error(stream: str, exc: BaseException) -> None:
             errors.append(str(exc))

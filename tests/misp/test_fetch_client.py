@@ -162,6 +162,25 @@ def test_429_waits_as_told(headers: dict[str, str], expected: float) -> None:
     assert sleeps == [expected]
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Retry-After": "-1"},
+        {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"},  # long past
+        {"Retry-After": "soon"},
+        {"Retry-After": "nan"},
+        {"Retry-After": "Wed, 99 Foo 2015 99:99:99 GMT"},
+        {"X-Rate-Limit-Reset": "-5"},
+        {"X-Rate-Limit-Reset": "1000000001"},  # an epoch time in the past
+    ],
+)
+def test_429_with_an_unusable_wait_falls_back_to_the_backoff(headers: dict[str, str]) -> None:
+    answers = iter([httpx.Response(429, headers=headers), httpx.Response(200, content=attributes("a"))])
+    sleeps: list[float] = []
+    make_client(lambda request: next(answers), sleeps).search("attributes", {})
+    assert sleeps == [7.5]  # backoff_initial 10s with equal jitter at 0.5, not 0.00 s
+
+
 def test_429_wait_longer_than_backoff_max_is_still_honoured() -> None:
     answers = iter([httpx.Response(429, headers={"Retry-After": "300"}),
                     httpx.Response(200, content=attributes("a"))])

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from misp_ti.misp import paging
 from misp_ti.misp.client import SearchResult
 from misp_ti.misp.paging import WindowReader, row_key, sql_page_full
 
@@ -131,22 +132,43 @@ def test_modification_during_keyset_paging_loses_nothing_and_keeps_newest() -> N
     assert len(delivered) == len(set(delivered))
 
 
-def test_modification_inside_a_crowded_second_is_repaired_by_the_rescan() -> None:
-    # Offset paging inside one crowded second: moving an already-read row out
-    # shifts the rest left by one, and one row would be skipped.
+def _crowded_second_with_a_late_edit() -> tuple[list[tuple[str, int]], int]:
+    """20 rows in one second, page size 5: offset paging reads that second's
+    pages 2 and 3; between them c00 (already read) leaves the window, every
+    later row shifts left by one, and c10 falls between pages 3 and 4.
+    Returns what was delivered and how many re-scans the reader made."""
     model = TableModel()
     for i in range(20):
         model.add(f"c{i:02d}", 500)
     model.add("after", 501)
 
     def shift(n: int, body: Mapping[str, Any]) -> None:
-        if n == 2:  # page 1 (c00..c04) was read; c00 leaves the window
+        # request 1 moves the keyset to 500, 2 and 3 are offset pages 1 and 2 of
+        # that second: the edit lands after offset paging has begun
+        if n == 4:
             model.modify("c00", 99_999)
 
     model.before_request = shift
-    delivered = read_all(model)
+    reader = WindowReader(scope="attributes", search=model.search, body={}, start=0, end=10_000, limit=5, key=row_key, post_filtered=True)
+    delivered, rescans = [], 0
+    for chunk in reader.chunks():
+        delivered += [row_key(r) for r in chunk.rows]
+        rescans = chunk.stats["rescans"]
+    return delivered, rescans
+
+
+def test_modification_inside_a_crowded_second_is_repaired_by_the_rescan() -> None:
+    delivered, rescans = _crowded_second_with_a_late_edit()
     assert {u for u, _ in delivered} == {f"c{i:02d}" for i in range(20)} | {"after"}
     assert len(delivered) == len(set(delivered))
+    assert rescans >= 1
+
+
+def test_the_crowded_second_scenario_loses_a_row_without_the_rescan(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the test above proves the re-scan only if its scenario really skips a row
+    monkeypatch.setattr(paging, "MAX_RESCANS", 0)
+    delivered, _ = _crowded_second_with_a_late_edit()
+    assert "c10" not in {u for u, _ in delivered}
 
 
 def crowded_table() -> TableModel:

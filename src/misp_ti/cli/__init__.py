@@ -88,7 +88,7 @@ def _warn_insecure(config: Config) -> None:
 
     log = logging.getLogger("misp_ti")
     if not config.misp.verifies_tls:
-        log.warning("TLS verification of MISP (%s) is OFF: misp.ssl_verification_mode = \"none\"; anyone on the path can read the API key", config.misp.url)
+        log.warning("TLS verification of MISP (%s) is OFF: misp.ssl_verification_mode = \"none\"; anyone on the path can read the API key", config.misp.shown_url)
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -100,7 +100,9 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return func(*args, **kwargs)
         except MispTiError as exc:
-            click.echo(f"error: {exc}", err=True)
+            from misp_ti.config import redact_url
+
+            click.echo(f"error: {redact_url(str(exc))}", err=True)  # a URL's password never shows
             sys.exit(exc.exit_code)
 
     return wrapper
@@ -358,6 +360,20 @@ def config_reference(output: Path | None) -> None:
         output.write_text(text, encoding="utf-8")
     else:
         click.echo(text, nl=False)
+
+
+def _require_text(value: str, name: str) -> None:
+    """A command-line argument must be text: bytes that are not UTF-8 arrive as lone
+    surrogates (Python's surrogateescape) and can be neither stored nor searched."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raw = value.encode("utf-8", "surrogateescape")
+        raise click.BadParameter(
+            f"{raw[:60]!r} is not UTF-8 text (byte {len(value[:exc.start].encode('utf-8', 'surrogateescape'))} "
+            "cannot be decoded); IOC values are UTF-8",
+            param_hint=name,
+        ) from None
 
 
 def _register_optional_commands() -> None:

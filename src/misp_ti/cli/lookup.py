@@ -67,10 +67,11 @@ def command(obj: Obj, value: str, as_json: bool, db: Path | None, stream: str | 
 
     Exit 0 if every value is, 1 if some value is not, 2 without a readable store.
     """
+    from misp_ti.cli import _require_text
     from misp_ti.sinks.sqlite import EmbeddedStore, describe_error
     from misp_ti.timeutil import utcnow
 
-    value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")  # argv that is not UTF-8
+    _require_text(value, "VALUE")  # argv bytes that are not UTF-8: a usage error (exit 2)
     path = db or obj.config().output.sqlite.path
     store = EmbeddedStore(path, readonly=True)
     try:

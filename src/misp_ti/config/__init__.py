@@ -25,8 +25,10 @@ import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -61,7 +63,7 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return timedelta(seconds=value)
+        return _bounded_duration(float(value))
     if isinstance(value, str):
         text = value.strip()
         pos, total = 0, 0.0
@@ -71,8 +73,30 @@ def parse_duration(value: Any) -> timedelta:
             total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
             pos = match.end()
         if text and pos == len(text):
-            return timedelta(seconds=total)
+            return _bounded_duration(total)
     raise ValueError("expected a duration such as '90d', '10m' or '1h30m' (units s, m, h, d, w)")
+
+
+#: The longest duration any key takes: a thousand years after any MISP timestamp is still a date.
+MAX_DURATION = timedelta(days=365_000)
+
+
+def _bounded_duration(seconds: float) -> timedelta:
+    if not seconds <= MAX_DURATION.total_seconds():  # also refuses NaN
+        raise ValueError("too long: at most 365000d (a thousand years), so that every expiry is a date")
+    return timedelta(seconds=seconds)
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be longer than 0s")
+    return value
+
+
+def _at_least_a_second(value: timedelta) -> timedelta:
+    if value < timedelta(seconds=1):
+        raise ValueError("must be at least 1s (a shorter interval hammers MISP)")
+    return value
 
 
 def format_duration(value: timedelta) -> str:
@@ -92,6 +116,74 @@ Duration = Annotated[
     PlainSerializer(format_duration, return_type=str),
     Field(json_schema_extra={"format": "duration"}),
 ]
+#: A duration that must not be zero (a timeout).
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+#: A polling interval: at least one second.
+Interval = Annotated[Duration, AfterValidator(_at_least_a_second)]
+
+
+def check_url(value: str, *, schemes: tuple[str, ...] = ("http", "https")) -> str:
+    """``value`` when it is a URL with one of ``schemes``, a host, and a port in 1-65535."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a usable URL ({exc})") from None
+    if parts.scheme.lower() not in schemes:
+        raise ValueError(f"expected an {' or '.join(s + '://' for s in schemes)} URL")
+    if not parts.hostname or any(c.isspace() for c in value):
+        raise ValueError("expected a URL with a host name, e.g. https://misp.example.org")
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError("the port must be between 1 and 65535")
+    if parts.query or parts.fragment:
+        raise ValueError("a base URL takes no ?query or #fragment")
+    return value
+
+
+_USERINFO_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@\s:]*):(?P<password>[^@/\s]*)@")
+REDACTED = "**********"
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` in it replaced."""
+    return _USERINFO_RE.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
+
+
+def url_password(url: str | None) -> str | None:
+    """The password in ``url``'s user-info, if any (a secret, like an API key)."""
+    if not url:
+        return None
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return None
+    return password or None
+
+
+def url_passwords(*urls: str | None) -> list[str]:
+    """The passwords in ``urls``, as written and percent-decoded (both may reach a message)."""
+    found = []
+    for url in urls:
+        password = url_password(url)
+        if password:
+            found += [password, unquote(password)]
+    return found
+
+
+def _backoff_order(section: str, initial: timedelta, longest: timedelta) -> None:
+    if longest < initial:
+        raise ConfigError(
+            f"{section}.backoff_max ({format_duration(longest)}) is shorter than "
+            f"{section}.backoff_initial ({format_duration(initial)}): backoff_max caps the doubling delay"
+        )
+
+
+def _one_source(section: str, key: str, value: Any, file: Path | None) -> None:
+    if value is not None and file is not None:
+        raise ConfigError(
+            f"{section}.{key} and {section}.{key}_file are both set (the file, the environment or the "
+            "config file): keep one, so that it is clear which secret is used"
+        )
 
 
 class _Section(BaseModel):
@@ -121,6 +213,19 @@ def _mode_from_verify(value: Any) -> str:
 
 
 _SSL_RENAMES = {"verify_certs": Renamed("ssl_verification_mode", _mode_from_verify)}
+
+
+def _warn_if_others_read(path: Path, key: str) -> None:
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        warnings.warn(
+            f"{key}: {path} holds a secret and is readable by other users; run: chmod 600 {path}",
+            InsecureConfigWarning,
+            stacklevel=2,
+        )
 
 
 def _read_secret_file(path: Path | None, key: str) -> SecretStr | None:
@@ -154,7 +259,7 @@ class MispSettings(_Section):
     ca_file: Path | None = Field(None, description="CA bundle used to verify MISP's certificate.")
     client_cert: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
     client_key: Path | None = Field(None, description="Key of the client certificate (PEM).")
-    request_timeout: Duration = Field(timedelta(seconds=30), description="Timeout of one HTTP request. Was `timeout`.")
+    request_timeout: PositiveDuration = Field(timedelta(seconds=30), description="Deadline of one HTTP request as a whole: connect, send, and the whole answer. Was `timeout`.")
     proxy: str | None = Field(None, description="HTTP(S) proxy URL for MISP requests.")
     rate_limit: float | None = Field(None, gt=0, description="Most requests per second sent to MISP (none: no limit).")
     max_retries: int = Field(6, ge=0, le=100, description="Retries of a failed request (429, 5xx, timeouts, resets, bad bodies) before the poll fails.")
@@ -165,10 +270,21 @@ class MispSettings(_Section):
         description="A 429's `Retry-After`/`X-Rate-Limit-Reset` is honoured up to this long; a longer wait fails the poll (retried at the next interval).",
     )
     page_size: int = Field(1000, ge=1, le=100_000, description="Records per request (`limit`).")
+    max_response_size: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        le=2**40,
+        description="Most bytes one MISP answer may hold, counted as received and once decompressed (a larger one fails the poll: lower `page_size`).",
+    )
 
     @property
     def verifies_tls(self) -> bool:
         return self.ssl_verification_mode != "none"
+
+    @property
+    def shown_url(self) -> str:
+        """``url`` as it may appear in a message or log line (a password in it redacted)."""
+        return redact_url(self.url)
 
     @property
     def verify(self) -> bool:
@@ -183,14 +299,20 @@ class MispSettings(_Section):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^\s/]+", value):
-            raise ValueError("expected an http:// or https:// URL")
-        return value.rstrip("/")
+        return check_url(value).rstrip("/")
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value, schemes=("http", "https", "socks5", "socks5h"))
 
     @model_validator(mode="after")
     def _key_file(self) -> MispSettings:
+        _backoff_order("misp", self.backoff_initial, self.backoff_max)
+        _one_source("misp", "api_key", self.api_key, self.api_key_file)
         if self.api_key is None and self.api_key_file is not None:
             self.api_key = _read_secret_file(self.api_key_file, "misp.api_key_file")
+            _warn_if_others_read(self.api_key_file, "misp.api_key_file")
         return self
 
 
@@ -203,7 +325,7 @@ class StreamSettings(_Section):
 
     enabled: bool = Field(True, description="Poll this stream.")
     initial_interval: Duration = Field(timedelta(hours=120), description="How far back the first poll (and every refetch) reads.")
-    interval: Duration = Field(timedelta(minutes=10), description="Time between polls in `misp-ti run`.")
+    interval: Interval = Field(timedelta(minutes=10), description="Time between polls in `misp-ti run` (at least 1s).")
     page_size: int | None = Field(None, ge=1, le=100_000, description="Overrides `misp.page_size` for this stream.")
     filters: dict[str, Any] = Field(
         default_factory=dict,
@@ -391,7 +513,10 @@ class ElasticsearchSettings(_Section):
     )
     ca_file: Path | None = Field(None, description="CA bundle for the cluster.")
     ssl_assert_fingerprint: str | None = Field(None, description="SHA-256 fingerprint of the cluster certificate (instead of a CA).")
-    request_timeout: Duration = Field(timedelta(seconds=30), description="Timeout of one request.")
+    request_timeout: PositiveDuration = Field(timedelta(seconds=30), description="Deadline of one request: connect, send and the whole answer (headers are bounded per read).")
+    max_response_size: int = Field(
+        256 * 1024 * 1024, ge=1024, le=2**40, description="Most bytes one Elasticsearch answer may hold once decompressed."
+    )
     max_retries: int = Field(5, ge=0, le=100, description="Retries of a failed request or bulk item (429/5xx).")
     namespace: str = Field("default", description="Data stream namespace: documents go to `logs-ti_misp.<stream>-<namespace>`.")
     chunk_size: int = Field(500, ge=1, le=100_000, description="Most documents per `_bulk` request.")
@@ -426,12 +551,27 @@ class ElasticsearchSettings(_Section):
         )
         return self.verifies_tls
 
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        for host in value:
+            check_url(host)
+            parts = urlsplit(host)
+            if parts.username or parts.password:
+                raise ValueError("put credentials in api_key or username/password, not in the URL")
+        return value
+
     @model_validator(mode="after")
     def _secret_files(self) -> ElasticsearchSettings:
+        _backoff_order("output.elasticsearch", self.backoff_initial, self.backoff_max)
+        _one_source("output.elasticsearch", "api_key", self.api_key, self.api_key_file)
+        _one_source("output.elasticsearch", "password", self.password, self.password_file)
         if self.api_key is None and self.api_key_file is not None:
             self.api_key = _read_secret_file(self.api_key_file, "output.elasticsearch.api_key_file")
+            _warn_if_others_read(self.api_key_file, "output.elasticsearch.api_key_file")
         if self.password is None and self.password_file is not None:
             self.password = _read_secret_file(self.password_file, "output.elasticsearch.password_file")
+            _warn_if_others_read(self.password_file, "output.elasticsearch.password_file")
         return self
 
 
@@ -449,6 +589,14 @@ class OutputSettings(BaseModel):
     sqlite: SqliteSettings = Field(default_factory=SqliteSettings)
     ndjson: NdjsonSettings = Field(default_factory=NdjsonSettings)
     elasticsearch: ElasticsearchSettings = Field(default_factory=ElasticsearchSettings)
+
+    @field_validator("sinks")
+    @classmethod
+    def _distinct_sinks(cls, value: list[str]) -> list[str]:
+        twice = sorted({name for name in value if value.count(name) > 1})
+        if twice:
+            raise ValueError(f"names {', '.join(twice)} more than once (each sink receives every document once)")
+        return value
 
     def plugin_section(self, name: str) -> dict[str, Any]:
         """Deprecated: a plugin's settings live in ``[plugin.<name>]``, read with
@@ -583,12 +731,17 @@ class Config(BaseModel):
             self.output.elasticsearch.api_key,
             self.output.elasticsearch.password,
         ]
-        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        # a password in a URL's user-info is a secret too
+        found += url_passwords(self.misp.url, self.misp.proxy)
+        return found
 
     def redacted(self) -> dict[str, Any]:
         """The config as plain data with secrets replaced by ``"**********"``."""
         data = self.model_dump(mode="json")
         data["misp"]["api_key"] = "**********" if self.misp.api_key else None
+        data["misp"]["url"] = redact_url(self.misp.url)
+        data["misp"]["proxy"] = redact_url(self.misp.proxy) if self.misp.proxy else None
         es = data["output"]["elasticsearch"]
         es["api_key"] = "**********" if self.output.elasticsearch.api_key else None
         es["password"] = "**********" if self.output.elasticsearch.password else None
@@ -686,7 +839,7 @@ def _describe_error(err: Any, data: dict[str, Any], *, root: type[BaseModel] | N
     if _is_secret_key(key):
         shown = "(hidden)"
     else:
-        shown = repr(value)
+        shown = redact_url(repr(value))
         if len(shown) > 80:
             shown = shown[:77] + "..."
     return f"{key}: bad value {shown}: {msg}"
@@ -750,13 +903,21 @@ def load_config(
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 text ({_not_utf8(exc)}): save it as UTF-8") from None
         except OSError as exc:
             raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
         _warn_if_world_readable(path, data)
+    _warn_unknown_variables(environ)
     data = merge_settings(data, env_overrides(environ))
     if overrides:
         data = merge_settings(data, overrides)
     return build_config(data, source=source, variables=env_variables(environ))
+
+
+def _not_utf8(exc: UnicodeDecodeError) -> str:
+    where = f"byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r}"
+    return where + ("; it looks like UTF-16" if exc.object[:2] in (b"\xff\xfe", b"\xfe\xff") else "")
 
 
 def _contains_secret(data: dict[str, Any]) -> bool:
@@ -771,6 +932,32 @@ def _contains_secret(data: dict[str, Any]) -> bool:
 
 class InsecureConfigWarning(UserWarning):
     pass
+
+
+class UnknownVariableWarning(UserWarning):
+    """A ``MISP_TI_`` environment variable that no key or option reads (a typo, usually)."""
+
+
+#: ``MISP_TI_`` variables that are not ``<SECTION>__<KEY>`` overrides, and who reads them.
+OTHER_VARIABLES = {"MISP_TI_CONFIG": "the config file", "MISP_TI_SIMULATOR_API_KEY": "misp-ti simulator"}
+#: Prefixes of variables read elsewhere (the pytest kit's ``MISP_TI_TEST_*``).
+OTHER_PREFIXES = ("MISP_TI_TEST_",)
+
+
+def _warn_unknown_variables(environ: dict[str, str] | os._Environ[str]) -> None:
+    """Warn about ``MISP_TI_X`` variables that override nothing (a missing ``__`` between
+    section and key, or an empty level); the ``__`` ones are checked as keys, by name."""
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in OTHER_VARIABLES or name.startswith(OTHER_PREFIXES):
+            continue
+        parts = name[len(ENV_PREFIX):].split("__")
+        if len(parts) < 2 or not all(parts):
+            warnings.warn(
+                f"environment variable {name} matches no configuration key and is ignored "
+                f"(overrides are spelled MISP_TI_<SECTION>__<KEY>, e.g. MISP_TI_MISP__URL)",
+                UnknownVariableWarning,
+                stacklevel=3,
+            )
 
 
 def _warn_if_world_readable(path: Path, data: dict[str, Any]) -> None:

@@ -29,6 +29,7 @@ from misp_ti.ecs.fields import ECS_VERSION
 from misp_ti.ecs.options import Options
 from misp_ti.ecs.types import TYPE_RULES
 from misp_ti.ecs.values import Malformed, iso_seconds, seen_iso, strict_epoch_seconds, to_long
+from misp_ti.misp.lenient import UNPARSED, UNPARSED_REASON
 
 #: Longest attribute value accepted; MISP stores values in 64 KiB columns (two for composites).
 MAX_VALUE_CHARS = 131_072
@@ -394,6 +395,9 @@ def transform(record: Any, opts: Options, build: Callable[[Any, Options], dict] 
     """The document ``build`` (default: the built-in builder of ``opts.stream``)
     makes of ``record``; never raises for bad input: a record the builder
     rejects becomes a ``pipeline_error`` document."""
+    if isinstance(record, dict) and UNPARSED in record:  # a record MISP sent as invalid JSON
+        reason = f"MISP sent this record as invalid JSON: {record.get(UNPARSED_REASON, '')}"
+        return error_document(record, reason, opts, original=str(record[UNPARSED]))
     try:
         return (build or BUILDERS[opts.stream])(record, opts)
     except Malformed as exc:

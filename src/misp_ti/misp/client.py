@@ -18,7 +18,13 @@ How failures are classified (facts from MISP's ``AppController`` and
 * not retried: 403 (MISP answers 403, never 401, for a bad key), 404 (wrong
   URL), 405 (MISP's answer to a body it cannot parse, or not a MISP URL),
   other 4xx, redirects (usually a login page: wrong URL or key), TLS
-  verification failures.
+  verification failures, an answer larger than ``misp.max_response_size``
+  (counted as received and once decompressed: the same page would come again).
+
+Each request has one deadline, ``misp.request_timeout``, for all of it:
+connect, send, headers and the whole body (:mod:`misp_ti.misp.transport`).
+An attribute page that is not JSON as a whole is read record by record
+(:mod:`misp_ti.misp.lenient`).
 
 The key never appears in a message, a log line or a repr: it lives only in
 the httpx client's default headers.
@@ -27,11 +33,14 @@ the httpx client's default headers.
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import logging
+import math
 import random
 import ssl
 import threading
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -41,6 +50,8 @@ import orjson
 
 from misp_ti.config import MispSettings
 from misp_ti.errors import ConfigError, FetchError
+from misp_ti.misp import lenient
+from misp_ti.misp import transport as bounded
 from misp_ti.misp.records import record_timestamp  # noqa: F401  (its old home)
 
 log = logging.getLogger("misp_ti.misp.client")
@@ -48,6 +59,8 @@ log = logging.getLogger("misp_ti.misp.client")
 #: The two restSearch answers (scopes) this client validates, and where MISP serves each.
 PATHS = {"attributes": "/attributes/restSearch", "events": "/events/restSearch"}
 _RETRY_STATUSES = {500, 502, 503, 504}
+#: How much of a non-200 answer is read (for its error message); the rest is dropped.
+_ERROR_BODY_LIMIT = 64 * 1024
 
 _T = TypeVar("_T")
 
@@ -120,28 +133,52 @@ def _header_int(response: httpx.Response, name: str) -> int | None:
 
 
 def _retry_after(response: httpx.Response, *, now: float) -> float | None:
-    """Seconds to wait before retrying a 429, from ``Retry-After`` or ``X-Rate-Limit-Reset``."""
-    raw = response.headers.get("retry-after")
+    """Seconds to wait before retrying a 429, from ``Retry-After`` or ``X-Rate-Limit-Reset``.
+
+    ``None`` (the normal backoff) when neither says anything usable: a
+    negative number, a date in the past, or a value that does not parse.
+    """
+    raw = response.headers.get("retry-after", "").strip()
     if raw:
-        raw = raw.strip()
         try:
-            return max(0.0, float(raw))
+            return _usable_wait(float(raw))
         except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(raw)
-            except (TypeError, ValueError):
-                when = None
-            if when is not None and when.tzinfo is not None:
-                return max(0.0, when.timestamp() - now)
-    raw = response.headers.get("x-rate-limit-reset")
+            pass
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            when = None
+        if when is not None and when.tzinfo is not None:
+            return _usable_wait(when.timestamp() - now, zero_ok=False)
+        return None
+    raw = response.headers.get("x-rate-limit-reset", "").strip()
     if raw:
         try:
-            value = float(raw.strip())
+            value = float(raw)
         except ValueError:
             return None
         # MISP sends the Redis TTL (seconds left); tolerate an epoch time too
-        return max(0.0, value - now) if value > 1_000_000_000 else max(0.0, value)
+        return _usable_wait(value - now, zero_ok=False) if value > 1_000_000_000 else _usable_wait(value)
     return None
+
+
+def _usable_wait(seconds: float, *, zero_ok: bool = True) -> float | None:
+    """``seconds`` when it is a wait at all (finite, not negative; a moment that
+    has already passed is no wait either), else ``None``."""
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero_ok):
+        return None
+    return seconds
+
+
+def _is_loopback(url: str) -> bool:
+    """Whether ``url`` names this machine (no network path to read a key on)."""
+    host = httpx.URL(url).host
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _ssl_context(settings: MispSettings) -> ssl.SSLContext:
@@ -203,7 +240,12 @@ class MispClient:
             log.warning(
                 "TLS certificate verification for %s is OFF (misp.ssl_verification_mode = 'none'): "
                 "anyone on the network path can read and alter the indicators",
-                settings.url,
+                settings.shown_url,
+            )
+        if settings.url.lower().startswith("http://") and not _is_loopback(settings.url):
+            log.warning(
+                "misp.url %s is plain http://: the API key and the indicators travel in clear; use https://",
+                settings.shown_url,
             )
         self._min_gap = 1.0 / settings.rate_limit if settings.rate_limit else 0.0
         self._next_slot = 0.0
@@ -222,9 +264,11 @@ class MispClient:
             transport=transport,
             follow_redirects=False,
         )
+        # every socket operation of a request ends by its deadline (request_timeout as a whole)
+        bounded.install_deadline(self._http)
 
     def __repr__(self) -> str:
-        return f"MispClient(url={self.settings.url!r})"
+        return f"MispClient(url={self.settings.shown_url!r})"
 
     def close(self) -> None:
         self._http.close()
@@ -284,21 +328,21 @@ class MispClient:
             except _Retryable as exc:
                 if attempt > settings.max_retries:
                     raise FetchError(
-                        f"{method} {settings.url}{path} failed after {attempt} attempts; last error: {exc}"
+                        f"{method} {settings.shown_url}{path} failed after {attempt} attempts; last error: {exc}"
                     ) from None
                 if cancelled is not None and cancelled.is_set():
-                    raise FetchError(f"{method} {settings.url}{path}: the poll was stopped; not retrying ({exc})") from None
+                    raise FetchError(f"{method} {settings.shown_url}{path}: the poll was stopped; not retrying ({exc})") from None
                 delay = self._delay(attempt, exc.wait)
                 log.warning(
                     "%s %s%s: %s; retry %d of %d in %.2fs",
-                    method, settings.url, path, exc, attempt, settings.max_retries, delay,
+                    method, settings.shown_url, path, exc, attempt, settings.max_retries, delay,
                 )
                 if cancelled is not None and self.sleep is time.sleep:
                     cancelled.wait(delay)
                 else:
                     self.sleep(delay)
                 if cancelled is not None and cancelled.is_set():
-                    raise FetchError(f"{method} {settings.url}{path}: the poll was stopped; not retrying") from None
+                    raise FetchError(f"{method} {settings.shown_url}{path}: the poll was stopped; not retrying") from None
 
     def _delay(self, attempt: int, wait: float | None) -> float:
         cap = self.settings.backoff_max.total_seconds()
@@ -340,19 +384,20 @@ class MispClient:
     def _send(
         self, method: str, path: str, payload: bytes | None, *, retry: bool = False, cancelled: threading.Event | None = None
     ) -> httpx.Response:
-        url = f"{self.settings.url}{path}"
+        url = f"{self.settings.shown_url}{path}"
         request = f"{method} {url}"
         self._pace(cancelled)
+        timeout = self.settings.request_timeout.total_seconds()
         started = time.monotonic()
         try:
             try:
-                response = self._http.request(method, path, content=payload)
+                response = self._fetch(method, path, payload, timeout)
             except Exception:
                 self._observe("error", started, retry)
                 raise
             self._observe(response.status_code, started, retry)
         except httpx.TimeoutException as exc:
-            raise _Retryable(f"timed out after {self.settings.request_timeout.total_seconds():g}s ({type(exc).__name__})") from None
+            raise _Retryable(f"timed out after {timeout:g}s ({type(exc).__name__})") from None
         except httpx.ConnectError as exc:
             reason = str(exc)
             if "CERTIFICATE_VERIFY_FAILED" in reason or "certificate verify failed" in reason:
@@ -400,13 +445,51 @@ class MispClient:
             raise FetchError(f"MISP refused {request} with {status}{_misp_message(response)}")
         raise _Retryable(f"unexpected HTTP status {status} ({_describe_body(response)})")
 
+    def _fetch(self, method: str, path: str, payload: bytes | None, timeout: float) -> httpx.Response:
+        """One exchange within ``timeout`` seconds in all (connect, send, headers and
+        body), its body bounded by ``misp.max_response_size`` (raw and inflated)."""
+        limit = self.settings.max_response_size
+        with bounded.deadline(timeout) as end:
+            request = self._http.build_request(
+                method, path, content=payload, headers={"Accept-Encoding": bounded.ACCEPT_ENCODING}
+            )
+            response = self._http.send(request, stream=True)
+            try:
+                ok = response.status_code == 200
+                try:
+                    body = bounded.read_body(response, limit=limit if ok else _ERROR_BODY_LIMIT, end=end)
+                except bounded.BodyTooLarge:
+                    if not ok:
+                        body = b""  # an error page too long to quote: its status says enough
+                    else:
+                        raise FetchError(
+                            f"{method} {self.settings.shown_url}{path}: MISP's answer is larger than "
+                            f"misp.max_response_size ({limit} bytes, counted raw and decompressed); "
+                            "lower misp.page_size (or the stream's page_size), or raise misp.max_response_size"
+                        ) from None
+                except bounded.DeadlinePassed:
+                    raise httpx.ReadTimeout("the whole-request deadline passed while reading the body") from None
+                except bounded.UnsupportedEncoding as exc:
+                    raise _Retryable(f"MISP sent a body in an encoding misp-ti did not ask for: {str(exc)[:40]!r}") from None
+                except zlib.error as exc:
+                    raise _Retryable(f"MISP sent a compressed body that does not decompress ({exc})") from None
+            finally:
+                response.close()
+        return bounded.answered(response, body)
+
     # -------------------------------------------------------------------
 
     def _parse(self, scope: str, response: httpx.Response) -> tuple[list[dict[str, Any]], int | None, int | None]:
         """The validated items and counters of a 200 answer; :class:`_Retryable` if it makes no sense."""
         count = _header_int(response, "X-Result-Count")
         skipped = _header_int(response, "X-Skipped-Elements-Count")
-        data = _json_body(response)
+        if scope == "attributes":
+            try:
+                data = orjson.loads(response.content)
+            except orjson.JSONDecodeError as exc:
+                return _records_one_by_one(response, exc), count, skipped
+        else:
+            data = _json_body(response)
         response_part = data.get("response") if isinstance(data, dict) else None
         if scope == "attributes":
             items = response_part.get("Attribute") if isinstance(response_part, dict) else None
@@ -445,8 +528,29 @@ class MispClient:
 def _json_body(response: httpx.Response) -> Any:
     try:
         return orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        raise _Retryable(f"MISP sent a body that is not JSON ({_describe_body(response)})") from None
+    except orjson.JSONDecodeError as exc:
+        raise _Retryable(_not_json(response, exc)) from None
+
+
+def _not_json(response: httpx.Response, exc: orjson.JSONDecodeError) -> str:
+    where = lenient.error_offset(response.content, exc)
+    return f"MISP sent a body that is not JSON (at byte {where}: {str(exc).split(':')[0]}; {_describe_body(response)})"
+
+
+def _records_one_by_one(response: httpx.Response, exc: orjson.JSONDecodeError) -> list[dict[str, Any]]:
+    """The attribute list of a body that is not JSON as a whole, read record by record:
+    a record that does not parse becomes a placeholder (a ``pipeline_error`` later)."""
+    try:
+        items = lenient.attribute_records(response.content)
+    except lenient.Unsplittable as split:
+        raise _Retryable(f"{_not_json(response, exc)}; it cannot be read record by record either ({split})") from None
+    bad = [item for item in items if lenient.is_unparsed(item)]
+    log.warning(
+        "MISP sent a page that is not JSON as a whole (at byte %d); read record by record: "
+        "%d of %d records are not valid JSON and become pipeline_error documents",
+        lenient.error_offset(response.content, exc), len(bad), len(items),
+    )
+    return items
 
 
 def _check_record(item: Any, where: str) -> None:

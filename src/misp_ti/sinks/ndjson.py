@@ -14,6 +14,13 @@ from typing import IO, Any
 import orjson
 
 
+def open_private_append(path: str | os.PathLike[str]) -> IO[bytes]:
+    """``open(path, "ab")``, creating the file readable by its owner only (0600):
+    these files hold intelligence (TLP-marked IOCs). An existing file keeps its mode."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    return os.fdopen(fd, "ab")
+
+
 def _drop_torn_tail(path: str) -> None:
     """Cut a partial last line (a crash in the middle of a write) back to the
     last newline: its batch was never confirmed, so it will be written again."""
@@ -50,7 +57,7 @@ class NdjsonWriter:
         self.path = path
         if path != "-":
             _drop_torn_tail(path)
-        self._fh: IO[bytes] = sys.stdout.buffer if path == "-" else open(path, "ab")  # noqa: SIM115
+        self._fh: IO[bytes] = sys.stdout.buffer if path == "-" else open_private_append(path)
 
     def write(self, docs: list[dict[str, Any]]) -> None:
         data = b"".join(orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE) for doc in docs)

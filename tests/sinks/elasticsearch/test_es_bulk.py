@@ -155,6 +155,7 @@ def test_every_item_is_delivered_or_dead_lettered(tmp_path: Path, cluster: FakeB
     assert dead[0]["_id"] == "doc-2" and dead[0]["stream"] == "threat_attributes" and dead[0]["status"] == 400
     assert dead[0]["reason"]["type"] == "document_parsing_exception"
     assert dead[0]["doc"]["misp"]["attribute"]["uuid"] == "u-2"
+    assert (tmp_path / "dead.ndjson").stat().st_mode & 0o777 == 0o600  # it holds intelligence
     # the API key went in the header, never anywhere else
     assert all(headers.get("authorization") == f"ApiKey {API_KEY}" for _, _, headers in cluster.requests)
 
@@ -227,8 +228,8 @@ def test_client_options_cover_auth_and_tls(tmp_path: Path) -> None:
     assert client_options(basic)["basic_auth"] == ("elastic", "pw") and client_options(basic)["ca_certs"].endswith("ca.pem")
     cloud = make_config(tmp_path, "https://unused:9200", cloud_id="name:ZXhhbXBsZS5jb20kYWJjJGRlZg==").output.elasticsearch
     assert "hosts" not in client_options(cloud) and client_options(cloud)["cloud_id"].startswith("name:")
-    with pytest.raises(ConfigError, match="not in the URL") as caught:
-        client_options(make_config(tmp_path, "https://elastic:hunter2@es.example:9200").output.elasticsearch)
+    with pytest.raises(ConfigError, match="not in the URL") as caught:  # refused when the config is read
+        make_config(tmp_path, "https://elastic:hunter2@es.example:9200")
     assert "hunter2" not in str(caught.value)
     with pytest.raises(ConfigError, match="password"):
         client_options(make_config(tmp_path, "https://es.example:9200", api_key=None, username="elastic").output.elasticsearch)

@@ -37,6 +37,7 @@ from misp_ti.model import SinkReport
 from misp_ti.sinks.elasticsearch.assets import data_stream, es_duration
 from misp_ti.sinks.elasticsearch.client import describe_error
 from misp_ti.sinks.elasticsearch.provision import request
+from misp_ti.sinks.ndjson import open_private_append
 from misp_ti.timeutil import iso, utcnow
 
 NAME = "elasticsearch"
@@ -213,7 +214,7 @@ def _append_dead_letters(path: Path, records: list[dict[str, Any]]) -> None:
     # durable before the batch is confirmed: the cursor moves past these documents
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "ab") as fh:
+        with open_private_append(path) as fh:
             fh.write(b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in records))
             fh.flush()
             os.fsync(fh.fileno())

@@ -19,7 +19,12 @@ JSON_HEADERS = {"accept": "application/json", "content-type": "application/json"
 
 def client_options(settings: ElasticsearchSettings) -> dict[str, Any]:
     """Keyword arguments for :class:`elasticsearch.Elasticsearch` (tested without a cluster)."""
+    from misp_ti.sinks.elasticsearch.bounded import bounded_node_class
+
     options: dict[str, Any] = {
+        "node_class": bounded_node_class(
+            timeout=settings.request_timeout.total_seconds(), limit=settings.max_response_size
+        ),
         "request_timeout": settings.request_timeout.total_seconds(),
         "max_retries": settings.max_retries,
         "retry_on_timeout": True,
@@ -76,6 +81,12 @@ def describe_error(exc: BaseException) -> str:
     status = getattr(exc, "status_code", None) or getattr(getattr(exc, "meta", None), "status", None)
     if status:
         return f"HTTP {status}"
+    from misp_ti.sinks.elasticsearch.bounded import BOUND_HIT
+
+    for cause in (exc, *(getattr(exc, "errors", None) or ())):
+        text = f"{getattr(cause, 'message', '')} {cause}"
+        if BOUND_HIT in text:  # our own message: the deadline or the size limit
+            return f"{type(exc).__name__}: {text[text.index(BOUND_HIT):][:300]}"
     return type(exc).__name__  # connection refused, timeout, TLS failure...
 
 
