@@ -5,7 +5,7 @@
 cache directory, check the tarball against the registry's published
 integrity (sha512) and the extracted file against its sha256, and reuse it
 afterwards. Without npm (or with npm failing) the tests skip with the
-reason; ``MISP_TI_REQUIRE_SPEC=1`` (set by ``.ci/run``) makes that a failure.
+reason; ``MISP_TI_TEST_REQUIRE_SPEC=1`` (set by ``.ci/run``) makes that a failure.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ VERSION = "9.5.0"
 INTEGRITY = "sha512-PEcvvCtE/pthy+WWQ4AELymWMOLHTm7yjANDMozcmIY8NT9vTlJmeEGL/0fD3lQ1lCkriPrZwallasDRj3vX+w=="
 SCHEMA_MEMBER = "package/dist/schema.json"
 SCHEMA_SHA256 = "aca6be2593f4d23252b40c6d142a11d82d1d13b3c5c2b6d62b50ed50d97a7e03"
-REQUIRE_ENV = "MISP_TI_REQUIRE_SPEC"
+REQUIRE_ENV = "MISP_TI_TEST_REQUIRE_SPEC"
 CACHE_ENV = "MISP_TI_SPEC_CACHE"
 
 

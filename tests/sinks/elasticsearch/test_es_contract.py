@@ -1,7 +1,7 @@
 """Every request the Elasticsearch sink sends, checked against Elastic's own specification.
 
 The specification comes from ``helpers.es_spec_cache`` (npm, pinned and verified);
-without npm these tests skip, unless ``MISP_TI_REQUIRE_SPEC=1``.
+without npm these tests skip, unless ``MISP_TI_TEST_REQUIRE_SPEC=1``.
 """
 
 from __future__ import annotations
