@@ -653,7 +653,7 @@ class ServiceSettings(_Section):
     @model_validator(mode="after")
     def _loopback(self) -> ServiceSettings:
         endpoint = self.metrics_endpoint()
-        if endpoint is not None and not self.metrics_allow_remote and not _is_loopback(endpoint[0]):
+        if endpoint is not None and not self.metrics_allow_remote and not is_loopback_host(endpoint[0]):
             raise ValueError(
                 f"metrics_address: {endpoint[0]} is not a loopback address; the metrics have no "
                 "authentication (set service.metrics_allow_remote = true to serve them there anyway)"
@@ -661,7 +661,8 @@ class ServiceSettings(_Section):
         return self
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine."""
     import ipaddress
 
     if host == "localhost":

@@ -33,7 +33,6 @@ the httpx client's default headers.
 from __future__ import annotations
 
 import email.utils
-import ipaddress
 import logging
 import math
 import random
@@ -48,7 +47,7 @@ from typing import Any, Protocol, TypeVar
 import httpx
 import orjson
 
-from misp_ti.config import MispSettings
+from misp_ti.config import MispSettings, is_loopback_host
 from misp_ti.errors import ConfigError, FetchError
 from misp_ti.misp import lenient
 from misp_ti.misp import transport as bounded
@@ -170,17 +169,6 @@ def _usable_wait(seconds: float, *, zero_ok: bool = True) -> float | None:
     return seconds
 
 
-def _is_loopback(url: str) -> bool:
-    """Whether ``url`` names this machine (no network path to read a key on)."""
-    host = httpx.URL(url).host
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _ssl_context(settings: MispSettings) -> ssl.SSLContext:
     try:
         if settings.verifies_tls:
@@ -242,7 +230,7 @@ class MispClient:
                 "anyone on the network path can read and alter the indicators",
                 settings.shown_url,
             )
-        if settings.url.lower().startswith("http://") and not _is_loopback(settings.url):
+        if settings.url.lower().startswith("http://") and not is_loopback_host(httpx.URL(settings.url).host):
             log.warning(
                 "misp.url %s is plain http://: the API key and the indicators travel in clear; use https://",
                 settings.shown_url,
