@@ -167,10 +167,13 @@ def test_connect_never_prints_a_password_held_in_a_url(tmp_path: Path) -> None:
         f'[output]\nsinks = ["elasticsearch"]\n[output.elasticsearch]\nhosts = ["http://127.0.0.1:{port}"]\n'
         f'[state]\npath = "{tmp_path / "state.db"}"\n'
     )
-    code, out, err = check(tmp_path, text, "--connect", env={"MISP_TI_MISP__URL": f"http://user:misp-pw-456@127.0.0.1:{port}"})
+    code, out, err = check(tmp_path, text, "--connect", env={"MISP_TI_MISP__URL": f"http://127.0.0.1:{port}"})
     assert code == 1
     assert f"misp http://127.0.0.1:{port}: version... FAILED" in out
     assert f"elasticsearch http://127.0.0.1:{port}: version... FAILED" in out
+    # a password in the MISP URL is refused (it would replace the key), naming the variable, not echoed
+    refused, out, err = check(tmp_path, text, "--connect", env={"MISP_TI_MISP__URL": f"http://user:misp-pw-456@127.0.0.1:{port}"})
+    assert refused == 2 and "MISP_TI_MISP__URL" in out + err
     assert "misp-pw-456" not in out + err
     # credentials inside an Elasticsearch URL are refused up front, and not echoed
     refused_code, refused_out, refused_err = check(

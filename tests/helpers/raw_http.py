@@ -15,12 +15,12 @@ import threading
 from collections.abc import Callable, Iterator
 
 
-def _read_request(sock: socket.socket) -> None:
+def _read_request(sock: socket.socket) -> bytes:
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         if not chunk:
-            return
+            return data
         data += chunk
     head, _, rest = data.partition(b"\r\n\r\n")
     length = 0
@@ -31,13 +31,19 @@ def _read_request(sock: socket.socket) -> None:
     while len(rest) < length:
         chunk = sock.recv(65536)
         if not chunk:
-            return
+            break
         rest += chunk
+    return head + b"\r\n\r\n" + rest
 
 
 @contextlib.contextmanager
-def raw_server(answer: Callable[[socket.socket], None]) -> Iterator[str]:
-    """Serve on 127.0.0.1 until the block ends; yields the base URL."""
+def raw_server(
+    answer: Callable[[socket.socket], None], *, on_request: Callable[[bytes], None] | None = None
+) -> Iterator[str]:
+    """Serve on 127.0.0.1 until the block ends; yields the base URL.
+
+    ``on_request`` gets each request's raw bytes (head and body) as read.
+    """
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.2)
     stop = threading.Event()
@@ -46,7 +52,9 @@ def raw_server(answer: Callable[[socket.socket], None]) -> Iterator[str]:
     def handle(sock: socket.socket) -> None:
         with sock:
             try:
-                _read_request(sock)
+                request = _read_request(sock)
+                if on_request is not None:
+                    on_request(request)
                 answer(sock)
             except OSError:
                 pass  # the client gave up: that is what these tests provoke

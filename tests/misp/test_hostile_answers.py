@@ -24,7 +24,7 @@ import pytest
 
 from helpers.raw_http import head, raw_server
 from misp_ti.config import build_config
-from misp_ti.errors import FetchError
+from misp_ti.errors import ConfigError, FetchError
 from misp_ti.misp.client import MispClient
 
 KEY = "s3cret-Key-0123456789abcdef0123456789abcdef"
@@ -130,7 +130,7 @@ _MEMORY_SCRIPT = textwrap.dedent(
     import json, resource, sys, zlib
     from helpers.raw_http import head, raw_server
     from misp_ti.config import build_config
-    from misp_ti.errors import FetchError
+    from misp_ti.errors import ConfigError, FetchError
     from misp_ti.misp.client import MispClient
 
     kind = sys.argv[1]
@@ -180,19 +180,36 @@ def test_memory_stays_bounded_for_a_600_mb_answer_and_a_1_gib_gzip_bomb(kind: st
     assert result["max_rss_mb"] < 500, result
 
 
-def test_a_password_in_misp_url_never_reaches_an_error_or_a_log(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_password_in_misp_url_is_refused_without_being_shown() -> None:
+    # httpx would send URL user-info as HTTP Basic auth, replacing the header
+    # that carries the MISP key: refused up front, and never echoed
     password = "PASSWORD-in-the-url"
+    with pytest.raises(ConfigError) as info:
+        build_config({"misp": {"url": f"https://user:{password}@misp.example.org", "api_key": KEY}})
+    assert "misp.url" in str(info.value) and "in place of the MISP key" in str(info.value)
+    assert password not in str(info.value)
+
+
+def test_a_proxy_password_is_used_but_never_reaches_an_error_or_a_log(caplog: pytest.LogCaptureFixture) -> None:
+    password = "PASSWORD-of-the-proxy"
+    seen: list[bytes] = []
 
     def answer(sock: socket.socket) -> None:
         sock.sendall(head(503, Content_Length="0"))
 
-    with raw_server(answer) as url:
-        with_password = url.replace("http://", f"http://user:{password}@")
+    with raw_server(answer, on_request=seen.append) as url:
+        proxy = url.replace("http://", f"http://user:{password}@")
+        misp_client = client("http://misp.internal.test", max_retries=1, proxy=proxy)
         with caplog.at_level("WARNING", logger="misp_ti"), pytest.raises(FetchError) as info:
-            client(with_password, max_retries=1).search("attributes", {})
-    assert "failed after 2 attempts" in str(info.value) and "user:**********@127.0.0.1" in str(info.value)
+            misp_client.search("attributes", {})
+    assert "failed after 2 attempts" in str(info.value)
     assert password not in str(info.value) + caplog.text
     assert "retry 1 of 1" in caplog.text
+    # the proxy got the credentials, as Proxy-Authorization, and the MISP key as Authorization
+    assert len(seen) == 2
+    request = seen[0].lower()
+    assert request.startswith(b"post http://misp.internal.test/attributes/restsearch ")
+    assert b"proxy-authorization: basic " in request and f"authorization: {KEY}".lower().encode() in request
 
 
 @pytest.mark.parametrize(("url", "warns"), [("http://misp.example", True), ("https://misp.example", False), ("http://127.0.0.1:8080", False), ("http://localhost", False)])

@@ -43,15 +43,19 @@ PLANS["all kinds mixed"] = ",".join(f"{kind}:{RATE / len(FAULT_KINDS):.4f}" for 
 
 
 class RetryCounter(logging.Handler):
-    """Counts the client's "retry N of M" warnings: one per retried request."""
+    """Counts the client's "retry N of M" warnings: one per retried request,
+    and among them those the client's own deadline caused."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.retries = 0
+        self.deadline_retries = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        if " retry " in record.getMessage():
+        message = record.getMessage()
+        if " retry " in message:
             self.retries += 1
+            self.deadline_retries += ": timed out after " in message
 
 
 def run_history(tmp_path: Path, dataset: Dataset, faults: str | None, seed: int) -> dict[str, Any]:
@@ -59,7 +63,8 @@ def run_history(tmp_path: Path, dataset: Dataset, faults: str | None, seed: int)
     client_log = logging.getLogger("misp_ti.misp.client")
     client_log.addHandler(counter)
     try:
-        return _run_history(tmp_path, dataset, faults, seed) | {"retries": counter.retries}
+        run = _run_history(tmp_path, dataset, faults, seed)
+        return run | {"retries": counter.retries, "deadline_retries": counter.deadline_retries}
     finally:
         client_log.removeHandler(counter)
 
@@ -102,7 +107,7 @@ def _run_history(tmp_path: Path, dataset: Dataset, faults: str | None, seed: int
 @pytest.fixture(scope="module")
 def fault_free(tmp_path_factory: pytest.TempPathFactory, dataset: Dataset) -> dict[str, Any]:
     run = run_history(tmp_path_factory.mktemp("fault-free"), dataset, None, seed=0)
-    assert not run["faults"] and run["retries"] == 0
+    assert not run["faults"] and run["retries"] == run["deadline_retries"], "only a deadline may cost a retry here"
     assert run["pages"] > 10, "the backfill must span many pages"
     assert len(run["snapshot"]) == len(dataset) + 5 * POLLS
     return run
@@ -120,10 +125,18 @@ def test_fault_matrix_final_view_equals_fault_free_run(tmp_path: Path, dataset: 
     )
     assert all(r.completed for r in run["results"])
     assert injected >= 3, f"the plan {plan!r} injected almost nothing; the test would prove nothing"
-    assert retries == injected, "every injected fault must be seen and retried by the client"
+    # A healthy answer can miss the 1.5 s deadline when the box is saturated:
+    # the client then retries a request the simulator did not fault (and the
+    # simulator still counts the abandoned one). Such retries are allowed
+    # only as deadline retries, and they are accounted for exactly below, so
+    # a fault the client failed to retry still breaks the test.
+    spurious = retries - injected
+    timeouts = run["faults"].get("timeout", 0)
+    assert 0 <= spurious <= run["deadline_retries"] - timeouts, "every injected fault must be seen and retried by the client"
     # every request that failed was retried until it succeeded: the successful
-    # requests are exactly those of the fault-free run
-    assert run["requests"] - injected == fault_free["requests"]
+    # requests are exactly those of the fault-free run (its own deadline
+    # retries aside)
+    assert run["requests"] - injected - spurious == fault_free["requests"] - fault_free["retries"]
     assert run["snapshot"] == fault_free["snapshot"], "latest view differs from the fault-free run"
     assert sorted(run["source_ids"]) == sorted(fault_free["source_ids"]), "source documents differ"
     assert len(set(run["source_ids"])) == len(run["source_ids"])

@@ -5,7 +5,7 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from misp_ti_example import tlp_expiry
 
@@ -14,6 +14,11 @@ from misp_ti.errors import ConfigError
 from misp_ti.expiry import reference_time
 from misp_ti.testing import strategies as ms
 
+#: misp-ti's attribute strategies draw whole MISP records (several ms each):
+#: no per-example deadline and no too-slow check, so a busy CI box does not
+#: fail a correct policy.
+KIT_SPEED = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
+
 CONFIG = build_config({"expiry": {"policy": "tlp"}, "plugin": {"tlp_expiry": {"red": "3d"}}})
 
 
@@ -21,7 +26,7 @@ def ctx(now):
     return SimpleNamespace(config=CONFIG, now=now, policy="tlp")
 
 
-@settings(max_examples=30)
+@settings(max_examples=30, **KIT_SPEED)
 @given(ms.attributes(decay=False), ms.tags("tlp"), st.integers(0, 200 * 86400))
 def test_validity_follows_the_tlp_marking(attribute, tlp_tag, age):
     attribute["Tag"] = [t for t in attribute.get("Tag", []) if not t["name"].startswith("tlp:")] + [
@@ -38,7 +43,7 @@ def test_validity_follows_the_tlp_marking(attribute, tlp_tag, age):
     assert expiry.decayed == (expiry.decayed_at < now)
 
 
-@settings(max_examples=20)
+@settings(max_examples=20, **KIT_SPEED)
 @given(ms.attributes(decay=True))
 def test_the_decay_vote_wins(attribute):
     expiry = tlp_expiry.compute_expiry(
@@ -50,7 +55,7 @@ def test_the_decay_vote_wins(attribute):
     assert expiry.decayed or not voted
 
 
-@settings(max_examples=20)
+@settings(max_examples=20, **KIT_SPEED)
 @given(ms.attributes(decay=None, deleted=True), ms.tags("tlp"))
 def test_a_soft_deleted_attribute_expires_at_once(attribute, tlp_tag):
     # misp-ti's shared rule (expiry.expire_deleted, on by default), before the vote and the marking

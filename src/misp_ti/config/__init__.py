@@ -247,7 +247,7 @@ class MispSettings(_Section):
         "timeout": Renamed("request_timeout"),
     }
 
-    url: str = Field("https://misp.example.org", description="Base URL of the MISP server.")
+    url: str = Field("https://misp.example.org", description="Base URL of the MISP server (no `user:password@`: MISP takes its key in the `Authorization` header, which HTTP Basic auth would replace).")
     api_key: SecretStr | None = Field(
         None, description="MISP automation key (secret). Prefer `MISP_TI_MISP__API_KEY` or `api_key_file`."
     )
@@ -299,7 +299,16 @@ class MispSettings(_Section):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return check_url(value).rstrip("/")
+        value = check_url(value).rstrip("/")
+        parts = urlsplit(value)
+        if parts.username or parts.password:
+            # httpx turns URL user-info into an HTTP Basic ``Authorization``
+            # header, which replaces the one carrying the MISP key
+            raise ValueError(
+                "takes no user:password (it would be sent as HTTP Basic auth in place of the MISP key); "
+                "put the key in misp.api_key and a proxy's credentials in misp.proxy"
+            )
+        return value
 
     @field_validator("proxy")
     @classmethod
