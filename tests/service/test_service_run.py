@@ -228,6 +228,40 @@ def test_once_with_ndjson_on_stdout_pipes_into_a_json_lines_parser(misp_server: 
     assert re.search(r'"stream": ?"threat_attributes"', done.stderr)  # the summary went to stderr
 
 
+def test_once_with_a_config_file_pipes_into_a_json_lines_parser_process(misp_server: MispServerFactory, tmp_path: Path) -> None:
+    """Issue 12's words: `misp-ti --config C once` with `sinks = ["ndjson"]` and
+    `path = "-"`, its stdout a real pipe into another process parsing JSON lines."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "misp-ti.toml"
+    config.write_text(
+        f'[misp]\nurl = "{misp_server().url}"\napi_key = "{misp_server.api_key}"\n'
+        '[streams.threat_attributes]\ninitial_interval = "3650d"\n'
+        '[output]\nsinks = ["ndjson"]\n[output.ndjson]\npath = "-"\n'
+        f'[state]\npath = "{tmp_path / "state.db"}"\n[plugins]\nentrypoints = false\n',
+        encoding="utf-8",
+    )
+    config.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MISP_TI_")}
+    env["PYTHONPATH"] = service_env("http://unused", "unused", tmp_path)["PYTHONPATH"]
+    parse = "import json, sys\nlines = [json.loads(line) for line in sys.stdin]\nprint(len(lines), sum('threat' in d for d in lines))"
+    producer = subprocess.Popen(
+        [sys.executable, "-m", "misp_ti", "--config", str(config), "once"], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert producer.stdout is not None
+    parser = subprocess.Popen([sys.executable, "-c", parse], stdin=producer.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    producer.stdout.close()  # the parser holds the pipe now
+    parsed, parse_errors = parser.communicate(timeout=120)
+    _, stderr = producer.communicate(timeout=120)
+    assert producer.returncode == 0, stderr.decode()
+    assert parser.returncode == 0, parse_errors  # a line that is not JSON raises there
+    lines, with_threat = map(int, parsed.split())
+    assert lines > 0 and with_threat == lines
+    assert b"done;" in stderr  # the summary went to stderr
+
+
 def test_once_exits_3_when_records_became_pipeline_errors(tmp_path: Path) -> None:
     from helpers.fakeplugins import make_attributes
 
@@ -251,3 +285,72 @@ def test_lookup_tells_no_store_from_not_active(tmp_path: Path) -> None:
     (tmp_path / "garbage.db").write_bytes(b"this is not a database at all" * 100)
     garbage = misp_ti(["lookup", "203.0.113.1", "--db", str(tmp_path / "garbage.db")], env)
     assert garbage.returncode == 2 and "Traceback" not in garbage.stderr, garbage.stderr
+
+
+def test_quiet_once_with_ndjson_on_stdout_prints_only_documents(misp_server: MispServerFactory, tmp_path: Path) -> None:
+    env = service_env(
+        misp_server().url, misp_server.api_key, tmp_path,
+        MISP_TI_OUTPUT__SINKS='["ndjson"]', MISP_TI_OUTPUT__NDJSON__PATH="-", MISP_TI_STATE__PATH=str(tmp_path / "state.db"),
+    )
+    done = misp_ti(["--quiet", "once"], env)
+    assert done.returncode == 0, done.stderr
+    docs = [json.loads(line) for line in done.stdout.splitlines()]
+    assert docs and all("threat" in doc for doc in docs)
+    # no summary, no progress, no info logs: --quiet leaves only warnings and errors
+    assert done.stderr == ""
+
+
+def test_once_on_a_pipe_draws_no_bar(misp_server: MispServerFactory, tmp_path: Path) -> None:
+    done = misp_ti(["once"], service_env(misp_server().url, misp_server.api_key, tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "\x1b[" not in done.stderr and "\r" not in done.stderr
+    assert re.search(r"threat_attributes: page of \d+ records", done.stderr)  # log lines instead
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_once_on_a_terminal_draws_a_bar_there_and_keeps_stdout_for_documents(
+    misp_server: MispServerFactory, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+    import threading
+
+    env = service_env(
+        misp_server().url, misp_server.api_key, tmp_path,
+        MISP_TI_MISP__PAGE_SIZE="5",
+        MISP_TI_STREAMS__THREAT__ENABLED="true", MISP_TI_STREAMS__THREAT__INITIAL_INTERVAL="3650d",
+        MISP_TI_STREAMS__THREAT_ATTRIBUTES__ENABLED="false",
+        MISP_TI_OUTPUT__SINKS='["ndjson"]', MISP_TI_OUTPUT__NDJSON__PATH="-", MISP_TI_STATE__PATH=str(tmp_path / "state.db"),
+        COLUMNS="160",
+    )
+    leader, follower = os.openpty()
+    shown = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the follower side closed
+                return
+            if not chunk:
+                return
+            shown.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "misp_ti", "once"], env=env, stdout=subprocess.PIPE, stderr=follower,
+            stdin=subprocess.DEVNULL, timeout=120,
+        )
+    finally:
+        os.close(follower)
+        reader.join(timeout=30)
+        os.close(leader)
+    terminal = shown.decode("utf-8", "replace")
+    assert done.returncode == 0, terminal
+    docs = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    assert docs and all("threat" in doc for doc in docs)
+    totals = {int(m.group(2)) for m in re.finditer(r"(\d+)/(\d+) rows", terminal.replace(",", ""))}
+    assert len(totals) == 1 and totals.pop() > 5, terminal
+    assert "ETA" in terminal

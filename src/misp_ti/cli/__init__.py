@@ -221,7 +221,7 @@ def run(obj: Obj) -> None:
     """
     import logging
 
-    from misp_ti.progress import LogProgress
+    from misp_ti.progress import make_progress
     from misp_ti.service.runner import banner, install_signal_handlers, start_metrics, state_lock
 
     log = logging.getLogger("misp_ti")
@@ -232,20 +232,25 @@ def run(obj: Obj) -> None:
             from misp_ti.service.metrics import Metrics
 
             metrics = Metrics()
-        with obj.engine(progress=None if obj.quiet else LogProgress(), metrics=metrics) as engine:
-            check_clock(engine.state, engine.config.state_path(), fixed=False)
-            install_signal_handlers(engine)
-            server = start_metrics(engine)
-            try:
-                for line in banner(engine, server.url if server else None):
-                    log.info("%s", line)
-                engine.provision()
-                engine.run_forever(
-                    on_error=lambda stream, exc: log.error("%s poll failed; cursor kept, retrying next interval: %s", stream, exc)
-                )
-            finally:
-                if server is not None:
-                    server.close()
+        progress = make_progress(quiet=obj.quiet)
+        try:
+            with obj.engine(progress=progress, metrics=metrics) as engine:
+                check_clock(engine.state, engine.config.state_path(), fixed=False)
+                install_signal_handlers(engine)
+                server = start_metrics(engine)
+                try:
+                    for line in banner(engine, server.url if server else None):
+                        log.info("%s", line)
+                    engine.provision()
+                    engine.run_forever(
+                        on_error=lambda stream, exc: log.error("%s poll failed; cursor kept, retrying next interval: %s", stream, exc)
+                    )
+                finally:
+                    if server is not None:
+                        server.close()
+        finally:
+            if progress is not None and hasattr(progress, "close"):
+                progress.close()
     log.info("stopped")
 
 
