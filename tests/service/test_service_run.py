@@ -7,8 +7,10 @@ import json
 import os
 import re
 import signal
+import sys
 import urllib.request
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -262,6 +264,46 @@ def test_once_with_a_config_file_pipes_into_a_json_lines_parser_process(misp_ser
     assert b"done;" in stderr  # the summary went to stderr
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="watches the pipe's fill level with FIONREAD / F_GETPIPE_SZ")
+def test_a_stop_while_stdout_is_full_keeps_every_document_line_whole(misp_server: MispServerFactory, tmp_path: Path) -> None:
+    """`once | slow-consumer`: SIGTERM arrives while the ndjson sink is blocked
+    writing a batch into a full pipe; the batch still ends whole."""
+    import fcntl
+    import subprocess
+    import termios
+    import time
+
+    env = service_env(
+        misp_server().url, misp_server.api_key, tmp_path,
+        MISP_TI_OUTPUT__SINKS='["ndjson"]', MISP_TI_OUTPUT__NDJSON__PATH="-", MISP_TI_STATE__PATH=str(tmp_path / "state.db"),
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-m", "misp_ti", "once"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert child.stdout is not None
+    try:
+        fd = child.stdout.fileno()
+        capacity = fcntl.fcntl(fd, 1032)  # F_GETPIPE_SZ
+        deadline = time.monotonic() + 60
+        pending = bytearray(4)
+        while time.monotonic() < deadline and child.poll() is None:
+            fcntl.ioctl(fd, termios.FIONREAD, pending)
+            if int.from_bytes(pending, sys.byteorder) >= capacity:
+                break  # full: the writer is blocked in the middle of its batch
+            time.sleep(0.05)
+        assert child.poll() is None, "the child ended before its stdout filled"
+        child.send_signal(signal.SIGTERM)
+        out, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, err.decode()
+    assert out.endswith(b"\n")
+    docs = [json.loads(line) for line in out.splitlines()]
+    assert len(docs) * 200 > capacity and all("threat" in doc for doc in docs)
+
+
 def test_once_exits_3_when_records_became_pipeline_errors(tmp_path: Path) -> None:
     from helpers.fakeplugins import make_attributes
 
@@ -308,12 +350,14 @@ def test_once_on_a_pipe_draws_no_bar(misp_server: MispServerFactory, tmp_path: P
 
 
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
-def test_once_on_a_terminal_draws_a_bar_there_and_keeps_stdout_for_documents(
-    misp_server: MispServerFactory, tmp_path: Path
+@pytest.mark.parametrize("command", ["once", "run"])
+def test_on_a_terminal_a_bar_is_drawn_there_and_stdout_keeps_only_documents(
+    misp_server: MispServerFactory, tmp_path: Path, command: str
 ) -> None:
     import subprocess
     import sys
     import threading
+    import time
 
     env = service_env(
         misp_server().url, misp_server.api_key, tmp_path,
@@ -324,32 +368,49 @@ def test_once_on_a_terminal_draws_a_bar_there_and_keeps_stdout_for_documents(
         COLUMNS="160",
     )
     leader, follower = os.openpty()
-    shown = bytearray()
+    shown, out = bytearray(), bytearray()
 
-    def read() -> None:
+    def drain(read: Callable[[], bytes], into: bytearray) -> None:
         while True:
             try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # the follower side closed
+                chunk = read()
+            except OSError:  # a terminal whose other side closed
                 return
             if not chunk:
                 return
-            shown.extend(chunk)
+            into.extend(chunk)
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "misp_ti", command], env=env, stdout=subprocess.PIPE, stderr=follower,
+        stdin=subprocess.DEVNULL,
+    )
+    assert child.stdout is not None
+    stdout = child.stdout
+    readers = [
+        threading.Thread(target=drain, args=(lambda: os.read(leader, 65536), shown), daemon=True),
+        threading.Thread(target=drain, args=(lambda: stdout.read1(65536), out), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "misp_ti", "once"], env=env, stdout=subprocess.PIPE, stderr=follower,
-            stdin=subprocess.DEVNULL, timeout=120,
-        )
+        if command == "run":
+            deadline = time.monotonic() + 120
+            while b"next poll at" not in shown and time.monotonic() < deadline and child.poll() is None:
+                time.sleep(0.1)
+            child.send_signal(signal.SIGTERM)
+        child.wait(timeout=120)
     finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
         os.close(follower)
-        reader.join(timeout=30)
+        for reader in readers:
+            reader.join(timeout=30)
         os.close(leader)
     terminal = shown.decode("utf-8", "replace")
-    assert done.returncode == 0, terminal
-    docs = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    assert child.returncode == 0, terminal
+    assert command == "once" or "next poll at" in terminal
+    docs = [json.loads(line) for line in out.decode().splitlines()]
     assert docs and all("threat" in doc for doc in docs)
     totals = {int(m.group(2)) for m in re.finditer(r"(\d+)/(\d+) rows", terminal.replace(",", ""))}
     assert len(totals) == 1 and totals.pop() > 5, terminal

@@ -148,7 +148,10 @@ def window_count(scope: str, limit: int, result: SearchResult) -> int | None:
     ``events``: always the total (``Event::filterEventIds``, see
     :func:`sql_page_full`). ``attributes``: only MISP before 2.4.165 sends a
     total; a page-1 count above ``limit + 1`` can only be that one (later
-    versions count the page). Otherwise ``None``: the size is unknown.
+    versions count the page). Otherwise ``None``: the size is unknown. A
+    separate count is not cheap there: ``returnFormat: count``
+    (``app/Lib/Export/CountExport.php``) has MISP fetch and hand over every
+    matching attribute just to count it, a second read of the whole window.
     """
     count = result.result_count
     if count is None:
