@@ -9,8 +9,8 @@ import re
 import signal
 import sys
 import urllib.request
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
