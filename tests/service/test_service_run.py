@@ -207,6 +207,20 @@ def test_metrics_move_during_a_real_run(misp_server: MispServerFactory, tmp_path
     assert health["status"] == "healthy" and health["code"] == 0
 
 
+def test_metrics_count_retries_and_error_statuses_during_a_real_run(misp_server: MispServerFactory, tmp_path: Path) -> None:
+    sim = misp_server(faults="503@1")  # the first restSearch fails, its retry succeeds
+    env = service_env(sim.url, misp_server.api_key, tmp_path, MISP_TI_SERVICE__METRICS_ADDRESS="127.0.0.1:0")
+    with Service(["run"], env) as service:
+        base = service.wait_for(r"metrics: (http://127\.0\.0\.1:\d+)/metrics")[1]
+        service.wait_for(r"next poll at")
+        values = scrape(f"{base}/metrics")
+        code, _ = service.stop(signal.SIGTERM)
+    assert code == 0, service.stderr
+    assert values['misp_ti_misp_requests_total{status="503"}'] >= 1
+    assert values["misp_ti_misp_retries_total"] >= 1
+    assert values[f'misp_ti_cycles_total{{outcome="completed",stream="{STREAM}"}}'] == 1
+
+
 def test_a_remote_metrics_address_is_refused_unless_allowed(misp_server: MispServerFactory, tmp_path: Path) -> None:
     env = service_env(misp_server().url, misp_server.api_key, tmp_path, MISP_TI_SERVICE__METRICS_ADDRESS="0.0.0.0:9464")
     refused = misp_ti(["run"], env)
