@@ -151,10 +151,16 @@ class _Eta(ProgressColumn):
         return Text(f"ETA {hours}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
 
 
-def make_progress(*, quiet: bool, console: Any = None) -> Any:
+def make_progress(*, quiet: bool, console: Any = None, documents_on_stdout: bool = False) -> Any:
     """A bar when standard error (or ``console``) is a terminal, log lines
-    otherwise, nothing with ``quiet``. It only ever writes to standard error."""
+    otherwise, nothing with ``quiet``. It only ever writes to standard error.
+
+    Documents printed to the same terminal (the ndjson sink on ``-``, stdout
+    not redirected) would be drawn over by the bar: then log lines too.
+    """
     if quiet:
         return None
     terminal = console.is_terminal if console is not None else sys.stderr.isatty()
+    if terminal and documents_on_stdout and sys.stdout.isatty():
+        terminal = False
     return RichProgress(console) if terminal else LogProgress()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -108,6 +109,20 @@ def test_quiet_shows_nothing_even_on_a_terminal() -> None:
     console, out = terminal()
     assert make_progress(quiet=True, console=console) is None
     assert out.getvalue() == ""
+
+
+def test_documents_printed_to_the_same_terminal_get_log_lines_not_a_bar(monkeypatch: pytest.MonkeyPatch) -> None:
+    class TerminalStdout(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    console, out = terminal()
+    monkeypatch.setattr(sys, "stdout", TerminalStdout())
+    assert isinstance(make_progress(quiet=False, console=console, documents_on_stdout=True), LogProgress)
+    monkeypatch.setattr(sys, "stdout", io.StringIO())  # documents piped elsewhere: the bar is free to draw
+    progress = make_progress(quiet=False, console=console, documents_on_stdout=True)
+    assert isinstance(progress, RichProgress)
+    progress.close()
 
 
 def test_the_log_line_tells_the_total_where_known(caplog: pytest.LogCaptureFixture) -> None:

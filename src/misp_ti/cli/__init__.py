@@ -150,6 +150,11 @@ def _print_results(results: list[Any], as_json: bool, *, err: bool = True) -> No
             )
 
 
+def documents_on_stdout(config: Config) -> bool:
+    """Whether stdout belongs to the documents (the ndjson sink writes to ``-``)."""
+    return "ndjson" in config.output.sinks and config.output.ndjson.path == "-"
+
+
 def _per_sink(counts: dict[str, int]) -> str:
     """``{"sqlite": 22, "ndjson": 22}`` -> ``sqlite 22, ndjson 22``; nothing: ``none``."""
     return ", ".join(f"{sink} {count}" for sink, count in counts.items()) or "none"
@@ -176,7 +181,7 @@ def once(obj: Obj, streams: tuple[str, ...], dry_run: bool, as_json: bool, json_
     config = obj.config()
     lock = None if dry_run else state_lock(config, "once")
     try:
-        progress = None if dry_run else make_progress(quiet=obj.quiet)
+        progress = None if dry_run else make_progress(quiet=obj.quiet, documents_on_stdout=documents_on_stdout(config))
         kwargs: dict[str, Any] = {"progress": progress}
         if now is not None:
             kwargs["clock"] = lambda: now
@@ -200,10 +205,8 @@ def once(obj: Obj, streams: tuple[str, ...], dry_run: bool, as_json: bool, json_
         return
     if json_file is not None:
         json_file.write_text("".join(orjson.dumps(r.as_dict()).decode() + "\n" for r in results), encoding="utf-8")
-    # stdout belongs to the documents when the ndjson sink writes there
-    documents_on_stdout = "ndjson" in config.output.sinks and config.output.ndjson.path == "-"
     if not obj.quiet or as_json:
-        _print_results(results, as_json, err=documents_on_stdout)
+        _print_results(results, as_json, err=documents_on_stdout(config))
     if any(r.pipeline_errors for r in results):
         sys.exit(3)
 
@@ -232,7 +235,7 @@ def run(obj: Obj) -> None:
             from misp_ti.service.metrics import Metrics
 
             metrics = Metrics()
-        progress = make_progress(quiet=obj.quiet)
+        progress = make_progress(quiet=obj.quiet, documents_on_stdout=documents_on_stdout(config))
         try:
             with obj.engine(progress=progress, metrics=metrics) as engine:
                 check_clock(engine.state, engine.config.state_path(), fixed=False)
