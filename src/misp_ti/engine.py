@@ -16,7 +16,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -52,7 +52,8 @@ class Progress(Protocol):
 
     def cycle_started(self, stream: str, *, refetch: bool, resumed: bool) -> None: ...
 
-    def page_done(self, stream: str, *, records: int, docs: int, errors: int) -> None: ...
+    def page_done(self, stream: str, *, records: int, docs: int, errors: int, stats: Mapping[str, int]) -> None:
+        """``stats`` is the page's :attr:`~misp_ti.model.Page.stats` (``rows``, ``total``...)."""
 
     def cycle_finished(self, stream: str, result: CycleResult) -> None: ...
 
@@ -61,7 +62,7 @@ class _NoProgress:
     def cycle_started(self, stream: str, *, refetch: bool, resumed: bool) -> None:
         pass
 
-    def page_done(self, stream: str, *, records: int, docs: int, errors: int) -> None:
+    def page_done(self, stream: str, *, records: int, docs: int, errors: int, stats: Mapping[str, int]) -> None:
         pass
 
     def cycle_finished(self, stream: str, result: CycleResult) -> None:
@@ -428,7 +429,7 @@ class Engine:
         result.pipeline_errors += errors
         if errors:
             self._error_log.report(stream, page.records, docs)
-        self.progress.page_done(stream, records=len(page.records), docs=len(docs), errors=errors)
+        self.progress.page_done(stream, records=len(page.records), docs=len(docs), errors=errors, stats=page.stats)
 
     def process(self, stream: str, records: Iterable[Any], ctx: RunContext) -> list[dict[str, Any]]:
         """Transform and expire records (the hot path)."""

@@ -175,6 +175,9 @@ class Page:
     records: list[dict[str, Any]]
     cursor: Mapping[str, Any] | None = None
     #: Free-form numbers for progress and logs (requests, retries, skipped...).
+    #: The progress display reads two: ``rows``, the source rows read so far
+    #: this cycle, and ``total``, the rows the cycle will read when the source
+    #: tells (then a terminal shows a bar with an ETA instead of a spinner).
     stats: Mapping[str, int] = field(default_factory=dict)
 
 

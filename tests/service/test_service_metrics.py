@@ -7,8 +7,11 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from misp_ti.engine import CycleResult
+from misp_ti.config import Config
+from misp_ti.engine import CycleResult, Engine
+from misp_ti.manager import plugin_manager_for
 from misp_ti.service.metrics import Metrics, MetricsServer
+from misp_ti.testing.clock import ManualClock
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -80,3 +83,29 @@ def test_two_engines_in_one_process_do_not_share_counters() -> None:
     labels = {"stream": "threat", "outcome": "failed"}
     assert a.registry.get_sample_value("misp_ti_cycles_total", labels) == 1
     assert b.registry.get_sample_value("misp_ti_cycles_total", labels) is None
+
+
+def test_requests_of_an_injected_misp_client_are_counted(misp_client_config: Config, misp_clock: ManualClock) -> None:
+    """docs/testing-your-plugin.md injects a client under misp_fetch.CLIENT; the
+    engine's metrics still see its requests, and an observer of its own is kept."""
+    from misp_ti.default_plugins import misp_fetch
+    from misp_ti.misp.client import MispClient
+
+    metrics = Metrics()
+    pm = plugin_manager_for(misp_client_config, (), load_entrypoints=False)
+    with Engine(misp_client_config, pm=pm, clock=misp_clock, metrics=metrics) as engine:
+        engine.stash[misp_fetch.CLIENT] = MispClient(misp_client_config.misp)
+        results = engine.run_once()
+    assert all(r.completed for r in results) and sum(r.records for r in results) > 0
+    answered = metrics.registry.get_sample_value("misp_ti_misp_requests_total", {"status": "200"})
+    assert answered is not None and answered >= len(results)
+
+    own: list[object] = []
+    metrics = Metrics()
+    with Engine(misp_client_config, pm=pm, clock=misp_clock, metrics=metrics) as engine:
+        engine.stash[misp_fetch.CLIENT] = MispClient(
+            misp_client_config.misp, observer=lambda status, seconds, *, retry: own.append(status)
+        )
+        engine.run_once()
+    assert own and set(own) == {200}
+    assert metrics.registry.get_sample_value("misp_ti_misp_requests_total", {"status": "200"}) is None

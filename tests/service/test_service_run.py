@@ -7,7 +7,9 @@ import json
 import os
 import re
 import signal
+import sys
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +207,20 @@ def test_metrics_move_during_a_real_run(misp_server: MispServerFactory, tmp_path
     assert health["status"] == "healthy" and health["code"] == 0
 
 
+def test_metrics_count_retries_and_error_statuses_during_a_real_run(misp_server: MispServerFactory, tmp_path: Path) -> None:
+    sim = misp_server(faults="503@1")  # the first restSearch fails, its retry succeeds
+    env = service_env(sim.url, misp_server.api_key, tmp_path, MISP_TI_SERVICE__METRICS_ADDRESS="127.0.0.1:0")
+    with Service(["run"], env) as service:
+        base = service.wait_for(r"metrics: (http://127\.0\.0\.1:\d+)/metrics")[1]
+        service.wait_for(r"next poll at")
+        values = scrape(f"{base}/metrics")
+        code, _ = service.stop(signal.SIGTERM)
+    assert code == 0, service.stderr
+    assert values['misp_ti_misp_requests_total{status="503"}'] >= 1
+    assert values["misp_ti_misp_retries_total"] >= 1
+    assert values[f'misp_ti_cycles_total{{outcome="completed",stream="{STREAM}"}}'] == 1
+
+
 def test_a_remote_metrics_address_is_refused_unless_allowed(misp_server: MispServerFactory, tmp_path: Path) -> None:
     env = service_env(misp_server().url, misp_server.api_key, tmp_path, MISP_TI_SERVICE__METRICS_ADDRESS="0.0.0.0:9464")
     refused = misp_ti(["run"], env)
@@ -226,6 +242,80 @@ def test_once_with_ndjson_on_stdout_pipes_into_a_json_lines_parser(misp_server: 
     [summary] = [json.loads(line) for line in (tmp_path / "summary.jsonl").read_text().splitlines()]
     assert summary["documents"] == len(docs)
     assert re.search(r'"stream": ?"threat_attributes"', done.stderr)  # the summary went to stderr
+
+
+def test_once_with_a_config_file_pipes_into_a_json_lines_parser_process(misp_server: MispServerFactory, tmp_path: Path) -> None:
+    """Issue 12's words: `misp-ti --config C once` with `sinks = ["ndjson"]` and
+    `path = "-"`, its stdout a real pipe into another process parsing JSON lines."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "misp-ti.toml"
+    config.write_text(
+        f'[misp]\nurl = "{misp_server().url}"\napi_key = "{misp_server.api_key}"\n'
+        '[streams.threat_attributes]\ninitial_interval = "3650d"\n'
+        '[output]\nsinks = ["ndjson"]\n[output.ndjson]\npath = "-"\n'
+        f'[state]\npath = "{tmp_path / "state.db"}"\n[plugins]\nentrypoints = false\n',
+        encoding="utf-8",
+    )
+    config.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MISP_TI_")}
+    env["PYTHONPATH"] = service_env("http://unused", "unused", tmp_path)["PYTHONPATH"]
+    parse = "import json, sys\nlines = [json.loads(line) for line in sys.stdin]\nprint(len(lines), sum('threat' in d for d in lines))"
+    producer = subprocess.Popen(
+        [sys.executable, "-m", "misp_ti", "--config", str(config), "once"], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert producer.stdout is not None
+    parser = subprocess.Popen([sys.executable, "-c", parse], stdin=producer.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    producer.stdout.close()  # the parser holds the pipe now
+    parsed, parse_errors = parser.communicate(timeout=120)
+    _, stderr = producer.communicate(timeout=120)
+    assert producer.returncode == 0, stderr.decode()
+    assert parser.returncode == 0, parse_errors  # a line that is not JSON raises there
+    lines, with_threat = map(int, parsed.split())
+    assert lines > 0 and with_threat == lines
+    assert b"done;" in stderr  # the summary went to stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="watches the pipe's fill level with FIONREAD / F_GETPIPE_SZ")
+def test_a_stop_while_stdout_is_full_keeps_every_document_line_whole(misp_server: MispServerFactory, tmp_path: Path) -> None:
+    """`once | slow-consumer`: SIGTERM arrives while the ndjson sink is blocked
+    writing a batch into a full pipe; the batch still ends whole."""
+    import fcntl
+    import subprocess
+    import termios
+    import time
+
+    env = service_env(
+        misp_server().url, misp_server.api_key, tmp_path,
+        MISP_TI_OUTPUT__SINKS='["ndjson"]', MISP_TI_OUTPUT__NDJSON__PATH="-", MISP_TI_STATE__PATH=str(tmp_path / "state.db"),
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-m", "misp_ti", "once"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert child.stdout is not None
+    try:
+        fd = child.stdout.fileno()
+        capacity = fcntl.fcntl(fd, 1032)  # F_GETPIPE_SZ
+        deadline = time.monotonic() + 60
+        pending = bytearray(4)
+        while time.monotonic() < deadline and child.poll() is None:
+            fcntl.ioctl(fd, termios.FIONREAD, pending)
+            if int.from_bytes(pending, sys.byteorder) >= capacity:
+                break  # full: the writer is blocked in the middle of its batch
+            time.sleep(0.05)
+        assert child.poll() is None, "the child ended before its stdout filled"
+        child.send_signal(signal.SIGTERM)
+        out, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, err.decode()
+    assert out.endswith(b"\n")
+    docs = [json.loads(line) for line in out.splitlines()]
+    assert len(docs) * 200 > capacity and all("threat" in doc for doc in docs)
 
 
 def test_once_exits_3_when_records_became_pipeline_errors(tmp_path: Path) -> None:
@@ -251,3 +341,91 @@ def test_lookup_tells_no_store_from_not_active(tmp_path: Path) -> None:
     (tmp_path / "garbage.db").write_bytes(b"this is not a database at all" * 100)
     garbage = misp_ti(["lookup", "203.0.113.1", "--db", str(tmp_path / "garbage.db")], env)
     assert garbage.returncode == 2 and "Traceback" not in garbage.stderr, garbage.stderr
+
+
+def test_quiet_once_with_ndjson_on_stdout_prints_only_documents(misp_server: MispServerFactory, tmp_path: Path) -> None:
+    env = service_env(
+        misp_server().url, misp_server.api_key, tmp_path,
+        MISP_TI_OUTPUT__SINKS='["ndjson"]', MISP_TI_OUTPUT__NDJSON__PATH="-", MISP_TI_STATE__PATH=str(tmp_path / "state.db"),
+    )
+    done = misp_ti(["--quiet", "once"], env)
+    assert done.returncode == 0, done.stderr
+    docs = [json.loads(line) for line in done.stdout.splitlines()]
+    assert docs and all("threat" in doc for doc in docs)
+    # no summary, no progress, no info logs: --quiet leaves only warnings and errors
+    assert done.stderr == ""
+
+
+def test_once_on_a_pipe_draws_no_bar(misp_server: MispServerFactory, tmp_path: Path) -> None:
+    done = misp_ti(["once"], service_env(misp_server().url, misp_server.api_key, tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "\x1b[" not in done.stderr and "\r" not in done.stderr
+    assert re.search(r"threat_attributes: page of \d+ records", done.stderr)  # log lines instead
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+@pytest.mark.parametrize("command", ["once", "run"])
+def test_on_a_terminal_a_bar_is_drawn_there_and_stdout_keeps_only_documents(
+    misp_server: MispServerFactory, tmp_path: Path, command: str
+) -> None:
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    env = service_env(
+        misp_server().url, misp_server.api_key, tmp_path,
+        MISP_TI_MISP__PAGE_SIZE="5",
+        MISP_TI_STREAMS__THREAT__ENABLED="true", MISP_TI_STREAMS__THREAT__INITIAL_INTERVAL="3650d",
+        MISP_TI_STREAMS__THREAT_ATTRIBUTES__ENABLED="false",
+        MISP_TI_OUTPUT__SINKS='["ndjson"]', MISP_TI_OUTPUT__NDJSON__PATH="-", MISP_TI_STATE__PATH=str(tmp_path / "state.db"),
+        COLUMNS="160",
+    )
+    leader, follower = os.openpty()
+    shown, out = bytearray(), bytearray()
+
+    def drain(read: Callable[[], bytes], into: bytearray) -> None:
+        while True:
+            try:
+                chunk = read()
+            except OSError:  # a terminal whose other side closed
+                return
+            if not chunk:
+                return
+            into.extend(chunk)
+
+    child = subprocess.Popen(
+        [sys.executable, "-m", "misp_ti", command], env=env, stdout=subprocess.PIPE, stderr=follower,
+        stdin=subprocess.DEVNULL,
+    )
+    assert child.stdout is not None
+    stdout = child.stdout
+    readers = [
+        threading.Thread(target=drain, args=(lambda: os.read(leader, 65536), shown), daemon=True),
+        threading.Thread(target=drain, args=(lambda: stdout.read1(65536), out), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    try:
+        if command == "run":
+            deadline = time.monotonic() + 120
+            while b"next poll at" not in shown and time.monotonic() < deadline and child.poll() is None:
+                time.sleep(0.1)
+            child.send_signal(signal.SIGTERM)
+        child.wait(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        os.close(follower)
+        for reader in readers:
+            reader.join(timeout=30)
+        os.close(leader)
+    terminal = shown.decode("utf-8", "replace")
+    assert child.returncode == 0, terminal
+    assert command == "once" or "next poll at" in terminal
+    docs = [json.loads(line) for line in out.decode().splitlines()]
+    assert docs and all("threat" in doc for doc in docs)
+    totals = {int(m.group(2)) for m in re.finditer(r"(\d+)/(\d+) rows", terminal.replace(",", ""))}
+    assert len(totals) == 1 and totals.pop() > 5, terminal
+    assert "ETA" in terminal

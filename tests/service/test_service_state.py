@@ -6,14 +6,19 @@ from __future__ import annotations
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 
-from misp_ti.config import build_config
+from misp_ti.config import Config, build_config
+from misp_ti.errors import ConfigError
 from misp_ti.misp.client import MispClient
+from misp_ti.service.metrics import Metrics, MetricsServer
+from misp_ti.service.runner import health_check
 from misp_ti.service.status import StatusInputs, collect
 from misp_ti.state import SCHEMA_VERSION, CycleOutcome, StateError, StateStore, StateVersionError
+from misp_ti.timeutil import utcnow
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -80,16 +85,20 @@ def test_the_history_keeps_one_row_per_outcome_and_counts_failures_in_a_row(tmp_
     state.close()
 
 
-def _inputs(tmp_path: Path) -> StatusInputs:
-    config = build_config(
+def _config(tmp_path: Path, **service: object) -> Config:
+    return build_config(
         {
             "streams": {"threat_attributes": {"enabled": True, "interval": "5m"}},
             "output": {"sinks": ["sqlite"], "sqlite": {"path": str(tmp_path / "store.db")}},
             "plugins": {"entrypoints": False},
+            "service": service,
         },
         source="test",
     )
-    return StatusInputs(config, ("threat_attributes",), timedelta(days=1))
+
+
+def _inputs(tmp_path: Path, **service: object) -> StatusInputs:
+    return StatusInputs(_config(tmp_path, **service), ("threat_attributes",), timedelta(days=1))
 
 
 def test_health_turns_degraded_when_no_cycle_completed_for_three_intervals(tmp_path: Path) -> None:
@@ -104,6 +113,28 @@ def test_health_turns_degraded_when_no_cycle_completed_for_three_intervals(tmp_p
     assert report["streams"]["threat_attributes"]["next_refetch"] == "2026-06-02T12:00:00.000Z"
     code, report = collect(inputs, now=NOW + timedelta(minutes=15, seconds=1))
     assert code == 1 and "no cycle completed since" in report["reasons"][0]
+
+
+def test_degraded_after_intervals_sets_the_stale_limit_of_status_and_healthz(tmp_path: Path) -> None:
+    finished = utcnow() - timedelta(minutes=11)  # 2.2 intervals of 5 minutes ago
+    state = StateStore(tmp_path / "store.db")
+    state.record_outcome(CycleOutcome("threat_attributes", "completed", finished))
+    state.close()
+    assert collect(_inputs(tmp_path), now=finished + timedelta(minutes=11))[0] == 0  # default: 3 intervals
+    code, report = collect(_inputs(tmp_path, degraded_after_intervals=2), now=finished + timedelta(minutes=11))
+    assert code == 1 and "(more than 2 intervals of 300s)" in report["reasons"][0]
+    # /healthz asks the same rule with the running engine's config
+    for intervals, expected in ((3, 200), (2, 503)):
+        engine = SimpleNamespace(config=_config(tmp_path, degraded_after_intervals=intervals), refetch_interval=None)
+        with MetricsServer(Metrics(), health_check(engine)) as server:
+            reply = httpx.get(f"{server.url}/healthz", timeout=60)
+        assert reply.status_code == expected, reply.text
+
+
+@pytest.mark.parametrize("value", [0, -1, 1001, "three"])
+def test_degraded_after_intervals_out_of_range_names_the_key(tmp_path: Path, value: object) -> None:
+    with pytest.raises(ConfigError, match="degraded_after_intervals"):
+        _config(tmp_path, degraded_after_intervals=value)
 
 
 def test_the_client_reports_every_request_to_its_observer() -> None:

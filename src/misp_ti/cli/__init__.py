@@ -150,6 +150,11 @@ def _print_results(results: list[Any], as_json: bool, *, err: bool = True) -> No
             )
 
 
+def documents_on_stdout(config: Config) -> bool:
+    """Whether stdout belongs to the documents (the ndjson sink writes to ``-``)."""
+    return "ndjson" in config.output.sinks and config.output.ndjson.path == "-"
+
+
 def _per_sink(counts: dict[str, int]) -> str:
     """``{"sqlite": 22, "ndjson": 22}`` -> ``sqlite 22, ndjson 22``; nothing: ``none``."""
     return ", ".join(f"{sink} {count}" for sink, count in counts.items()) or "none"
@@ -176,7 +181,7 @@ def once(obj: Obj, streams: tuple[str, ...], dry_run: bool, as_json: bool, json_
     config = obj.config()
     lock = None if dry_run else state_lock(config, "once")
     try:
-        progress = None if dry_run else make_progress(quiet=obj.quiet)
+        progress = None if dry_run else make_progress(quiet=obj.quiet, documents_on_stdout=documents_on_stdout(config))
         kwargs: dict[str, Any] = {"progress": progress}
         if now is not None:
             kwargs["clock"] = lambda: now
@@ -200,10 +205,8 @@ def once(obj: Obj, streams: tuple[str, ...], dry_run: bool, as_json: bool, json_
         return
     if json_file is not None:
         json_file.write_text("".join(orjson.dumps(r.as_dict()).decode() + "\n" for r in results), encoding="utf-8")
-    # stdout belongs to the documents when the ndjson sink writes there
-    documents_on_stdout = "ndjson" in config.output.sinks and config.output.ndjson.path == "-"
     if not obj.quiet or as_json:
-        _print_results(results, as_json, err=documents_on_stdout)
+        _print_results(results, as_json, err=documents_on_stdout(config))
     if any(r.pipeline_errors for r in results):
         sys.exit(3)
 
@@ -221,7 +224,7 @@ def run(obj: Obj) -> None:
     """
     import logging
 
-    from misp_ti.progress import LogProgress
+    from misp_ti.progress import make_progress
     from misp_ti.service.runner import banner, install_signal_handlers, start_metrics, state_lock
 
     log = logging.getLogger("misp_ti")
@@ -232,20 +235,25 @@ def run(obj: Obj) -> None:
             from misp_ti.service.metrics import Metrics
 
             metrics = Metrics()
-        with obj.engine(progress=None if obj.quiet else LogProgress(), metrics=metrics) as engine:
-            check_clock(engine.state, engine.config.state_path(), fixed=False)
-            install_signal_handlers(engine)
-            server = start_metrics(engine)
-            try:
-                for line in banner(engine, server.url if server else None):
-                    log.info("%s", line)
-                engine.provision()
-                engine.run_forever(
-                    on_error=lambda stream, exc: log.error("%s poll failed; cursor kept, retrying next interval: %s", stream, exc)
-                )
-            finally:
-                if server is not None:
-                    server.close()
+        progress = make_progress(quiet=obj.quiet, documents_on_stdout=documents_on_stdout(config))
+        try:
+            with obj.engine(progress=progress, metrics=metrics) as engine:
+                check_clock(engine.state, engine.config.state_path(), fixed=False)
+                install_signal_handlers(engine)
+                server = start_metrics(engine)
+                try:
+                    for line in banner(engine, server.url if server else None):
+                        log.info("%s", line)
+                    engine.provision()
+                    engine.run_forever(
+                        on_error=lambda stream, exc: log.error("%s poll failed; cursor kept, retrying next interval: %s", stream, exc)
+                    )
+                finally:
+                    if server is not None:
+                        server.close()
+        finally:
+            if progress is not None and hasattr(progress, "close"):
+                progress.close()
     log.info("stopped")
 
 

@@ -20,7 +20,8 @@ def command(obj: Obj, as_json: bool) -> None:
 
     Reads the state read-only and never takes its lock, so it works while
     `run` polls. Exit 0 healthy, 1 degraded (the last cycle failed, or none
-    completed for more than 3 intervals), 2 unusable (no state, bad config).
+    completed for more than `service.degraded_after_intervals` intervals,
+    default 3), 2 unusable (no state, bad config).
     """
     from misp_ti.engine import REFETCH_SCHEDULE
     from misp_ti.service.status import UNUSABLE, StatusInputs, collect, render

@@ -641,6 +641,12 @@ class ServiceSettings(_Section):
         False,
         description="Allow a `metrics_address` that is not loopback (the endpoints have no authentication: put them behind a firewall or a proxy).",
     )
+    degraded_after_intervals: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description="`status` and `/healthz` call a stream degraded when no cycle of it completed for more than this many of its poll intervals (a hung or silently stopped `run`).",
+    )
 
     def metrics_endpoint(self) -> tuple[str, int] | None:
         """``(host, port)`` of the metrics server, or ``None`` when it is off."""

@@ -67,10 +67,17 @@ _PROBE_END = 4_102_444_800
 
 
 def client(ctx: RunContext) -> MispClient:
-    """The engine's MISP client, created from ``misp`` settings on first use."""
-    return ctx.stash.get_or_create(
-        CLIENT, lambda: MispClient(ctx.config.misp, observer=ctx.stash.get(MISP_REQUEST_OBSERVER, None))
-    )
+    """The engine's MISP client, created from ``misp`` settings on first use.
+
+    A client injected under :data:`CLIENT` without an observer of its own is
+    given the engine's (:data:`~misp_ti.model.MISP_REQUEST_OBSERVER`), so its
+    requests are counted in the metrics like those of a client made here.
+    """
+    observer = ctx.stash.get(MISP_REQUEST_OBSERVER, None)
+    misp = ctx.stash.get_or_create(CLIENT, lambda: MispClient(ctx.config.misp, observer=observer))
+    if misp.observer is None and observer is not None:
+        misp.observer = observer
+    return misp
 
 
 def request_body(spec: StreamSpec, settings: StreamSettings) -> dict[str, Any]:

@@ -142,6 +142,25 @@ def sql_page_full(scope: str, page: int, limit: int, result: SearchResult, *, ol
     return result.skipped is not None and result.skipped >= limit
 
 
+def window_count(scope: str, limit: int, result: SearchResult) -> int | None:
+    """The rows matching a page-1 query, where MISP's ``X-Result-Count`` says it.
+
+    ``events``: always the total (``Event::filterEventIds``, see
+    :func:`sql_page_full`). ``attributes``: only MISP before 2.4.165 sends a
+    total; a page-1 count above ``limit + 1`` can only be that one (later
+    versions count the page). Otherwise ``None``: the size is unknown. A
+    separate count is not cheap there: ``returnFormat: count``
+    (``app/Lib/Export/CountExport.php``) has MISP fetch and hand over every
+    matching attribute just to count it, a second read of the whole window.
+    """
+    count = result.result_count
+    if count is None:
+        return None
+    if scope == "events" or count > limit + 1:
+        return count
+    return None
+
+
 @dataclass
 class ReadStats:
     requests: int = 0
@@ -206,6 +225,8 @@ class WindowReader:
         self._seen: dict[str, int] = {}
         self._warned_no_header = False
         self._old_counts = False
+        #: Rows in the window, when MISP's counters tell (see :meth:`_count_window`).
+        self.total: int | None = None
 
     def _query(self, lo: int, hi: int, page: int) -> SearchResult:
         body = {**self.body, "timestamp": [lo, hi], "limit": self.limit, "page": page}
@@ -247,7 +268,18 @@ class WindowReader:
         self._seen = {u: t for u, t in self._seen.items() if t >= safe}
 
     def _chunk(self, rows: list[dict[str, Any]], safe: int, done: bool = False) -> Chunk:
-        return Chunk(rows, safe, done, self.stats.as_dict())
+        stats = self.stats.as_dict()
+        if self.total is not None:
+            stats["total"] = max(self.total, self.stats.rows)
+        return Chunk(rows, safe, done, stats)
+
+    def _count_window(self, result: SearchResult) -> None:
+        """Estimate the rows of the window (for a progress bar) from a page-1
+        answer at ``lo``, where MISP's count is a total (:func:`window_count`):
+        the rows delivered below ``lo`` plus those MISP counts from ``lo`` on."""
+        count = window_count(self.scope, self.limit, result)
+        if count is not None:
+            self.total = self.stats.rows - len(self._seen) + count
 
     def chunks(self, resume_from: int | None = None) -> Iterator[Chunk]:
         lo = self.start if resume_from is None else max(self.start, resume_from)
@@ -257,6 +289,8 @@ class WindowReader:
         blind = 0
         while True:
             result = self._query(lo, self.end, page)
+            if page == 1:
+                self._count_window(result)
             rows = self._fresh(result.items)
             full = self._full(page, result)
             newest = max((ts for r in result.items if (ts := self.key(r)[1]) is not None), default=-1)

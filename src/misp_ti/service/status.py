@@ -7,8 +7,8 @@ works while ``run`` polls.
 
 The health code follows docs/contracts.md: ``0`` healthy, ``1`` degraded
 (a stream's last cycle failed, or no cycle completed for longer than
-:data:`STALE_INTERVALS` poll intervals), ``2`` unusable (no state, a state
-that cannot be read, a bad configuration).
+``service.degraded_after_intervals`` of its poll intervals), ``2`` unusable
+(no state, a state that cannot be read, a bad configuration).
 """
 
 from __future__ import annotations
@@ -24,10 +24,6 @@ from misp_ti.cycle_report import cursor_time
 from misp_ti.errors import MispTiError
 from misp_ti.state import StateStore
 from misp_ti.timeutil import iso
-
-#: A stream whose last completed cycle is older than this many poll
-#: intervals (and that has no cycle running for less) is degraded.
-STALE_INTERVALS = 3
 
 HEALTHY, DEGRADED, UNUSABLE = 0, 1, 2
 
@@ -100,14 +96,15 @@ def _stream_status(state: StateStore, inputs: StatusInputs, stream: str, *, now:
     why: list[str] = []
     if failed is not None and failed.failures_in_row > 0:
         why.append(f"{stream}: the last {failed.failures_in_row} cycle(s) failed, last at {iso(failed.finished_at)}: {failed.error}")
-    allowed = interval * STALE_INTERVALS
+    intervals = inputs.config.service.degraded_after_intervals
+    allowed = interval * intervals
     since = completed.finished_at if completed else (running.started_at if running else None)
     if since is None:
         if not why:
             why.append(f"{stream}: no cycle has completed yet")
     elif now - since > allowed:
         what = "no cycle completed" if completed else "the first cycle has been running"
-        why.append(f"{stream}: {what} since {iso(since)} (more than {STALE_INTERVALS} intervals of {entry['interval']})")
+        why.append(f"{stream}: {what} since {iso(since)} (more than {intervals} intervals of {entry['interval']})")
     return entry, why
 
 

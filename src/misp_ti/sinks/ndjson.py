@@ -50,6 +50,20 @@ def _drop_torn_tail(path: str) -> None:
         fh.truncate(keep)
 
 
+def _write_all(fh: IO[bytes], data: bytes) -> None:
+    """Write every byte of ``data``.
+
+    A buffered ``write`` larger than its buffer goes straight to the raw
+    stream, and a signal arriving while that blocks (a stop while a pipe
+    reader lags: ``once | slow-consumer``) makes it return a short count
+    instead of finishing: the rest of the batch would be lost and the last
+    line torn. So write again from where it stopped.
+    """
+    view = memoryview(data)
+    while view:
+        view = view[fh.write(view):]
+
+
 class NdjsonWriter:
     """Appends batches of documents as JSON lines; a batch is written whole or not at all."""
 
@@ -62,12 +76,12 @@ class NdjsonWriter:
     def write(self, docs: list[dict[str, Any]]) -> None:
         data = b"".join(orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE) for doc in docs)
         if self.path == "-":
-            self._fh.write(data)
+            _write_all(self._fh, data)
             self._fh.flush()
             return
         before = self._fh.tell()
         try:
-            self._fh.write(data)
+            _write_all(self._fh, data)
             self._fh.flush()
             os.fsync(self._fh.fileno())
         except OSError:
