@@ -30,15 +30,32 @@ COLLECT_EVERY = 50
 
 
 def _batches(stream: IO[bytes]) -> Any:
+    """Lines as read, line ends kept (JSON allows them after a value; a copy
+    of every line without them would cost a pass over the input); blank
+    lines skipped."""
     batch: list[bytes] = []
     for line in stream:
-        if line.strip():
-            batch.append(line.rstrip(b"\r\n"))
+        if line and not line.isspace():
+            batch.append(line)
             if len(batch) >= BATCH_LINES:
                 yield batch
                 batch = []
     if batch:
         yield batch
+
+
+def _not_json(line: bytes, opts: Any) -> dict[str, Any]:
+    """The pipeline_error document of a line that is not JSON (its line end
+    removed, so the parser's message and ``event.original`` name the line itself)."""
+    from misp_ti.ecs import error_document
+
+    try:
+        orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        reason = f"not a JSON line: {exc}"
+    else:  # cannot happen: a line end is JSON whitespace
+        reason = "not a JSON line"
+    return error_document(None, reason, opts, original=line.decode("utf-8", errors="backslashreplace"))
 
 
 @click.command(name="transform")
@@ -58,7 +75,7 @@ def command(obj: Obj, stream: str, now: datetime | None, fmt: str) -> None:
     pipeline_error documents; their count goes to stderr and the exit status
     is 3. Blank lines are skipped.
     """
-    from misp_ti.ecs import error_document, is_pipeline_error
+    from misp_ti.ecs import is_pipeline_error
     from misp_ti.ecs.options import options_for
     from misp_ti.sinks.elasticsearch import bulk
 
@@ -86,16 +103,17 @@ def command(obj: Obj, stream: str, now: datetime | None, fmt: str) -> None:
                 try:
                     parsed.append(orjson.loads(line))
                     slots.append(None)
-                except orjson.JSONDecodeError as exc:
-                    text = line.decode("utf-8", errors="backslashreplace")
-                    slots.append(error_document(None, f"not a JSON line: {exc}", opts, original=text))
-            processed = iter(engine.process(stream, parsed, ctx))
-            docs = [next(processed) if slot is None else slot for slot in slots]
+                except orjson.JSONDecodeError:
+                    slots.append(_not_json(line.rstrip(b"\r\n"), opts))
+            docs = engine.process(stream, parsed, ctx)
+            if len(docs) != len(slots):  # some lines were not JSON: their documents go in their places
+                processed = iter(docs)
+                docs = [next(processed) if slot is None else slot for slot in slots]
             errors += sum(1 for doc in docs if is_pipeline_error(doc))
             if fmt == "bulk":
                 out.write(bulk.ndjson(bulk.actions(stream, docs, config, now=ctx.now)))
             else:
-                out.write(b"".join(orjson.dumps(doc) + b"\n" for doc in docs))
+                out.write(b"\n".join(map(orjson.dumps, docs)) + b"\n")
             records += len(batch)
             documents += len(slots)
         out.flush()
