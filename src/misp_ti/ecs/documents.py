@@ -243,9 +243,11 @@ def _tag_summary(tags: object) -> tuple[str, TagSummary | None]:
     if type(tags) is not list:
         return "", None
     try:
-        names = tuple([tag["name"] for tag in tags])
+        names = tuple([tag["name"] for tag in tags if type(tag) is dict])
         key = "\x1f".join(names)  # a name that is not a string raises TypeError here
     except (TypeError, KeyError):
+        return _tags_key(tags), None
+    if len(names) != len(tags):  # an entry that is not a plain object: _tags refuses the list
         return _tags_key(tags), None
     summary = _TAG_LISTS.get(names)
     if summary is None:
