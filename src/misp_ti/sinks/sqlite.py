@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import quote
@@ -210,7 +211,8 @@ class EmbeddedStore:
         deleted or replaced) and ``sqlite3.Error`` for a passing failure
         (the store is locked).
         """
-        from misp_ti.ecs import is_pipeline_error  # here: reading the store (lookup) needs no ECS code
+        # imported here: reading the store (lookup) needs no ECS code
+        from misp_ti.ecs import is_pipeline_error
 
         ingested_ms = epoch_ms(ingested)
         source_rows = []
@@ -338,6 +340,11 @@ class EmbeddedStore:
         found = self._docs_by_key({k for keys in wanted for k in keys}, epoch_ms(now), dataset, summaries, raw)
         answers = []
         for keys in wanted:
+            if len(keys) == 1:
+                # one key: its rows are distinct latest rows ((value, row) is latest_value's key)
+                rows = found.get(keys[0], ())
+                answers.append([doc for _, doc in (sorted(rows, key=itemgetter(0)) if len(rows) > 1 else rows)])
+                continue
             hits: dict[tuple[str, str], dict[str, Any]] = {}
             for key in keys:
                 for row_key, doc in found.get(key, ()):
@@ -359,6 +366,7 @@ class EmbeddedStore:
     def _docs_by_key(
         self, keys: set[str], now_ms: int, dataset: str | None, summaries: bool, raw: bool = False
     ) -> dict[str, list[tuple[tuple[str, str], Any]]]:
+        decode: Callable[[Any], Any]
         if summaries and self.version >= 2:
             # the stored hit is orjson.dumps(hit_summary(doc)): as a Fragment it serialises to the same bytes
             column, decode = "l.hit", orjson.Fragment if raw else orjson.loads
@@ -380,11 +388,10 @@ class EmbeddedStore:
                 f"WHERE v.value IN ({','.join('?' * len(chunk))}) AND l.decayed = 0 AND l.decayed_at > ?{extra}"
             )
             for value, ds, uuid, body in self.conn.execute(sql, (*chunk, now_ms, *([dataset] if dataset else []))):
-                doc = decode(body)
+                doc: Any = decode(body)
                 if column == "l.doc" and summaries:
-                    doc = hit_summary(doc)
-                    if raw:
-                        doc = orjson.Fragment(orjson.dumps(doc))
+                    summary = hit_summary(doc)
+                    doc = orjson.Fragment(orjson.dumps(summary)) if raw else summary
                 found.setdefault(value, []).append(((ds, uuid), doc))
         return found
 

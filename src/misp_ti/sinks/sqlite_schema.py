@@ -123,7 +123,8 @@ def check_store(conn: sqlite3.Connection, path: Path, tables: set[str], *, reado
 
 def migrate_from_1(conn: sqlite3.Connection) -> None:
     """Schema 1 -> 2, inside the caller's transaction."""
-    from misp_ti.ecs import is_pipeline_error  # here: opening a store (lookup) needs no ECS code
+    # imported here: opening a store (lookup) needs no ECS code
+    from misp_ti.ecs import is_pipeline_error
 
     conn.execute(
         "CREATE TABLE source_v2 (id TEXT PRIMARY KEY, dataset TEXT NOT NULL, uuid TEXT, "
