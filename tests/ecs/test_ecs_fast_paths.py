@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from misp_ti.ecs import documents
@@ -44,7 +44,7 @@ def plain(rec: dict[str, Any], opts: Options, monkeypatch: pytest.MonkeyPatch) -
         return transform(rec, opts)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(first=TAGS, second=TAGS, preserve=st.booleans())
 def test_tag_summary_gives_the_plain_document(first: Any, second: Any, preserve: bool) -> None:
     monkeypatch = pytest.MonkeyPatch()
@@ -82,7 +82,7 @@ def _strftime_iso(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     when=st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31)),
     offset_minutes=st.none() | st.integers(min_value=-14 * 60, max_value=14 * 60),

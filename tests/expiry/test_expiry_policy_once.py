@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from misp_ti.config import build_config
@@ -39,7 +39,7 @@ def once(record: Any, doc: dict[str, Any], ctx: RunContext) -> Any:
         return str(exc)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(timestamp=TIMES, last_seen=TIMES, deleted=FLAGS, to_ids=FLAGS, scores=SCORES,
        doc_timestamp=st.none() | st.just("2021-04-08T09:52:48.000Z"), by_type=st.none() | st.just({"domain": "3d"}),
        event_record=st.booleans())
