@@ -211,8 +211,9 @@ def replicated_events(
                 shift = copy_no * spread
                 for holder in (clone, *objects):
                     for key in ("timestamp", "publish_timestamp"):
-                        if str(holder.get(key, "")).isdigit():
-                            holder[key] = str(int(holder[key]) - shift)
+                        # "0" is MISP's "never" (an unpublished event): it stays 0, never negative
+                        if str(holder.get(key, "")).isdigit() and int(holder[key]) > 0:
+                            holder[key] = str(max(int(holder[key]) - shift, 1))
                 for obj in objects:
                     obj["uuid"] = _fresh_uuid(rng).decode()
                 for attribute in _attributes_of(clone):

@@ -5,7 +5,11 @@ replicated real attributes) and the engine, ``python -m misp_ti once`` with
 the default plugins, ``misp.page_size = 1000`` and the embedded store (SQLite,
 WAL) in a temporary directory. One backfill reads all ``N`` attributes.
 
-Measured: the engine's wall time (process start to exit, Python start-up and
+Measured: the engine's attributes per CPU second beside a floor, the
+least any engine must spend on the same data (:func:`floor_cpu_seconds`:
+``orjson.loads`` of the pages + one SQLite insert of each record), and
+``x_floor_cpu``, how many times the floor's CPU the engine spends; the
+engine's wall time (process start to exit, Python start-up and
 provisioning included), its CPU time and peak RSS (``getrusage`` of a tiny
 wrapper process whose only child is the engine: Linux keeps ``ru_maxrss``
 across ``exec``, so a child forked straight from this big benchmark process
@@ -57,7 +61,55 @@ def _proc_cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def run(n: int, *, events: Path | None = None, seed: int = 0, window_days: float | None = None) -> dict[str, Any]:
+def floor_cpu_seconds(url: str, api_key: str, *, page_size: int = 1000) -> tuple[float, int]:
+    """CPU seconds of the least an engine must do with the same data, and the records it covered.
+
+    The pages are asked from the simulator the engine just read (plain
+    ``page``/``limit`` paging of ``/attributes/restSearch`` with the decay
+    scores and event tags, as the engine asks them); only the floor's own
+    work is timed, page by page: ``orjson.loads`` of the answer, then one
+    ``INSERT`` of each record's JSON into an SQLite table (WAL,
+    ``synchronous = NORMAL`` as the store), one transaction per page. A
+    record is about twice the size of its ECS document, so this floor
+    stores more bytes than the engine does.
+    """
+    import sqlite3
+
+    import httpx
+    import orjson
+
+    spent = 0.0
+    count = 0
+    with tempfile.TemporaryDirectory(prefix="misp-ti-floor-") as tmp, httpx.Client(
+        base_url=url, headers={"Authorization": api_key, "Accept": "application/json"}, timeout=120
+    ) as client:
+        conn = sqlite3.connect(Path(tmp) / "floor.db", isolation_level=None)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("CREATE TABLE doc (id TEXT PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID")
+        page = 1
+        while True:
+            body = {
+                "returnFormat": "json", "page": page, "limit": page_size, "order": "Attribute.timestamp ASC",
+                "includeDecayScore": True, "includeEventTags": True, "deleted": [0, 1],
+            }
+            raw = client.post("/attributes/restSearch", json=body).raise_for_status().content
+            started = time.process_time()
+            records = orjson.loads(raw)["response"]["Attribute"]
+            if records:
+                conn.execute("BEGIN")
+                conn.executemany("INSERT INTO doc VALUES (?, ?)", [(r["uuid"], orjson.dumps(r)) for r in records])
+                conn.execute("COMMIT")
+            spent += time.process_time() - started
+            if not records:
+                break
+            count += len(records)
+            page += 1
+        conn.close()
+    return spent, count
+
+
+def run(n: int, *, events: Path | None = None, seed: int = 0, window_days: float | None = None, floor: bool = True) -> dict[str, Any]:
     sim_cmd = [sys.executable, str(HERE / "serve_simulator.py"), "--attributes", str(n), "--seed", str(seed)]
     if window_days:
         sim_cmd += ["--window-days", str(window_days)]
@@ -99,6 +151,7 @@ def run(n: int, *, events: Path | None = None, seed: int = 0, window_days: float
             store_mb = sum(p.stat().st_size for p in Path(tmp).iterdir() if p.name.startswith("store.db")) / 1e6
         sim_hwm = _proc_status(sim.pid, "VmHWM")
         sim_cpu = (_proc_cpu_seconds(sim.pid) or 0.0) - sim_cpu_before
+        floor_s, floor_records = floor_cpu_seconds(url, env["MISP_TI_MISP__API_KEY"]) if floor else (None, 0)
     finally:
         if sim.stdin:
             sim.stdin.close()
@@ -108,8 +161,15 @@ def run(n: int, *, events: Path | None = None, seed: int = 0, window_days: float
             sim.kill()
     if result["records"] != served or result["documents"] != served:
         raise RuntimeError(f"the engine read {result['records']} records of {served}")
+    if floor and floor_records != served:
+        raise RuntimeError(f"the floor read {floor_records} records of {served}")
+    per_cpu = served / usage["cpu_s"]
+    floor_per_cpu = served / floor_s if floor_s else None
     return {
         "ages": f"last {window_days:g} days" if window_days else "real (2016-2024)",
+        "per_cpu_second": round(per_cpu),
+        "floor_per_cpu_second": round(floor_per_cpu) if floor_per_cpu else None,
+        "x_floor_cpu": round(floor_per_cpu / per_cpu, 2) if floor_per_cpu else None,
         "attributes": served,
         "engine_wall_s": round(wall, 1),
         "engine_cycle_s": result["seconds"],

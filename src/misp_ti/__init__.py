@@ -11,7 +11,7 @@ Plugin authors import :data:`hookimpl` from here::
 
 from __future__ import annotations
 
-import pluggy
+from typing import Any
 
 from misp_ti import _moved
 
@@ -21,8 +21,17 @@ __version__ = "0.1.0"
 #: entry-point group through which third-party plugins are found.
 PROJECT_NAME = "misp_ti"
 
-hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
-
 _moved.install()  # old module paths keep importing, with a DeprecationWarning
+
+
+def __getattr__(name: str) -> Any:
+    # pluggy is loaded with the first plugin, not by every ``misp-ti`` start
+    # (``lookup`` never loads a plugin)
+    if name == "hookimpl":
+        import pluggy
+
+        marker = globals()["hookimpl"] = pluggy.HookimplMarker(PROJECT_NAME)
+        return marker
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["PROJECT_NAME", "__version__", "hookimpl"]

@@ -28,7 +28,7 @@ from misp_ti.errors import ConfigError, StoreError
 from misp_ti.sinks.sqlite_keys import hit_summary
 
 #: Values answered per store query in ``lookup -``.
-CHUNK = 2000
+CHUNK = 10_000
 
 
 def _hit_text(hit: dict[str, Any]) -> str:
@@ -81,20 +81,24 @@ def command(obj: Obj, value: str, as_json: bool, db: Path | None, stream: str | 
             _one(value, store.lookup(value, now=now, dataset=dataset), as_json)
         values = _values(sys.stdin)
         missing = 0
-        out = sys.stdout
         for start in range(0, len(values), CHUNK):
             chunk = values[start:start + CHUNK]
-            lines = []
-            for asked, hits in zip(chunk, store.lookup_many(chunk, now=now, dataset=dataset, summaries=True), strict=True):
-                missing += not hits
-                if as_json:
-                    lines.append(orjson.dumps({"value": asked, "active": bool(hits), "hits": hits}).decode())
-                elif hits:
-                    lines.append(f"{asked}: {len(hits)} active IOC(s): " + "; ".join(map(_hit_text, hits)))
-                else:
-                    lines.append(f"{asked}: not an active IOC")
-            out.write("\n".join(lines) + "\n")
-        out.flush()
+            # --json: each hit comes as its stored JSON, written as is (bytes, no text layer)
+            answers = store.lookup_many(chunk, now=now, dataset=dataset, summaries=True, raw=as_json)
+            missing += sum(1 for hits in answers if not hits)
+            if as_json:
+                sys.stdout.flush()
+                sys.stdout.buffer.write(b"".join(
+                    orjson.dumps({"value": asked, "active": bool(hits), "hits": hits}) + b"\n"
+                    for asked, hits in zip(chunk, answers, strict=True)
+                ))
+            else:
+                sys.stdout.write("".join(
+                    f"{asked}: {len(hits)} active IOC(s): " + "; ".join(map(_hit_text, hits)) + "\n" if hits
+                    else f"{asked}: not an active IOC\n"
+                    for asked, hits in zip(chunk, answers, strict=True)
+                ))
+        sys.stdout.flush()
     except sqlite3.Error as exc:  # a store that breaks while it is read
         raise StoreError(path, describe_error(exc) or str(exc)) from None
     finally:

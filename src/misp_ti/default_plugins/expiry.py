@@ -24,6 +24,7 @@ from misp_ti.expiry import (  # noqa: F401  (re-exported: the rules' old home)
     VOTE_BACKDATE,
     decay_vote,
     duration_expiry,
+    duration_policy,
     immediate_expiry,
     reference_time,
     refetch_grace,
@@ -59,10 +60,10 @@ def compute_expiry(stream: str, record: dict[str, Any], doc: dict[str, Any], ctx
     policy = ctx.policy
     if policy not in _NAMES:
         return None
+    if policy == "duration":
+        return duration_policy(record, doc, ctx)
     decided = immediate_expiry(record, doc, ctx)
     if decided is not None:
         return decided
-    if policy == "duration":
-        return duration_expiry(record, doc, ctx)
     interval = REFETCH.refetch_interval(ctx.config.expiry) or timedelta(0)  # never None: REFETCH has a period
     return Expiry(False, ctx.now + interval + refetch_grace(stream, ctx), "refetch")

@@ -222,6 +222,61 @@ def _tags_key(tags: Any) -> str:
     return "\x1f".join(str(t.get("name")) for t in tags if isinstance(t, dict))
 
 
+#: What a ``Tag`` list gives a document: its cleaned, de-duplicated names
+#: and its TLP markings (``None``: no ``Tag`` list, so no ``marking``).
+TagSummary = tuple[tuple[str, ...], tuple[str, ...] | None]
+_NO_TAGS: TagSummary = ((), None)
+#: tag names of a list -> its summary; the attributes of an event share their
+#: (inherited) tag list, so a feed holds few distinct ones
+_TAG_LISTS: dict[tuple[str, ...], TagSummary] = {}
+
+
+def _tag_summary(tags: object) -> tuple[str, TagSummary | None]:
+    """The id part and the summary of a ``Tag`` list, in one pass over it.
+
+    Never raises: for a list :func:`_tags` would reject the summary is
+    ``None`` and the caller asks :func:`_tags` later, so the error (and which
+    error wins when several fields are bad) stays what it was.
+    """
+    if tags is None:
+        return "", _NO_TAGS
+    if type(tags) is not list:
+        return "", None
+    try:
+        names = tuple([tag["name"] for tag in tags if type(tag) is dict])
+        key = "\x1f".join(names)  # a name that is not a string raises TypeError here
+    except (TypeError, KeyError):
+        return _tags_key(tags), None
+    if len(names) != len(tags):  # an entry that is not a plain object: _tags refuses the list
+        return _tags_key(tags), None
+    summary = _TAG_LISTS.get(names)
+    if summary is None:
+        clean: list[str] = []
+        tlp: list[str] = []
+        try:
+            _tags(tags, clean, tlp)
+        except Malformed:  # e.g. a Tag that is a mapping but not an object
+            return key, None
+        if len(_TAG_LISTS) >= 4096:
+            _TAG_LISTS.clear()
+        summary = _TAG_LISTS[names] = (tuple(dict.fromkeys(clean)), tuple(tlp))
+    return key, summary
+
+
+def _apply_tags(doc: dict, indicator: dict, summary: TagSummary) -> None:
+    """:func:`_finish_tags` of one ``Tag`` list, from its summary."""
+    clean, tlp = summary
+    if tlp is not None:  # the reference writes marking.tlp (maybe []) whenever MISP sent tags
+        indicator["marking"] = {"tlp": list(tlp)}
+    tags: list[str] = doc["tags"]
+    if tags:
+        doc["tags"] = list(dict.fromkeys([*tags, *clean]))
+    elif clean:
+        doc["tags"] = list(clean)
+    else:
+        del doc["tags"]
+
+
 def _doc_id(dataset: str, *parts: object) -> str:
     return blake2b("\0".join((dataset, *map(str, parts))).encode(), digest_size=16).hexdigest()
 
@@ -243,11 +298,13 @@ def attribute_document(record: Any, opts: Options) -> dict:
     _seen(attribute, indicator, misp_attr, "attribute")
 
     event = attribute.get("Event")
+    tag_list = attribute.get("Tag")
+    tags_key, tag_summary = _tag_summary(tag_list)
     # the event's timestamp and the tags join the id: an event edit or a
     # retag (which may leave the attribute timestamp alone) is a new document,
     # not a replay the sinks would ignore
     doc = _base(
-        _doc_id(opts.dataset, uuid, seconds, _context_key(event), _tags_key(attribute.get("Tag"))),
+        _doc_id(opts.dataset, uuid, seconds, _context_key(event), tags_key),
         iso_seconds(seconds), opts, record,
     )
     misp: dict[str, Any] = {"attribute": misp_attr}
@@ -273,7 +330,10 @@ def attribute_document(record: Any, opts: Options) -> dict:
                     member["timestamp"] = iso_seconds(int(member["timestamp"]))
             misp_object["attribute"] = members
         misp["object"] = misp_object
-    _finish_tags(doc, indicator, (attribute.get("Tag"),))
+    if tag_summary is None:
+        _finish_tags(doc, indicator, (tag_list,))  # raises for the list the summary refused
+    else:
+        _apply_tags(doc, indicator, tag_summary)
     doc["misp"] = misp
     doc["threat"] = {"feed": {"name": "MISP"}, "indicator": indicator}
     return doc

@@ -23,8 +23,9 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from misp_ti.misp.records import record_attribute, timestamp_datetime
+from misp_ti.misp.records import record_attribute, scale_to_seconds, timestamp_datetime
 from misp_ti.model import Expiry, RunContext
+from misp_ti.timeutil import from_epoch
 
 #: The reference marks a vote-decayed attribute as decayed two minutes before ingest.
 VOTE_BACKDATE = timedelta(minutes=2)
@@ -32,7 +33,11 @@ VOTE_BACKDATE = timedelta(minutes=2)
 
 def decay_vote(record: Any) -> bool:
     """True when at least half of the ``decay_score`` entries say decayed."""
-    scores = record_attribute(record).get("decay_score")
+    return _decay_vote(record_attribute(record))
+
+
+def _decay_vote(attribute: Mapping[str, Any]) -> bool:
+    scores = attribute.get("decay_score")
     if not isinstance(scores, list) or not scores:
         return False
     decayed = sum(1 for s in scores if isinstance(s, Mapping) and s.get("decayed") is True)
@@ -58,17 +63,30 @@ def _doc_attribute(doc: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def attribute_field(record: Any, doc: Mapping[str, Any], name: str) -> Any:
     """The attribute's ``name`` from the record, else from the document's ``misp.attribute``."""
-    value = record_attribute(record).get(name)
+    return _field(record_attribute(record), doc, name)
+
+
+def _field(attribute: Mapping[str, Any], doc: Mapping[str, Any], name: str) -> Any:
+    value = attribute.get(name)
     return value if value is not None else _doc_attribute(doc).get(name)
+
+
+# The public rules take the raw record; each private twin below takes the
+# attribute already found in it (record_attribute), so a policy applying
+# several rules to every record looks it up once.
 
 
 def ingest_expiry(record: Any, doc: Mapping[str, Any], ctx: RunContext) -> Expiry | None:
     """Rules 1-2: a deleted attribute (``expiry.expire_deleted``) or, with
     ``expiry.expire_when_not_to_ids``, one whose ``to_ids`` is off expires at ingest."""
+    return _ingest(record_attribute(record), doc, ctx)
+
+
+def _ingest(attribute: Mapping[str, Any], doc: Mapping[str, Any], ctx: RunContext) -> Expiry | None:
     settings = ctx.config.expiry
-    if settings.expire_deleted and flag(attribute_field(record, doc, "deleted")):
+    if settings.expire_deleted and flag(_field(attribute, doc, "deleted")):
         return Expiry(True, ctx.now, "deleted")
-    if settings.expire_when_not_to_ids and flag(attribute_field(record, doc, "to_ids")) is False:
+    if settings.expire_when_not_to_ids and flag(_field(attribute, doc, "to_ids")) is False:
         return Expiry(True, ctx.now, "not-to-ids")
     return None
 
@@ -82,8 +100,14 @@ def vote_expiry(record: Any, ctx: RunContext) -> Expiry | None:
 
 def immediate_expiry(record: Any, doc: Mapping[str, Any], ctx: RunContext) -> Expiry | None:
     """Rules 1-3, which every policy applies before its own; ``None`` when none applies."""
-    decided = ingest_expiry(record, doc, ctx)
-    return decided if decided is not None else vote_expiry(record, ctx)
+    return _immediate(record_attribute(record), doc, ctx)
+
+
+def _immediate(attribute: Mapping[str, Any], doc: Mapping[str, Any], ctx: RunContext) -> Expiry | None:
+    decided = _ingest(attribute, doc, ctx)
+    if decided is None and _decay_vote(attribute):
+        return Expiry(True, ctx.now - VOTE_BACKDATE, "decay-vote")
+    return decided
 
 
 def reference_time(record: Any, doc: Mapping[str, Any]) -> datetime:
@@ -93,13 +117,22 @@ def reference_time(record: Any, doc: Mapping[str, Any]) -> datetime:
     shape hides it. An attribute with neither is an error (the engine turns
     it into a ``pipeline_error`` document) rather than an expiry made up.
     """
-    attribute = record_attribute(record)
-    candidates = [timestamp_datetime(attribute.get("timestamp")), timestamp_datetime(attribute.get("last_seen"))]
+    return _reference(record_attribute(record), doc)
+
+
+def _reference(attribute: Mapping[str, Any], doc: Mapping[str, Any]) -> datetime:
+    raw = attribute.get("timestamp")
+    last_seen = attribute.get("last_seen")
+    if last_seen is None and type(raw) is str and raw.isascii() and raw.isdigit():
+        # what MISP nearly always sends: epoch seconds and no last_seen
+        # (the answer timestamp_datetime gives, without its general checks)
+        return from_epoch(scale_to_seconds(int(raw)))
+    candidates = [timestamp_datetime(raw), timestamp_datetime(last_seen)]
     if candidates[0] is None:
         threat = doc.get("threat")
         indicator = threat.get("indicator", {}) if isinstance(threat, Mapping) else {}
-        last_seen = indicator.get("last_seen") if isinstance(indicator, Mapping) else None
-        candidates += [timestamp_datetime(doc.get("@timestamp")), timestamp_datetime(last_seen)]
+        doc_last_seen = indicator.get("last_seen") if isinstance(indicator, Mapping) else None
+        candidates += [timestamp_datetime(doc.get("@timestamp")), timestamp_datetime(doc_last_seen)]
     found = [c for c in candidates if c is not None]
     if not found:
         raise ValueError("expiry: the attribute has neither a timestamp nor a last_seen")
@@ -108,9 +141,13 @@ def reference_time(record: Any, doc: Mapping[str, Any]) -> datetime:
 
 def validity(record: Any, doc: Mapping[str, Any], ctx: RunContext) -> timedelta:
     """``expiry.by_type`` for the MISP type, then the ECS indicator type, else the default."""
+    return _validity(record_attribute(record), doc, ctx)
+
+
+def _validity(attribute: Mapping[str, Any], doc: Mapping[str, Any], ctx: RunContext) -> timedelta:
     settings = ctx.config.expiry
     if settings.by_type:
-        misp_type = attribute_field(record, doc, "type")
+        misp_type = _field(attribute, doc, "type")
         if isinstance(misp_type, str) and misp_type in settings.by_type:
             return settings.by_type[misp_type]
         threat = doc.get("threat")
@@ -126,8 +163,20 @@ def duration_expiry(
 ) -> Expiry:
     """``decayed_at = reference_time + valid_for`` (default: :func:`validity`);
     decayed when that is before ingest."""
-    decayed_at = reference_time(record, doc) + (validity(record, doc, ctx) if valid_for is None else valid_for)
+    attribute = record_attribute(record)
+    decayed_at = _reference(attribute, doc) + (_validity(attribute, doc, ctx) if valid_for is None else valid_for)
     return Expiry(decayed_at < ctx.now, decayed_at, reason)
+
+
+def duration_policy(record: Any, doc: Mapping[str, Any], ctx: RunContext) -> Expiry:
+    """The built-in ``duration`` policy: :func:`immediate_expiry`, else
+    :func:`duration_expiry` with :func:`validity` (the attribute read once)."""
+    attribute = record_attribute(record)
+    decided = _immediate(attribute, doc, ctx)
+    if decided is not None:
+        return decided
+    decayed_at = _reference(attribute, doc) + _validity(attribute, doc, ctx)
+    return Expiry(decayed_at < ctx.now, decayed_at, "duration")
 
 
 def refetch_grace(stream: str, ctx: RunContext) -> timedelta:

@@ -28,15 +28,15 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import orjson
 
-from misp_ti.ecs import is_pipeline_error
 from misp_ti.errors import StoreError
 from misp_ti.sinks.sqlite_keys import (
     canonical,
@@ -211,6 +211,9 @@ class EmbeddedStore:
         deleted or replaced) and ``sqlite3.Error`` for a passing failure
         (the store is locked).
         """
+        # imported here: reading the store (lookup) needs no ECS code
+        from misp_ti.ecs import is_pipeline_error
+
         ingested_ms = epoch_ms(ingested)
         source_rows = []
         candidates: dict[tuple[str, str], _LatestRow] = {}
@@ -316,13 +319,16 @@ class EmbeddedStore:
         return self.lookup_many([value], now=now, dataset=dataset)[0]
 
     def lookup_many(
-        self, values: list[str], *, now: datetime, dataset: str | None = None, summaries: bool = False
-    ) -> list[list[dict[str, Any]]]:
+        self, values: list[str], *, now: datetime, dataset: str | None = None, summaries: bool = False, raw: bool = False
+    ) -> list[list[Any]]:
         """For each of ``values``, the active latest documents it matches,
         ordered by dataset and uuid: its canonical key, and for an IP address
         every stored network that contains it. ``summaries``: each match as
         :func:`~misp_ti.sinks.sqlite_keys.hit_summary` (stored beside the
-        document, no decompression) instead of the whole document."""
+        document, no decompression) instead of the whole document; with
+        ``raw`` too, as its JSON text in an ``orjson.Fragment``, which
+        ``orjson.dumps`` writes as is (``lookup - --json``: no parsing and
+        re-serialising of every hit)."""
         prefixes = self._network_prefixes()
         wanted: list[list[str]] = []
         for value in values:
@@ -331,9 +337,14 @@ class EmbeddedStore:
             if self.version == 1:
                 keys.append(value.strip().lower())
             wanted.append(keys)
-        found = self._docs_by_key({k for keys in wanted for k in keys}, epoch_ms(now), dataset, summaries)
+        found = self._docs_by_key({k for keys in wanted for k in keys}, epoch_ms(now), dataset, summaries, raw)
         answers = []
         for keys in wanted:
+            if len(keys) == 1:
+                # one key: its rows are distinct latest rows ((value, row) is latest_value's key)
+                rows = found.get(keys[0], ())
+                answers.append([doc for _, doc in (sorted(rows, key=itemgetter(0)) if len(rows) > 1 else rows)])
+                continue
             hits: dict[tuple[str, str], dict[str, Any]] = {}
             for key in keys:
                 for row_key, doc in found.get(key, ()):
@@ -353,9 +364,15 @@ class EmbeddedStore:
         return self._prefixes
 
     def _docs_by_key(
-        self, keys: set[str], now_ms: int, dataset: str | None, summaries: bool
-    ) -> dict[str, list[tuple[tuple[str, str], dict[str, Any]]]]:
-        column, decode = ("l.hit", orjson.loads) if summaries and self.version >= 2 else ("l.doc", decode_doc)
+        self, keys: set[str], now_ms: int, dataset: str | None, summaries: bool, raw: bool = False
+    ) -> dict[str, list[tuple[tuple[str, str], Any]]]:
+        decode: Callable[[Any], Any]
+        if summaries and self.version >= 2:
+            # the stored hit is orjson.dumps(hit_summary(doc)): as a Fragment it serialises to the same bytes
+            column, decode = "l.hit", orjson.Fragment if raw else orjson.loads
+        else:
+            column, decode = "l.doc", decode_doc
+        found: dict[str, list[tuple[tuple[str, str], Any]]] = {}
         # CROSS JOIN keeps SQLite from starting at latest's decayed_at index
         # (every active row) instead of at the few asked values
         if self.version == 1:
@@ -363,7 +380,6 @@ class EmbeddedStore:
         else:
             join = "CROSS JOIN latest l ON l.rowid = v.row"
         extra = " AND l.dataset = ?" if dataset else ""
-        found: dict[str, list[tuple[tuple[str, str], dict[str, Any]]]] = {}
         ordered = sorted(keys)
         for start in range(0, len(ordered), 500):
             chunk = ordered[start:start + 500]
@@ -372,8 +388,11 @@ class EmbeddedStore:
                 f"WHERE v.value IN ({','.join('?' * len(chunk))}) AND l.decayed = 0 AND l.decayed_at > ?{extra}"
             )
             for value, ds, uuid, body in self.conn.execute(sql, (*chunk, now_ms, *([dataset] if dataset else []))):
-                doc = decode(body)
-                found.setdefault(value, []).append(((ds, uuid), doc if column == "l.hit" or not summaries else hit_summary(doc)))
+                doc: Any = decode(body)
+                if column == "l.doc" and summaries:
+                    summary = hit_summary(doc)
+                    doc = orjson.Fragment(orjson.dumps(summary)) if raw else summary
+                found.setdefault(value, []).append(((ds, uuid), doc))
         return found
 
     def datasets(self) -> list[str]:
@@ -416,6 +435,8 @@ class EmbeddedStore:
             entry = by_type.setdefault(itype, {"active": 0, "expired": 0})
             entry["active" if active else "expired"] += n
         if self.version == 1:
+            from misp_ti.ecs import is_pipeline_error
+
             errors = sum(
                 1 for (doc,) in self.conn.execute("SELECT doc FROM source WHERE uuid IS NULL OR doc LIKE '%pipeline_error%'")
                 if is_pipeline_error(orjson.loads(doc))

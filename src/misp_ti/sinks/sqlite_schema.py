@@ -13,7 +13,6 @@ from typing import Any
 
 import orjson
 
-from misp_ti.ecs import is_pipeline_error
 from misp_ti.errors import StoreError
 from misp_ti.sinks.sqlite_keys import hit_summary, lookup_keys
 
@@ -124,6 +123,9 @@ def check_store(conn: sqlite3.Connection, path: Path, tables: set[str], *, reado
 
 def migrate_from_1(conn: sqlite3.Connection) -> None:
     """Schema 1 -> 2, inside the caller's transaction."""
+    # imported here: opening a store (lookup) needs no ECS code
+    from misp_ti.ecs import is_pipeline_error
+
     conn.execute(
         "CREATE TABLE source_v2 (id TEXT PRIMARY KEY, dataset TEXT NOT NULL, uuid TEXT, "
         "ingested INTEGER NOT NULL, error BLOB) WITHOUT ROWID"
