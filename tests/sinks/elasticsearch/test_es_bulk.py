@@ -40,6 +40,8 @@ class FakeBulkCluster:
         #: every ``_bulk`` body received, as its NDJSON lines' JSON objects
         self.bodies: list[list[dict[str, Any]]] = []
         self.status_for_everything: int | None = None
+        #: ids whose error is a bare string, not Elasticsearch's {"type", "reason"} object
+        self.string_errors: set[str] = set()
         cluster = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -97,7 +99,7 @@ class FakeBulkCluster:
                 item["result"] = "created"
             else:
                 kind = {400: "document_parsing_exception", 409: "version_conflict_engine_exception", 429: "es_rejected_execution_exception"}.get(status, "internal_server_error")
-                item["error"] = {"type": kind, "reason": f"scripted {status}"}
+                item["error"] = f"scripted {status}" if _id in self.string_errors else {"type": kind, "reason": f"scripted {status}"}
             items.append({"create": item})
         return {"took": 1, "errors": any(i["create"]["status"] >= 300 for i in items), "items": items}
 
@@ -375,3 +377,13 @@ def test_the_beats_pipeline_is_asked_for_in_beats_mode_only(
         assert bulk.bulk_params(config) == {"pipeline": "logs-ti_misp.threat_attributes-1.0"}
         [(_, source), _] = sent_pairs(cluster)
         assert source["message"] == "{}" and source["data_stream"]["dataset"] == "ti_misp.threat_attributes"
+
+
+def test_a_rejection_without_an_error_object_is_dead_lettered_with_its_text(tmp_path: Path, cluster: FakeBulkCluster) -> None:
+    config = make_config(tmp_path, cluster.url)
+    config = config.model_copy(update={"output": config.output.model_copy(update={"dead_letter_path": tmp_path / "new" / "dir" / "dead.ndjson"})})
+    cluster.script = lambda _id, attempt: 400
+    cluster.string_errors = {"doc-0"}
+    assert bulk.write(make_client(config.output.elasticsearch), "threat_attributes", docs(1), config).dead_lettered == 1
+    [record] = [json.loads(line) for line in (tmp_path / "new" / "dir" / "dead.ndjson").read_text().splitlines()]
+    assert record["reason"] == {"reason": "scripted 400"}  # and the missing directories were made
