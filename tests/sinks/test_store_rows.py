@@ -55,13 +55,16 @@ def values(found: list[dict[str, Any]]) -> list[str]:
 
 
 def test_a_later_batch_replaces_the_row_and_an_older_replay_does_not(store: EmbeddedStore) -> None:
-    store.write([doc("u1", "192.0.2.1")], ingested=NOW - timedelta(hours=2), retention_cutoff=None)
-    store.write([doc("u1", "192.0.2.2")], ingested=NOW - timedelta(hours=1), retention_cutoff=None)
+    modified = NOW - timedelta(hours=10)  # the attribute's timestamp, older than every ingest below
+    store.write([doc("u1", "192.0.2.1", ts=modified)], ingested=NOW - timedelta(hours=2), retention_cutoff=None)
+    store.write([doc("u1", "192.0.2.2", ts=modified)], ingested=NOW - timedelta(hours=1), retention_cutoff=None)
     assert values(store.lookup("192.0.2.2", now=NOW)) == ["192.0.2.2"]
     assert store.lookup("192.0.2.1", now=NOW) == []  # the old value no longer matches
-    # a batch ingested earlier (a replay from a slower worker) does not win
-    store.write([doc("u1", "192.0.2.3")], ingested=NOW - timedelta(hours=3), retention_cutoff=None)
+    # a batch ingested earlier (a replay from a slower worker) does not win, and
+    # does not touch the lookup keys of the row that stays
+    store.write([doc("u1", "192.0.2.3", ts=modified)], ingested=NOW - timedelta(hours=3), retention_cutoff=None)
     assert store.lookup("192.0.2.3", now=NOW) == []
+    assert values(store.lookup("192.0.2.2", now=NOW)) == ["192.0.2.2"]
     assert values(list(store.active(now=NOW))) == ["192.0.2.2"]
 
 
