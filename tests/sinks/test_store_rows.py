@@ -194,3 +194,14 @@ def test_retention_runs_once_per_cycle_not_per_batch(store: EmbeddedStore) -> No
 def test_write_returns_how_many_documents_it_was_given(store: EmbeddedStore) -> None:
     assert store.write([doc("u1", "192.0.2.1"), error_doc("e"), doc("u1", "192.0.2.1")], ingested=NOW, retention_cutoff=None) == 3
     assert store.write([], ingested=NOW, retention_cutoff=None) == 0
+
+
+def test_a_value_of_a_forgotten_row_never_finds_the_row_stored_after_it(store: EmbeddedStore) -> None:
+    day = timedelta(days=1)
+    store.write([doc("keep", "192.0.2.1")], ingested=NOW - 30 * day, retention_cutoff=None)
+    store.write([doc("old", "192.0.2.2", decayed_at=NOW - 25 * day)], ingested=NOW - 20 * day, retention_cutoff=None)
+    store.write([doc("keep", "192.0.2.1")], ingested=NOW, retention_cutoff=NOW - 10 * day)  # forgets "old"
+    # the next row may reuse the forgotten row's place in the file: its values must not come back with it
+    store.write([doc("new", "192.0.2.3")], ingested=NOW + timedelta(minutes=5), retention_cutoff=None)
+    assert store.lookup("192.0.2.2", now=NOW) == []
+    assert values(store.lookup("192.0.2.3", now=NOW)) == ["192.0.2.3"]
