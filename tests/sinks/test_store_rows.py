@@ -205,3 +205,28 @@ def test_a_value_of_a_forgotten_row_never_finds_the_row_stored_after_it(store: E
     store.write([doc("new", "192.0.2.3")], ingested=NOW + timedelta(minutes=5), retention_cutoff=None)
     assert store.lookup("192.0.2.2", now=NOW) == []
     assert values(store.lookup("192.0.2.3", now=NOW)) == ["192.0.2.3"]
+
+
+def test_a_store_replaced_while_a_batch_is_written_is_not_confirmed_and_says_so_again(
+    store: EmbeddedStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import misp_ti.sinks.sqlite as sqlite_module
+    from misp_ti.errors import StoreError
+
+    real_keys = sqlite_module.lookup_keys
+
+    def keys_then_replace(document: dict[str, Any]) -> Any:
+        # another program swaps the file while this batch is inside its transaction
+        path = tmp_path / "s.db"
+        path.rename(tmp_path / "moved.db")
+        EmbeddedStore(path).close()
+        monkeypatch.setattr(sqlite_module, "lookup_keys", real_keys)
+        return real_keys(document)
+
+    monkeypatch.setattr(sqlite_module, "lookup_keys", keys_then_replace)
+    with pytest.raises(StoreError, match="was replaced by another file"):
+        store.write([doc("u1", "192.0.2.1")], ingested=NOW, retention_cutoff=None)
+    assert not store.conn.in_transaction  # rolled back, nothing half-written
+    # the next batch gets the same one-line answer, not a SQLite transaction error
+    with pytest.raises(StoreError, match="was replaced by another file"):
+        store.write([doc("u2", "192.0.2.2")], ingested=NOW, retention_cutoff=None)
