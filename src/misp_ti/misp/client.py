@@ -513,7 +513,7 @@ class MispClient:
                 if not isinstance(members, list) or not all(isinstance(a, dict) for a in members):
                     raise _Retryable(f"MISP sent a malformed object at {where}.Object[{o_index}]")
             events.append(event)
-        return events, count, skipped  # type: ignore[return-value]
+        return events, count, skipped
 
 
 def _json_body(response: httpx.Response) -> Any:
