@@ -122,3 +122,104 @@ def test_a_body_that_cannot_be_split_fails_the_cycle_and_the_cursor_stays(
         with pytest.raises(FetchError, match=r"at byte \d+.*cannot be read record by record either"):
             engine.run_once(streams=["threat_attributes"])
     assert engine.state.get_cursor("threat_attributes") is None
+
+
+# --- /events/restSearch: {"response": [{"Event": {...}}, ...]} (MISP's JsonExport for events)
+
+def event(uuid: str, attribute_uuid: str, value: str = "198.51.100.8") -> bytes:
+    attribute = {"uuid": attribute_uuid, "id": "7", "event_id": "1", "type": "ip-dst", "category": "Network activity",
+                 "to_ids": True, "value": value, "timestamp": str(TS), "deleted": False}
+    return orjson.dumps({"Event": {"id": "1", "uuid": uuid, "info": "x", "timestamp": str(TS), "date": "2023-11-14",
+                                   "published": True, "Attribute": [attribute], "Object": []}})
+
+
+EVENT_A = event("0e000000-0000-4000-8000-00000000000a", "0a000000-0000-4000-8000-0000000000a1")
+EVENT_C = event("0e000000-0000-4000-8000-00000000000c", "0a000000-0000-4000-8000-0000000000c1")
+EVENT_SURROGATE = event("0e000000-0000-4000-8000-00000000000b", "0a000000-0000-4000-8000-0000000000b1", "VALUE").replace(
+    b'"VALUE"', b'"evil\\ud800"')
+EVENT_NOT_UTF8 = event("0e000000-0000-4000-8000-00000000000b", "0a000000-0000-4000-8000-0000000000b1", "VALUE").replace(
+    b'"VALUE"', b'"caf\xe9"')
+
+
+def event_page(*events: bytes) -> bytes:
+    return b'{"response": [' + b",".join(events) + b"]}\n"
+
+
+@pytest.mark.parametrize("bad", [EVENT_SURROGATE, EVENT_NOT_UTF8], ids=["surrogate-escape", "raw-latin1-byte"])
+def test_one_bad_event_becomes_a_placeholder_and_the_other_events_are_read(bad: bytes) -> None:
+    items = mock_client(event_page(EVENT_A, bad, EVENT_C)).search("events", {}).items
+    assert [i.get("uuid") for i in items] == ["0e000000-0000-4000-8000-00000000000a", None, "0e000000-0000-4000-8000-00000000000c"]
+    assert items[0]["Attribute"][0]["value"] == "198.51.100.8"  # unwrapped from {"Event": ...} as usual
+    assert lenient.is_unparsed(items[1])
+    assert items[1][lenient.UNPARSED] == bad.decode("utf-8", "backslashreplace")
+
+
+def test_an_empty_event_list_with_a_bad_byte_elsewhere_is_unsplittable_but_a_clean_empty_list_reads() -> None:
+    assert lenient.event_records(b'{"response": [ ]}\n') == []
+    with pytest.raises(lenient.Unsplittable) as info:
+        lenient.event_records(b'{"response": [' + EVENT_A + b"]} \xff")
+    assert info.value.offset == len(b'{"response": [') + len(EVENT_A)
+
+
+@pytest.mark.parametrize(
+    ("body", "offset"),
+    [
+        (event_page(EVENT_A, EVENT_SURROGATE)[:-4], None),  # truncated inside the last event
+        (b'{"response": [' + EVENT_A + b" " + EVENT_C + b"]}", len(b'{"response": [') + len(EVENT_A) + 1),
+        (b'{"response": {"Attribute": [' + EVENT_SURROGATE + b"]}}", 0),  # not the event list's shape
+    ],
+    ids=["truncated", "no-comma", "attribute-shape"],
+)
+def test_an_events_body_that_cannot_be_split_names_the_byte_offset(body: bytes, offset: int | None) -> None:
+    with pytest.raises(FetchError) as info:
+        mock_client(body).search("events", {})
+    message = str(info.value)
+    assert "not JSON (at byte" in message and "cannot be read record by record either" in message
+    assert "\n" not in message
+    if offset is not None:
+        assert f"at byte {offset})" in message
+
+
+def test_the_threat_stream_delivers_the_other_events_and_one_pipeline_error_and_moves_the_cursor(
+    tmp_path: Path, misp_make_engine: Callable[..., Engine]
+) -> None:
+    body = event_page(EVENT_A, EVENT_SURROGATE, EVENT_C)
+
+    def answer(sock: socket.socket) -> None:
+        sock.sendall(head(200, Content_Type="application/json", Content_Length=str(len(body))) + body)
+
+    out = tmp_path / "docs.ndjson"
+    with raw_server(answer) as url:
+        overrides = {
+            "streams": {"threat_attributes": {"enabled": False}, "threat": {"enabled": True, "initial_interval": "36500d"}},
+            "output": {"sinks": ["ndjson"], "ndjson": {"path": str(out)}},
+        }
+        engine = misp_make_engine(config=make_client_config(url, KEY, tmp_path, overrides))
+        [result] = engine.run_once(streams=["threat"])
+    assert result.pipeline_errors == 1
+    docs = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    errors = [d for d in docs if d["event"]["kind"] == "pipeline_error"]
+    assert len(errors) == 1 and errors[0]["event"]["original"] == EVENT_SURROGATE.decode()
+    assert "invalid JSON" in errors[0]["error"]["message"]
+    delivered = sorted(d["misp"]["attribute"]["uuid"] for d in docs if d["event"]["kind"] != "pipeline_error")
+    assert delivered == ["0a000000-0000-4000-8000-0000000000a1", "0a000000-0000-4000-8000-0000000000c1"]
+    # everything on the page was delivered (two documents and the error), so the window is done
+    cursor = engine.state.get_cursor("threat")
+    assert cursor is not None and "last_timestamp" in cursor and "resume_from" not in cursor
+
+
+def test_an_events_body_that_cannot_be_split_fails_the_cycle_and_the_cursor_stays(
+    tmp_path: Path, misp_make_engine: Callable[..., Engine]
+) -> None:
+    body = event_page(EVENT_A, EVENT_SURROGATE, EVENT_C)[:-6]  # cut inside the last event
+
+    def answer(sock: socket.socket) -> None:
+        sock.sendall(head(200, Content_Type="application/json", Content_Length=str(len(body))) + body)
+
+    with raw_server(answer) as url:
+        overrides = {"misp": {"max_retries": 1},
+                     "streams": {"threat_attributes": {"enabled": False}, "threat": {"enabled": True, "initial_interval": "36500d"}}}
+        engine = misp_make_engine(config=make_client_config(url, KEY, tmp_path, overrides))
+        with pytest.raises(FetchError, match=r"at byte \d+.*cannot be read record by record either"):
+            engine.run_once(streams=["threat"])
+    assert engine.state.get_cursor("threat") is None

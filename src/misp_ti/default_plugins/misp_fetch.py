@@ -43,6 +43,7 @@ from misp_ti import hookimpl
 from misp_ti.config import StreamSettings
 from misp_ti.errors import PluginError
 from misp_ti.misp.client import MispClient
+from misp_ti.misp.lenient import is_unparsed
 from misp_ti.misp.paging import WindowReader, row_key
 from misp_ti.model import MISP_REQUEST_OBSERVER, Page, RunContext, StashKey
 from misp_ti.streams import BUILTIN_STREAMS, StreamSpec, one_record, split_event
@@ -171,7 +172,10 @@ def read_stream(stream: str, cursor: Mapping[str, Any] | None, ctx: RunContext) 
         else:
             next_cursor = {"window_start": start, "window_end": end, "resume_from": chunk.safe}
         split = spec.split
-        records = chunk.rows if split is one_record else [record for row in chunk.rows for record in split(row)]
+        # an event MISP sent as invalid JSON stays one record: its pipeline_error
+        records = chunk.rows if split is one_record else [
+            record for row in chunk.rows for record in ((row,) if is_unparsed(row) else split(row))
+        ]
         yield Page(records, next_cursor, {**chunk.stats, "records": len(records)})
 
 

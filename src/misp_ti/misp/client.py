@@ -471,13 +471,13 @@ class MispClient:
         """The validated items and counters of a 200 answer; :class:`_Retryable` if it makes no sense."""
         count = _header_int(response, "X-Result-Count")
         skipped = _header_int(response, "X-Skipped-Elements-Count")
-        if scope == "attributes":
-            try:
-                data = orjson.loads(response.content)
-            except orjson.JSONDecodeError as exc:
-                return _records_one_by_one(response, exc), count, skipped
-        else:
-            data = _json_body(response)
+        try:
+            data = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            records = _records_one_by_one(scope, response, exc)
+            if scope == "attributes":
+                return records, count, skipped
+            data = {"response": records}  # placeholders pass the checks below as they are
         response_part = data.get("response") if isinstance(data, dict) else None
         if scope == "attributes":
             items = response_part.get("Attribute") if isinstance(response_part, dict) else None
@@ -495,6 +495,9 @@ class MispClient:
             raise _Retryable(f'MISP sent JSON without the {{"response": [...]}} event list ({_describe_body(response)})')
         events = []
         for index, item in enumerate(response_part):
+            if lenient.is_unparsed(item):
+                events.append(item)
+                continue
             event = item.get("Event") if isinstance(item, dict) else None
             where = f"response[{index}].Event"
             _check_record(event, where)
@@ -510,7 +513,7 @@ class MispClient:
                 if not isinstance(members, list) or not all(isinstance(a, dict) for a in members):
                     raise _Retryable(f"MISP sent a malformed object at {where}.Object[{o_index}]")
             events.append(event)
-        return events, count, skipped  # type: ignore[return-value]
+        return events, count, skipped
 
 
 def _json_body(response: httpx.Response) -> Any:
@@ -525,11 +528,12 @@ def _not_json(response: httpx.Response, exc: orjson.JSONDecodeError) -> str:
     return f"MISP sent a body that is not JSON (at byte {where}: {str(exc).split(':')[0]}; {_describe_body(response)})"
 
 
-def _records_one_by_one(response: httpx.Response, exc: orjson.JSONDecodeError) -> list[dict[str, Any]]:
-    """The attribute list of a body that is not JSON as a whole, read record by record:
-    a record that does not parse becomes a placeholder (a ``pipeline_error`` later)."""
+def _records_one_by_one(scope: str, response: httpx.Response, exc: orjson.JSONDecodeError) -> list[dict[str, Any]]:
+    """The attribute (or event) list of a body that is not JSON as a whole, read record by
+    record: a record that does not parse becomes a placeholder (a ``pipeline_error`` later)."""
+    split = lenient.attribute_records if scope == "attributes" else lenient.event_records
     try:
-        items = lenient.attribute_records(response.content)
+        items = split(response.content)
     except lenient.Unsplittable as split:
         raise _Retryable(f"{_not_json(response, exc)}; it cannot be read record by record either ({split})") from None
     bad = [item for item in items if lenient.is_unparsed(item)]

@@ -4,7 +4,8 @@ One attribute value with a lone surrogate escape (``"\\ud800"``) or a byte
 that is not UTF-8 makes the whole ``restSearch`` answer invalid JSON; refusing
 the page would block the stream at that record for good. MISP writes the
 attribute list in one fixed shape, ``{"response": {"Attribute": [ ... ]}}``,
-so the list can be cut into its elements by following strings and brackets
+and the event list in another, ``{"response": [{"Event": ...}, ...]}``, so
+either list can be cut into its elements by following strings and brackets
 alone: each element that parses is delivered as usual, each one that does not
 becomes a placeholder record holding its raw text (:data:`UNPARSED`), which
 the transform turns into one ``pipeline_error`` document.
@@ -26,7 +27,9 @@ UNPARSED = "__misp_ti_unparsed__"
 UNPARSED_REASON = "__misp_ti_unparsed_reason__"
 
 _ATTRIBUTE_LIST = re.compile(rb'\s*\{\s*"response"\s*:\s*\{\s*"Attribute"\s*:\s*\[')
-_LIST_END = re.compile(rb"\s*\]\s*\}\s*\}\s*")
+_ATTRIBUTE_LIST_END = re.compile(rb"\s*\]\s*\}\s*\}\s*")
+_EVENT_LIST = re.compile(rb'\s*\{\s*"response"\s*:\s*\[')
+_EVENT_LIST_END = re.compile(rb"\s*\]\s*\}\s*")
 _SPACE = re.compile(rb"\s*")
 #: Outside a string: the next byte that changes the depth or opens a string.
 _STRUCTURAL = re.compile(rb'["{}\[\]]')
@@ -79,37 +82,51 @@ def attribute_records(body: bytes) -> list[dict[str, Any]]:
 
     :raises Unsplittable: the body is not that shape, or ends early.
     """
-    head = _ATTRIBUTE_LIST.match(body)
+    return _elements(body, _ATTRIBUTE_LIST, _ATTRIBUTE_LIST_END, '{"response": {"Attribute": [', "attribute list")
+
+
+def event_records(body: bytes) -> list[dict[str, Any]]:
+    """The elements of ``{"response": [{"Event": {...}}, ...]}``, one by one.
+
+    MISP's JSON export of ``/events/restSearch`` (``JsonExport::header``,
+    ``separator`` and ``footer`` in MISP's app/Lib/Export/JsonExport.php:
+    ``{"response": [``, ``,``, ``]}``; each event is ``JSONConverterTool``'s
+    ``{"Event": ...}``); an element that does not parse (one bad attribute value makes
+    its whole event invalid) becomes a placeholder for the whole event.
+
+    :raises Unsplittable: the body is not that shape, or ends early.
+    """
+    return _elements(body, _EVENT_LIST, _EVENT_LIST_END, '{"response": [', "event list")
+
+
+def _elements(body: bytes, head_pattern: re.Pattern[bytes], end_pattern: re.Pattern[bytes], head_text: str, what: str) -> list[dict[str, Any]]:
+    head = head_pattern.match(body)
     if head is None:
-        raise Unsplittable(0, 'the body does not start with {"response": {"Attribute": [')
+        raise Unsplittable(0, f"the body does not start with {head_text}")
     records: list[dict[str, Any]] = []
     pos = _SPACE.match(body, head.end()).end()  # type: ignore[union-attr]
-    if body[pos:pos + 1] == b"]":
-        end = _LIST_END.match(body, pos)
-        if end is None or end.end() != len(body):
-            raise Unsplittable(pos, "unexpected text after the attribute list")
-        return records
-    while True:
-        if body[pos:pos + 1] != b"{":
-            raise Unsplittable(pos, "expected a record (a JSON object)")
-        stop = _element_end(body, pos)
-        raw = body[pos:stop]
-        try:
-            record = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            record = {UNPARSED: raw.decode("utf-8", "backslashreplace"), UNPARSED_REASON: f"{exc} (record at byte {pos})"}
-        records.append(record)
-        pos = _SPACE.match(body, stop).end()  # type: ignore[union-attr]
-        sep = body[pos:pos + 1]
-        if sep == b",":
+    if body[pos:pos + 1] != b"]":
+        while True:
+            if body[pos:pos + 1] != b"{":
+                raise Unsplittable(pos, "expected a record (a JSON object)")
+            stop = _element_end(body, pos)
+            raw = body[pos:stop]
+            try:
+                record = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                record = {UNPARSED: raw.decode("utf-8", "backslashreplace"), UNPARSED_REASON: f"{exc} (record at byte {pos})"}
+            records.append(record)
+            pos = _SPACE.match(body, stop).end()  # type: ignore[union-attr]
+            sep = body[pos:pos + 1]
+            if sep == b"]":
+                break
+            if sep != b",":
+                raise Unsplittable(pos, "expected ',' or ']' after a record")
             pos = _SPACE.match(body, pos + 1).end()  # type: ignore[union-attr]
-            continue
-        if sep == b"]":
-            end = _LIST_END.match(body, pos)
-            if end is None or end.end() != len(body):
-                raise Unsplittable(pos, "unexpected text after the attribute list")
-            return records
-        raise Unsplittable(pos, "expected ',' or ']' after a record")
+    end = end_pattern.match(body, pos)
+    if end is None or end.end() != len(body):
+        raise Unsplittable(pos, f"unexpected text after the {what}")
+    return records
 
 
 def error_offset(body: bytes, exc: orjson.JSONDecodeError) -> int:

@@ -37,7 +37,11 @@ class FakeBulkCluster:
         self.attempts: dict[str, int] = {}
         self.created: set[str] = set()
         self.requests: list[tuple[str, str, dict[str, str]]] = []
+        #: every ``_bulk`` body received, as its NDJSON lines' JSON objects
+        self.bodies: list[list[dict[str, Any]]] = []
         self.status_for_everything: int | None = None
+        #: ids whose error is a bare string, not Elasticsearch's {"type", "reason"} object
+        self.string_errors: set[str] = set()
         cluster = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -75,6 +79,7 @@ class FakeBulkCluster:
 
     def bulk(self, raw: bytes) -> dict[str, Any]:
         lines = [json.loads(line) for line in raw.splitlines() if line.strip()]
+        self.bodies.append(lines)
         items = []
         for action in lines[0::2]:
             meta = action["create"]
@@ -94,7 +99,7 @@ class FakeBulkCluster:
                 item["result"] = "created"
             else:
                 kind = {400: "document_parsing_exception", 409: "version_conflict_engine_exception", 429: "es_rejected_execution_exception"}.get(status, "internal_server_error")
-                item["error"] = {"type": kind, "reason": f"scripted {status}"}
+                item["error"] = f"scripted {status}" if _id in self.string_errors else {"type": kind, "reason": f"scripted {status}"}
             items.append({"create": item})
         return {"took": 1, "errors": any(i["create"]["status"] >= 300 for i in items), "items": items}
 
@@ -255,3 +260,130 @@ def test_failure_store_items_are_counted_apart_reported_and_dead_lettered(tmp_pa
     assert result.completed
     assert result.failure_stored == {"elasticsearch": 3} and result.delivered == {"elasticsearch": 0}
     assert result.as_dict()["failure_stored"] == {"elasticsearch": 3}
+
+
+# --- what reaches the cluster and the dead-letter file, line by line
+
+
+def sent_pairs(cluster: FakeBulkCluster) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    return [(body[i], body[i + 1]) for body in cluster.bodies for i in range(0, len(body), 2)]
+
+
+@pytest.mark.parametrize("ingested_by", ["server", "client"])
+def test_each_document_is_created_in_its_data_stream_with_its_id_outside_the_source(
+    tmp_path: Path, cluster: FakeBulkCluster, ingested_by: str
+) -> None:
+    config = make_config(tmp_path, cluster.url, namespace="prod", ingested_by=ingested_by)
+    batch = docs(2)
+    batch[0]["event"]["kind"] = "enrichment"
+    batch[1]["data_stream"] = {"type": "logs", "dataset": "mine", "namespace": "x"}  # a plugin's own: kept
+    report = bulk.write(make_client(config.output.elasticsearch), "threat_attributes", batch, config)
+    assert report.delivered == 2
+    pairs = sent_pairs(cluster)
+    assert [header for header, _ in pairs] == [
+        {"create": {"_index": "logs-ti_misp.threat_attributes-prod", "_id": "doc-0"}},
+        {"create": {"_index": "logs-ti_misp.threat_attributes-prod", "_id": "doc-1"}},
+    ]
+    first, second = (source for _, source in pairs)
+    assert "_id" not in first and "_id" not in second
+    assert first["data_stream"] == {"type": "logs", "dataset": "ti_misp.threat_attributes", "namespace": "prod"}
+    assert second["data_stream"] == {"type": "logs", "dataset": "mine", "namespace": "x"}
+    assert first["misp"] == {"attribute": {"uuid": "u-0"}}
+    assert first["event"]["kind"] == "enrichment" and first["event"]["dataset"] == "ti_misp.threat_attributes"
+    if ingested_by == "client":
+        assert first["event"]["ingested"].endswith("Z") and first["event"]["ingested"] == second["event"]["ingested"]
+    else:
+        assert "ingested" not in first["event"]  # the ingest pipeline sets it
+    # the documents handed in are not changed: the other sinks get them as they were
+    assert batch[0] == {"_id": "doc-0", "event": {"dataset": "ti_misp.threat_attributes", "kind": "enrichment"},
+                        "misp": {"attribute": {"uuid": "u-0"}}}
+
+
+def test_dead_letters_go_beside_the_state_file_by_default_with_everything_to_replay_them(
+    tmp_path: Path, cluster: FakeBulkCluster
+) -> None:
+    config = build_config(
+        {
+            "output": {
+                "sinks": ["elasticsearch"], "sqlite": {"path": str(tmp_path / "state.db")},
+                "elasticsearch": {"hosts": [cluster.url], "api_key": API_KEY, "max_retries": 0},
+            },
+            "plugins": {"entrypoints": False},
+        },
+        source="test",
+    )
+    cluster.script = lambda _id, attempt: 400 if _id in ("doc-0", "doc-2") else 201
+    client = make_client(config.output.elasticsearch)
+    report = bulk.write(client, "threat_attributes", docs(3), config)
+    assert (report.delivered, report.dead_lettered) == (1, 2)
+    path = tmp_path / "state.dead-letter.ndjson"
+    assert bulk.dead_letter_path(config) == path
+    first = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["_id"] for r in first] == ["doc-0", "doc-2"]
+    record = first[1]
+    assert record["sink"] == "elasticsearch" and record["stream"] == "threat_attributes"
+    assert record["index"] == "logs-ti_misp.threat_attributes-default" and record["status"] == 400
+    assert record["reason"] == {"type": "document_parsing_exception", "reason": "scripted 400"}
+    assert record["doc"]["misp"] == {"attribute": {"uuid": "u-2"}} and "_id" not in record["doc"]
+    assert record["time"].endswith("Z")
+    # a second failing batch appends: the first records stay
+    cluster.script = lambda _id, attempt: 400
+    bulk.write(client, "threat_attributes", [{**docs(1)[0], "_id": "doc-9"}], config)
+    assert [json.loads(line)["_id"] for line in path.read_text().splitlines()] == ["doc-0", "doc-2", "doc-9"]
+
+
+def test_two_rejected_documents_with_one_id_each_keep_their_own_source(tmp_path: Path, cluster: FakeBulkCluster) -> None:
+    config = make_config(tmp_path, cluster.url)
+    batch = [{**doc, "_id": "same"} for doc in docs(2)]
+    cluster.script = lambda _id, attempt: 400
+    report = bulk.write(make_client(config.output.elasticsearch), "threat_attributes", batch, config)
+    assert report.dead_lettered == 2
+    dead = [json.loads(line) for line in (tmp_path / "dead.ndjson").read_text().splitlines()]
+    assert [r["doc"]["misp"]["attribute"]["uuid"] for r in dead] == ["u-0", "u-1"]
+
+
+def test_the_failure_summary_counts_each_status_and_the_retries(tmp_path: Path, cluster: FakeBulkCluster) -> None:
+    statuses = {"doc-1": 503, "doc-2": 500, "doc-3": 503}
+    cluster.script = lambda _id, attempt: statuses.get(_id, 201)
+    config = make_config(tmp_path, cluster.url, max_retries=1)
+    with pytest.raises(SinkError) as caught:
+        bulk.write(make_client(config.output.elasticsearch), "threat_attributes", docs(5), config)
+    assert str(caught.value) == (
+        "Elasticsearch did not accept 3 of 5 threat_attributes documents after 1 retries "
+        "(1 x HTTP 500, 2 x HTTP 503); cursor kept"
+    )
+    assert not (tmp_path / "dead.ndjson").exists()  # retryable failures are never dead-lettered
+
+
+def test_a_dead_letter_file_that_cannot_be_written_fails_the_batch(tmp_path: Path, cluster: FakeBulkCluster) -> None:
+    (tmp_path / "blocker").write_text("a file where the dead-letter directory should be")
+    config = make_config(tmp_path, cluster.url, max_retries=0)
+    config = config.model_copy(update={"output": config.output.model_copy(update={"dead_letter_path": tmp_path / "blocker" / "dead.ndjson"})})
+    cluster.script = lambda _id, attempt: 400
+    with pytest.raises(SinkError, match=r"^cannot write the dead-letter file .*blocker/dead\.ndjson: "):
+        bulk.write(make_client(config.output.elasticsearch), "threat_attributes", docs(1), config)
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("beats", "pipeline=logs-ti_misp.threat_attributes-1.0"), ("ecs", None)])
+def test_the_beats_pipeline_is_asked_for_in_beats_mode_only(
+    tmp_path: Path, cluster: FakeBulkCluster, mode: str, expected: str | None
+) -> None:
+    config = make_config(tmp_path, cluster.url, mode=mode, beats_pipeline="logs-ti_misp.threat_attributes-1.0")
+    batch = [{**doc, "event": {**doc["event"], "original": "{}"}} for doc in docs(2)]
+    assert bulk.write(make_client(config.output.elasticsearch), "threat_attributes", batch, config).delivered == 2
+    queries = [path.partition("?")[2] for _, path, _ in cluster.requests if path.startswith("/_bulk")]
+    assert queries and all((expected in q) if expected else "pipeline" not in q for q in queries)
+    if mode == "beats":
+        assert bulk.bulk_params(config) == {"pipeline": "logs-ti_misp.threat_attributes-1.0"}
+        [(_, source), _] = sent_pairs(cluster)
+        assert source["message"] == "{}" and source["data_stream"]["dataset"] == "ti_misp.threat_attributes"
+
+
+def test_a_rejection_without_an_error_object_is_dead_lettered_with_its_text(tmp_path: Path, cluster: FakeBulkCluster) -> None:
+    config = make_config(tmp_path, cluster.url)
+    config = config.model_copy(update={"output": config.output.model_copy(update={"dead_letter_path": tmp_path / "new" / "dir" / "dead.ndjson"})})
+    cluster.script = lambda _id, attempt: 400
+    cluster.string_errors = {"doc-0"}
+    assert bulk.write(make_client(config.output.elasticsearch), "threat_attributes", docs(1), config).dead_lettered == 1
+    [record] = [json.loads(line) for line in (tmp_path / "new" / "dir" / "dead.ndjson").read_text().splitlines()]
+    assert record["reason"] == {"reason": "scripted 400"}  # and the missing directories were made
