@@ -192,15 +192,15 @@ def test_metrics_move_during_a_real_run(misp_server: MispServerFactory, tmp_path
             health = json.loads(answer.read())
         code, _ = service.stop(signal.SIGTERM)
     assert code == 0, service.stderr
-    completed = f'misp_ti_cycles_total{{outcome="completed",stream="{STREAM}"}}'
+    completed = f'misp_ti_cycles_total{{outcome="completed",source="default",stream="{STREAM}"}}'
     assert first[completed] >= 1 and second[completed] > first[completed]
     requests = 'misp_ti_misp_requests_total{status="200"}'
     assert second[requests] > first[requests] > 0
-    assert first[f'misp_ti_records_total{{stream="{STREAM}"}}'] > 0
-    assert first[f'misp_ti_documents_total{{stream="{STREAM}"}}'] > 0
+    assert first[f'misp_ti_records_total{{source="default",stream="{STREAM}"}}'] > 0
+    assert first[f'misp_ti_documents_total{{source="default",stream="{STREAM}"}}'] > 0
     assert first['misp_ti_sink_documents_total{result="delivered",sink="sqlite"}'] > 0
-    assert second[f'misp_ti_last_success_timestamp_seconds{{stream="{STREAM}"}}'] > 0
-    assert f'misp_ti_cursor_lag_seconds{{stream="{STREAM}"}}' in second
+    assert second[f'misp_ti_last_success_timestamp_seconds{{source="default",stream="{STREAM}"}}'] > 0
+    assert f'misp_ti_cursor_lag_seconds{{source="default",stream="{STREAM}"}}' in second
     assert second["misp_ti_misp_request_seconds_count"] > 0
     assert health["status"] == "healthy" and health["code"] == 0
 

@@ -26,11 +26,13 @@ Cursor format (JSON, persisted by the engine):
   delivered. A resumed cycle (same ``ctx.now``) continues at ``t``; a
   checkpoint from another window is read as ``last_timestamp = t``.
 
-One :class:`~misp_ti.misp.client.MispClient` per engine, under
-:data:`CLIENT` in ``ctx.stash`` (:func:`client`), serves every MISP request
-(the decay-model's index reads too). A test injects one with a mock
-transport before the first cycle: ``engine.stash[misp_fetch.CLIENT] =
-MispClient(config.misp, transport=httpx.MockTransport(handler))``.
+One :class:`~misp_ti.misp.client.MispClient` per engine and MISP source
+(``ctx.config.source``, a ``[misp.<name>]`` table or ``default``), in
+``ctx.stash`` under :func:`client_key` (:data:`CLIENT` for ``default``),
+serves every MISP request of that source (the decay-model's index reads
+too). A test injects one with a mock transport before the first cycle:
+``engine.stash[misp_fetch.CLIENT] = MispClient(config.misp,
+transport=httpx.MockTransport(handler))``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from typing import Any
 
 from misp_ti import hookimpl
 from misp_ti.config import StreamSettings
+from misp_ti.config.sources import DEFAULT_SOURCE
 from misp_ti.errors import PluginError
 from misp_ti.misp.client import MispClient
 from misp_ti.misp.paging import WindowReader, row_key
@@ -48,7 +51,7 @@ from misp_ti.model import MISP_REQUEST_OBSERVER, Page, RunContext, StashKey
 from misp_ti.streams import BUILTIN_STREAMS, StreamSpec, one_record, split_event
 from misp_ti.timeutil import epoch_text
 
-__all__ = ["CLIENT", "MISP_TI_STREAMS", "client", "fetch", "plan_window", "read_stream", "request_body", "split_event"]
+__all__ = ["CLIENT", "MISP_TI_STREAMS", "client", "client_key", "fetch", "plan_window", "read_stream", "request_body", "split_event"]
 
 log = logging.getLogger("misp_ti.misp_fetch")
 
@@ -66,10 +69,22 @@ OFFSET_RUNS = True
 _PROBE_END = 4_102_444_800
 
 
+#: ``source -> key`` of the named sources' clients (keys compare by identity).
+_SOURCE_CLIENTS: dict[str, StashKey[MispClient]] = {}
+
+
+def client_key(source: str) -> StashKey[MispClient]:
+    """Where the client of the MISP ``source`` lives in ``ctx.stash``."""
+    if source == DEFAULT_SOURCE:
+        return CLIENT
+    return _SOURCE_CLIENTS.setdefault(source, StashKey(f"misp_fetch.client[{source}]"))
+
+
 def client(ctx: RunContext) -> MispClient:
-    """The engine's MISP client, created from ``misp`` settings on first use."""
+    """The MISP client of the context's source, created from its ``misp`` settings on first use."""
     return ctx.stash.get_or_create(
-        CLIENT, lambda: MispClient(ctx.config.misp, observer=ctx.stash.get(MISP_REQUEST_OBSERVER, None))
+        client_key(getattr(ctx.config, "source", DEFAULT_SOURCE)),
+        lambda: MispClient(ctx.config.misp, observer=ctx.stash.get(MISP_REQUEST_OBSERVER, None)),
     )
 
 
