@@ -308,10 +308,12 @@ class Engine:
 
     def context(
         self, *, now: datetime | None = None, refetch: bool = False, dry_run: bool = False, check: bool = False,
-        source: str = DEFAULT_SOURCE,
+        source: str | None = None,
     ) -> RunContext:
+        """A context for ``source``'s cycles; without one, the whole config
+        (provisioning, dry-run requests: nothing that talks to one MISP)."""
         return RunContext(
-            config=self.source_config(source),
+            config=self.config if source is None else self.source_config(source),
             now=now or self.clock(),
             state=self._state if dry_run or check else self.state,
             refetch=refetch,

@@ -406,21 +406,14 @@ class StateStore:
         """Forget the cursor, any in-progress cycle and schedules of ``(source, stream)``."""
         self._write(_forget(source, stream))
 
-    def rewind(
-        self, stream: str, cursor: Mapping[str, Any] | None, *, now: datetime, source: str = DEFAULT_SOURCE,
-        bind_url: str | None = None,
-    ) -> None:
-        """``misp-ti reset``: in one transaction, drop ``(source, stream)``'s
-        in-progress cycle and refetch schedule and set its cursor to
-        ``cursor`` (``None``: no cursor, the next cycle reads the initial
-        interval); with ``bind_url``, record it as the source's MISP."""
+    def rewind(self, stream: str, cursor: Mapping[str, Any] | None, *, now: datetime, source: str = DEFAULT_SOURCE) -> None:
+        """``misp-ti reset``, in one transaction: drop ``(source, stream)``'s
+        in-progress cycle and set its cursor to ``cursor``; ``None``: no
+        cursor and no schedules, the next cycle reads the initial interval."""
         statements = _forget(source, stream)
         if cursor is not None:
+            statements = [s for s in statements if "misp_ti_schedule" not in s[0]]  # a refetch keeps its turn
             statements.append(_cursor_upsert(source, stream, cursor, now))
-        if bind_url is not None:
-            statements.append((
-                "INSERT OR REPLACE INTO misp_ti_source (source, url, bound_at) VALUES (?, ?, ?)", (source, bind_url, _ts(now))
-            ))
         self._write(statements)
 
     def has_history(self) -> bool:

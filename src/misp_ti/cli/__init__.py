@@ -26,7 +26,9 @@ from misp_ti.config.reference import render_reference
 from misp_ti.errors import ConfigError, MispTiError
 from misp_ti.timeutil import parse_iso
 
-COMMAND_MODULES = ("misp_ti.cli.lookup", "misp_ti.cli.transform", "misp_ti.cli.simulator", "misp_ti.cli.demo", "misp_ti.cli.status")
+COMMAND_MODULES = (
+    "misp_ti.cli.lookup", "misp_ti.cli.transform", "misp_ti.cli.simulator", "misp_ti.cli.demo", "misp_ti.cli.status", "misp_ti.cli.reset",
+)
 
 
 def _echo_warnings(caught: list[warnings.WarningMessage]) -> None:

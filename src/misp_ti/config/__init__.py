@@ -913,7 +913,7 @@ def _allowed_keys(loc: tuple[Any, ...], root: type[BaseModel]) -> list[str]:
 def build_config(data: dict[str, Any], *, source: str = "config", variables: dict[tuple[str, ...], str] | None = None) -> Config:
     """Validate ``data``; ``variables`` (from :func:`env_variables`) makes an
     error on a key an environment variable set name that variable."""
-    from misp_ti.config.sources import split_sources, validate_sources
+    from misp_ti.config.sources import SourceErrors, split_sources, validate_sources
 
     variables = variables or {}
     try:
@@ -923,8 +923,8 @@ def build_config(data: dict[str, Any], *, source: str = "config", variables: dic
             config._named = validate_sources(named, data.get("misp", {}), data.get("streams", {}))
             config.misp = next(iter(config._named.values())).misp  # for code that knows one MISP
         return config
-    except ValidationError as exc:
-        lines = [_describe_error(err, data) for err in exc.errors()]
+    except (ValidationError, SourceErrors) as exc:
+        lines = exc.lines if isinstance(exc, SourceErrors) else [_describe_error(err, data) for err in exc.errors()]
         named = [name_variable(line, variables) for line in lines]
         if all(a != b for a, b in zip(lines, named, strict=True)):
             source = "environment override" + ("s" if len(named) > 1 else "")  # the file is not at fault

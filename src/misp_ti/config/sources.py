@@ -39,6 +39,14 @@ WHICH_MISP = ("url", "api_key", "api_key_file")
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 
+class SourceErrors(ValueError):
+    """Bad keys in ``[misp.<name>]`` tables: one line each (``misp.<name>.<key>: ...``)."""
+
+    def __init__(self, lines: list[str]):
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
 class NamedSource:
     """One ``[misp.<name>]`` table, validated: its MISP settings and its streams."""
 
@@ -83,7 +91,7 @@ def validate_sources(
     named: dict[str, dict[str, Any]], shared: dict[str, Any], streams: dict[str, Any]
 ) -> dict[str, NamedSource]:
     """Each named table over the shared ``[misp]`` keys, and its streams over
-    ``[streams]``; one line per bad key, named ``misp.<name>.<key>``."""
+    ``[streams]``; :class:`SourceErrors`: one line per bad key, named ``misp.<name>.<key>``."""
     from misp_ti.config import MispSettings, Streams, _describe_error, merge_settings
 
     sources: dict[str, NamedSource] = {}
@@ -112,7 +120,7 @@ def validate_sources(
             raise ConfigError(_relocate(str(exc), "streams.", f"misp.{name}.streams.")) from None
         sources[name] = NamedSource(name, misp, source_streams)
     if lines:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+        raise SourceErrors(lines)
     return sources
 
 
