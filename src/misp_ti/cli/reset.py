@@ -16,6 +16,7 @@ import click
 
 from misp_ti.cli import IsoTime, Obj, handle_errors
 from misp_ti.errors import ConfigError
+from misp_ti.timeutil import epoch_text
 
 
 @click.command("reset")
@@ -35,11 +36,15 @@ def command(obj: Obj, sources: tuple[str, ...], streams: tuple[str, ...], since:
     from misp_ti.cycle_report import cursor_time
     from misp_ti.engine import cycle_label
     from misp_ti.service.runner import public_url, state_lock
-    from misp_ti.timeutil import iso, utcnow
+    from misp_ti.timeutil import utcnow
 
     if since is not None and forget:
         raise ConfigError("reset: --since and --all exclude each other (--all forgets the cursor, --since sets it)")
     now = utcnow()
+
+    def iso(when: datetime) -> str:  # whole seconds, as the cursors and the logs speak
+        return epoch_text(int(when.timestamp()))
+
     if since is not None and since > now:
         raise ConfigError(f"reset --since {iso(since)}: in the future; a cursor ahead of now would skip what MISP gets meanwhile")
     config = obj.config()
