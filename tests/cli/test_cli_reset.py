@@ -99,3 +99,16 @@ def test_a_config_pointing_at_another_misps_state_is_refused_until_reset(misp_se
     assert code == 0, err
     assert f"default: MISP {first.url} -> {other.url}" in out
     assert once(config)["records"] == len(list(other_data.attributes()))
+
+
+def test_config_check_names_the_source_without_a_key(tmp_path: Path) -> None:
+    path = tmp_path / "two.toml"
+    path.write_text(
+        '[misp.ours]\nurl = "https://misp.example.net"\napi_key = "0123456789abcdef"\n'
+        '[misp.partner]\nurl = "https://partner.example.net"\n[plugins]\nentrypoints = false\n'
+    )
+    path.chmod(0o600)
+    code, _, err = invoke("config", "check", "--config", str(path))
+    assert code == 2, err
+    assert "misp.partner.api_key: not set" in err and "MISP_TI_MISP__PARTNER__API_KEY" in err
+    assert "misp.ours" not in err

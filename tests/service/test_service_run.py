@@ -55,7 +55,8 @@ def test_a_stop_signal_ends_any_wait_within_two_seconds_cursor_intact(
     assert before is not None
 
     options, extra, waiting_line = WAITS[wait]
-    bad = misp_server(**options)
+    good.stop()  # the same MISP (the state is bound to its URL), now answering late or never well
+    bad = misp_server(port=good.port, **options)
     arrived = __import__("threading").Event()
     bad.on_request(lambda info: arrived.set())
     env = service_env(bad.url, misp_server.api_key, tmp_path, MISP_TI_MISP__MAX_RETRIES="5", **extra)
@@ -119,7 +120,8 @@ def test_status_after_a_failed_then_a_good_cycle(misp_server: MispServerFactory,
     missing = misp_ti(["status", "--json"], env_good)
     assert missing.returncode == 2 and json.loads(missing.stdout)["health"] == "unusable"
 
-    broken = misp_server(faults="503:1")
+    good.stop()  # the same MISP (the state is bound to its URL) fails for a while, then recovers
+    broken = misp_server(faults="503:1", port=good.port)
     env_bad = service_env(broken.url, misp_server.api_key, tmp_path, MISP_TI_MISP__MAX_RETRIES="0")
     failed = misp_ti(["once"], env_bad)
     assert failed.returncode == 1, failed.stderr
@@ -133,6 +135,8 @@ def test_status_after_a_failed_then_a_good_cycle(misp_server: MispServerFactory,
     assert misp_ti(["once"], env_bad).returncode == 1
     assert status(env_bad)[1]["streams"][STREAM]["last_failed"]["failures_in_row"] == 2
 
+    broken.stop()
+    misp_server(port=good.port)
     done = misp_ti(["once"], env_good)
     assert done.returncode == 0, done.stderr
     code, report = status(env_good)
