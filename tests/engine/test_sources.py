@@ -168,3 +168,39 @@ PRAGMA user_version = 2;
     assert columns[0] == "source"
     state.close()
     assert os.path.getsize(path) > 0
+
+
+def test_the_same_attribute_from_two_synced_servers_is_one_latest_row(misp_server: Any, misp_clock: Any, tmp_path: Path) -> None:
+    ours = misp_server()
+    partner = misp_server(misp_server.dataset)  # a sync pair: the same uuids on both
+    config = two_source_config(tmp_path, ours.url, partner.url)
+    engine = Engine(config, clock=misp_clock)
+    results = engine.run_once()
+    engine.close()
+    count = sum(1 for _ in misp_server.dataset.attributes())
+    assert [r.records for r in results] == [count, count]
+    store = EmbeddedStore(tmp_path / "store.db", readonly=True)
+    try:
+        # the history keeps both copies: a named source's ids include its name
+        ids = store.conn.execute("SELECT count(*), count(DISTINCT id), count(DISTINCT uuid) FROM source").fetchone()
+        assert ids == (2 * count, 2 * count, count)
+        # the latest view: one row per uuid, the copy delivered last (partner comes second in the config)
+        assert store.conn.execute("SELECT count(*) FROM latest").fetchone()[0] == count
+        from misp_ti.sinks.sqlite import decode_doc
+
+        winners = {decode_doc(row[0])["labels"]["misp_source"] for row in store.conn.execute("SELECT doc FROM latest")}
+        assert winners == {"partner"}
+    finally:
+        store.close()
+
+
+def test_the_single_misp_table_writes_no_source_label(misp_engine: Engine, tmp_path: Path) -> None:
+    misp_engine.run_once()
+    store = EmbeddedStore(tmp_path / "misp-ti.db", readonly=True)
+    try:
+        from misp_ti.sinks.sqlite import decode_doc
+
+        docs = [decode_doc(row[0]) for row in store.conn.execute("SELECT doc FROM latest")]
+    finally:
+        store.close()
+    assert docs and all("misp_source" not in doc.get("labels", {}) for doc in docs)
