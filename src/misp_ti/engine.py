@@ -560,7 +560,7 @@ class Engine:
         self, *, streams: Iterable[str] | None = None, sources: Iterable[str] | None = None, dry_run: bool = False
     ) -> list[CycleResult]:
         """One cycle for each enabled stream of each source (an interrupted one is resumed first)."""
-        results = []
+        results: list[CycleResult] = []
         chosen = list(streams or ())
         for stream in chosen:
             self.streams.require(stream, "--stream")

@@ -26,8 +26,14 @@ from typing import Any
 import orjson
 
 from misp_ti.errors import MispTiError
-
-from misp_ti.state_schema import BASE_SCHEMA, DEFAULT_SOURCE, MIGRATIONS, SCHEMA_VERSION, legacy_views, statements
+from misp_ti.state_schema import (
+    BASE_SCHEMA,
+    DEFAULT_SOURCE,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    legacy_views,
+    statements,
+)
 
 __all__ = [
     "DEFAULT_SOURCE", "MIGRATIONS", "SCHEMA_VERSION", "Cycle", "CycleOutcome", "SourceBinding",
@@ -352,7 +358,10 @@ class StateStore:
             "FROM misp_ti_cycle_log WHERE source = ? AND stream = ?",
             (source, stream),
         ).fetchall()
-        return {row[0]: CycleOutcome(stream, row[0], _dt(row[1]), *row[2:], source=source) for row in rows}
+        return {
+            outcome: CycleOutcome(stream, outcome, _dt(at), records, documents, errors, dead, error, in_row, source)
+            for outcome, at, records, documents, errors, dead, error, in_row in rows
+        }
 
     def _has_table(self, name: str) -> bool:
         row = self._conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()

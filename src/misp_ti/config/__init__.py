@@ -917,10 +917,10 @@ def build_config(data: dict[str, Any], *, source: str = "config", variables: dic
 
     variables = variables or {}
     try:
-        data, named = split_sources(data)
+        data, tables = split_sources(data)
         config = Config.model_validate(data)
-        if named:
-            config._named = validate_sources(named, data.get("misp", {}), data.get("streams", {}))
+        if tables:
+            config._named = validate_sources(tables, data.get("misp", {}), data.get("streams", {}))
             config.misp = next(iter(config._named.values())).misp  # for code that knows one MISP
         return config
     except (ValidationError, SourceErrors) as exc:
