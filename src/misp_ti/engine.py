@@ -7,6 +7,12 @@ confirm. A cycle interrupted by a crash, a stop request or an error stays
 recorded as *in progress* and is resumed (same window, same ingest time)
 on the next start, so its documents are reproduced identically and the
 latest view ends as if nothing had happened.
+
+Each MISP source (``[misp.<name>]``, or the single ``[misp]`` as ``default``)
+has its own cursor, cycle and refetch schedule per stream: one engine polls
+every ``(source, stream)`` in turn, each cycle with the source's view of the
+config (:meth:`~misp_ti.config.Config.for_source`). A state file remembers
+the MISP URL of each source and refuses another one (:meth:`Engine.check_sources`).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any, Protocol
 import pluggy
 
 from misp_ti.config import Config
+from misp_ti.config.sources import DEFAULT_SOURCE
 from misp_ti.cycle_report import PipelineErrorLog, cursor_time
 from misp_ti.dispatch import first_result_caller
 from misp_ti.ecs import error_document, is_pipeline_error, options_for
@@ -73,6 +80,7 @@ class _NoProgress:
 class CycleResult:
     stream: str
     now: datetime
+    source: str = DEFAULT_SOURCE
     refetch: bool = False
     resumed: bool = False
     completed: bool = False
@@ -88,6 +96,7 @@ class CycleResult:
     def as_dict(self) -> dict[str, Any]:
         return {
             "stream": self.stream,
+            "source": self.source,
             "now": iso(self.now),
             "refetch": self.refetch,
             "resumed": self.resumed,
@@ -108,6 +117,29 @@ def _fold_id(base: str, decayed: bool, decayed_at: str) -> str:
     # moves decayed_at must produce a new document (a same-id create would be
     # ignored as a replay), while a replay of the same cycle reproduces it.
     return hashlib.blake2b(f"{base}\0{int(decayed)}\0{decayed_at}".encode(), digest_size=16).hexdigest()
+
+
+def _label_source(doc: dict[str, Any], source: str) -> None:
+    """Say which ``[misp.<name>]`` source ``doc`` came from (``labels.misp_source``).
+
+    The source is part of a named source's document ids: the same attribute
+    (same uuid, same timestamps) read from two synced servers gives two
+    documents, so the second is not dropped as a replay of the first. The
+    ``default`` source keeps the ids it always had (existing indices, stores).
+    """
+    labels = doc.get("labels")
+    doc["labels"] = {**labels, "misp_source": source} if isinstance(labels, dict) else {"misp_source": source}
+    if source != DEFAULT_SOURCE and isinstance(doc.get("_id"), str):
+        doc["_id"] = hashlib.blake2b(f"{doc['_id']}\0{source}".encode(), digest_size=16).hexdigest()
+
+
+class SourceBindingError(ConfigError):
+    """The state holds the cursors of another MISP than the config's (exit 2)."""
+
+
+def cycle_label(source: str, stream: str) -> str:
+    """``stream`` for the single ``[misp]``, ``source/stream`` otherwise (progress, logs)."""
+    return stream if source == DEFAULT_SOURCE else f"{source}/{stream}"
 
 
 class Prefetch:
@@ -214,6 +246,9 @@ class Engine:
             self.stash[MISP_REQUEST_OBSERVER] = metrics.on_misp_request
         self._error_log = PipelineErrorLog()
         self._provisioned = False
+        #: Each source's view of the config (``default``: the whole config).
+        self.sources: dict[str, Config] = {name: config.for_source(name) for name in config.source_names()}
+        self._sources_checked = False
         self.expiry_policy: ExpiryPolicy = self.check_plugins()
         self._warn_at_start()
 
@@ -245,13 +280,16 @@ class Engine:
                 f"expiry.policy: unknown policy {self.config.expiry.policy!r}; "
                 f"available: {', '.join(sorted(policies)) or 'none'}"
             )
-        self.config.streams.bind(self.streams)
-        for name in self.config.streams.enabled():
-            if name not in self.streams:
-                raise ConfigError(
-                    f"streams.{name}: enabled, but no plugin declares this stream (a plugin replacing misp_fetch "
-                    f"declares misp_ti.streams.BUILTIN_STREAMS again); declared: {', '.join(self.streams) or 'none'}"
-                )
+        views = getattr(self, "sources", None) or {DEFAULT_SOURCE: self.config}
+        for source, view in views.items():
+            view.streams.bind(self.streams)
+            where = "streams" if view is self.config else f"misp.{source}.streams"
+            for name in view.streams.enabled():
+                if name not in self.streams:
+                    raise ConfigError(
+                        f"{where}.{name}: enabled, but no plugin declares this stream (a plugin replacing misp_fetch "
+                        f"declares misp_ti.streams.BUILTIN_STREAMS again); declared: {', '.join(self.streams) or 'none'}"
+                    )
         policy: ExpiryPolicy = policies[self.config.expiry.policy][1]
         return policy
 
@@ -269,9 +307,14 @@ class Engine:
         selected policy declares; ``None``: never."""
         return self.expiry_policy.refetch_interval(self.config.expiry)
 
-    def context(self, *, now: datetime | None = None, refetch: bool = False, dry_run: bool = False, check: bool = False) -> RunContext:
+    def context(
+        self, *, now: datetime | None = None, refetch: bool = False, dry_run: bool = False, check: bool = False,
+        source: str | None = None,
+    ) -> RunContext:
+        """A context for ``source``'s cycles; without one, the whole config
+        (provisioning, dry-run requests: nothing that talks to one MISP)."""
         return RunContext(
-            config=self.config,
+            config=self.config if source is None else self.source_config(source),
             now=now or self.clock(),
             state=self._state if dry_run or check else self.state,
             refetch=refetch,
@@ -280,6 +323,32 @@ class Engine:
             streams=self.streams,
             stash=self.stash,
         )
+
+    def source_config(self, source: str) -> Config:
+        """The config as ``source`` sees it; exit 2 naming the sources there are."""
+        view = self.sources.get(source)
+        if view is None:
+            view = self.config.for_source(source)  # raises the one-line error
+        return view
+
+    def check_sources(self) -> None:
+        """Refuse a source whose cursors the state records for another MISP
+        URL (compared without user-info, query or fragment); record the URL of
+        a source seen for the first time. ``misp-ti reset`` rebinds."""
+        from misp_ti.service.runner import public_url
+
+        for source, view in self.sources.items():
+            url = public_url(view.misp.url)
+            bound = self.state.binding(source)
+            if bound is None:
+                self.state.bind(source, url, now=utcnow())  # when, for people: not the cycle clock
+            elif bound.url != url:
+                raise SourceBindingError(
+                    f"source {source}: the state {self.config.state_path()} holds the cursors of {bound.url}, "
+                    f"not of {url}; run `misp-ti reset --source {source}` to bind it to {url} "
+                    "(add --all to read its initial interval again), or use another state.path"
+                )
+        self._sources_checked = True
 
     def provision(self, *, dry_run: bool = False, check: bool = False) -> list[dict[str, Any]]:
         """Let every sink install what it needs; with ``check``, only report
@@ -323,34 +392,37 @@ class Engine:
 
     # cycles ----------------------------------------------------------------
 
-    def refetch_due(self, stream: str, now: datetime) -> bool:
+    def refetch_due(self, stream: str, now: datetime, *, source: str = DEFAULT_SOURCE) -> bool:
         interval = self.refetch_interval
         if interval is None:
             return False
-        last = self.state.last_run(stream, REFETCH_SCHEDULE)
+        last = self.state.last_run(stream, REFETCH_SCHEDULE, source=source)
         return last is None or now >= last + interval
 
-    def _start(self, stream: str, *, dry_run: bool) -> tuple[Cycle, bool]:
+    def _start(self, stream: str, *, source: str, dry_run: bool) -> tuple[Cycle, bool]:
         if dry_run:
             now = self.clock()
-            cursor = self._state.get_cursor(stream) if self._state else None
-            return Cycle(stream, now, False, cursor, None), False
-        pending = self.state.in_progress(stream)
+            cursor = self._state.get_cursor(stream, source=source) if self._state else None
+            return Cycle(stream, now, False, cursor, None, source), False
+        pending = self.state.in_progress(stream, source=source)
         if pending is not None:
             return pending, True
         now = self.clock()
-        refetch = self.refetch_due(stream, now)
-        cursor = None if refetch else self.state.get_cursor(stream)
-        return self.state.begin_cycle(stream, now=now, refetch=refetch, start_cursor=cursor), False
+        refetch = self.refetch_due(stream, now, source=source)
+        cursor = None if refetch else self.state.get_cursor(stream, source=source)
+        return self.state.begin_cycle(stream, now=now, refetch=refetch, start_cursor=cursor, source=source), False
 
-    def run_cycle(self, stream: str, *, dry_run: bool = False) -> CycleResult:
-        """Run (or resume) one poll cycle of ``stream``."""
+    def run_cycle(self, stream: str, *, source: str = DEFAULT_SOURCE, dry_run: bool = False) -> CycleResult:
+        """Run (or resume) one poll cycle of ``source``'s ``stream``."""
+        self.source_config(source)
+        if not dry_run and not self._sources_checked:
+            self.check_sources()
         if not dry_run and not self._provisioned:
             self.provision()
         started = time.monotonic()
-        cycle, resumed = self._start(stream, dry_run=dry_run)
-        ctx = self.context(now=cycle.started_at, refetch=cycle.refetch, dry_run=dry_run)
-        result = CycleResult(stream, cycle.started_at, refetch=cycle.refetch, resumed=resumed)
+        cycle, resumed = self._start(stream, source=source, dry_run=dry_run)
+        ctx = self.context(now=cycle.started_at, refetch=cycle.refetch, dry_run=dry_run, source=source)
+        result = CycleResult(stream, cycle.started_at, source=source, refetch=cycle.refetch, resumed=resumed)
         self._cancel = ctx.cancelled
         if self.stop_requested:
             ctx.cancelled.set()
@@ -358,20 +430,21 @@ class Engine:
             self._run_pages(stream, cycle, ctx, result, resumed=resumed, dry_run=dry_run)
         except Exception as exc:
             if not dry_run:
-                self._record_failure(stream, exc)
+                self._record_failure(stream, exc, source=source)
             raise
         finally:
             self._cancel = None
         result.seconds = time.monotonic() - started
         if not dry_run:
             self._record_result(stream, result)
-        self.progress.cycle_finished(stream, result)
+        self.progress.cycle_finished(cycle_label(source, stream), result)
         return result
 
     def _run_pages(self, stream: str, cycle: Cycle, ctx: RunContext, result: CycleResult, *, resumed: bool, dry_run: bool) -> None:
-        self.progress.cycle_started(stream, refetch=cycle.refetch, resumed=resumed)
+        label = cycle_label(cycle.source, stream)
+        self.progress.cycle_started(label, refetch=cycle.refetch, resumed=resumed)
         if resumed:
-            log.info("resuming the interrupted %s cycle of %s", stream, iso(cycle.started_at))
+            log.info("resuming the interrupted %s cycle of %s", label, iso(cycle.started_at))
         pages = self.pm.hook.fetch(stream=stream, cursor=cycle.resume_cursor, ctx=ctx)
         if pages is None:
             raise PluginError(f"no fetch plugin serves the stream {stream!r}")
@@ -383,17 +456,17 @@ class Engine:
                 if page.cursor is not None:
                     last_cursor = page.cursor
                     if not dry_run:
-                        self.state.save_checkpoint(stream, page.cursor)
+                        self.state.save_checkpoint(stream, page.cursor, source=cycle.source)
                 if self.stop_requested:
                     break
             if self.stop_requested:
-                log.info("stop requested: %s cycle left in progress after %d pages", stream, result.pages)
+                log.info("stop requested: %s cycle left in progress after %d pages", label, result.pages)
                 return
             if not dry_run:
                 schedule = REFETCH_SCHEDULE if cycle.refetch else None
                 outcome = CycleOutcome(
                     stream, "completed", self.clock(), result.records, result.documents,
-                    result.pipeline_errors, sum(result.dead_lettered.values()),
+                    result.pipeline_errors, sum(result.dead_lettered.values()), source=cycle.source,
                 )
                 self.state.finish_cycle(stream, cursor=last_cursor, cycle=cycle, schedule=schedule, outcome=outcome)
             result.completed = True
@@ -403,20 +476,24 @@ class Engine:
     def _record_result(self, stream: str, result: CycleResult) -> None:
         if self.metrics is None:
             return
-        now = self.clock()
-        self.metrics.on_cycle_finished(stream, result, finished_at=now)
-        cursor_at = cursor_time(self.state.get_cursor(stream), self.state.cursor_updated_at(stream))
-        self.metrics.on_cursor(stream, cursor_at, now)
+        now, source = self.clock(), result.source
+        self.metrics.on_cycle_finished(stream, result, finished_at=now, source=source)
+        cursor_at = cursor_time(
+            self.state.get_cursor(stream, source=source), self.state.cursor_updated_at(stream, source=source)
+        )
+        self.metrics.on_cursor(stream, cursor_at, now, source=source)
 
-    def _record_failure(self, stream: str, exc: BaseException) -> None:
+    def _record_failure(self, stream: str, exc: BaseException, *, source: str) -> None:
         """The failed cycle goes into the history (``status``) and the metrics;
         a state that cannot be written only loses this record."""
         try:
-            self.state.record_outcome(CycleOutcome(stream, "failed", self.clock(), error=str(exc) or type(exc).__name__))
+            self.state.record_outcome(
+                CycleOutcome(stream, "failed", self.clock(), error=str(exc) or type(exc).__name__, source=source)
+            )
         except MispTiError as state_exc:
-            log.warning("%s: the failed cycle could not be recorded: %s", stream, state_exc)
+            log.warning("%s: the failed cycle could not be recorded: %s", cycle_label(source, stream), state_exc)
         if self.metrics is not None:
-            self.metrics.on_cycle_failed(stream)
+            self.metrics.on_cycle_failed(stream, source=source)
 
     def _deliver_page(self, stream: str, page: Page, ctx: RunContext, result: CycleResult) -> None:
         docs = self.process(stream, page.records, ctx)
@@ -429,7 +506,7 @@ class Engine:
         result.pipeline_errors += errors
         if errors:
             self._error_log.report(stream, page.records, docs)
-        self.progress.page_done(stream, records=len(page.records), docs=len(docs), errors=errors, stats=page.stats)
+        self.progress.page_done(cycle_label(result.source, stream), records=len(page.records), docs=len(docs), errors=errors, stats=page.stats)
 
     def process(self, stream: str, records: Iterable[Any], ctx: RunContext) -> list[dict[str, Any]]:
         """Transform and expire records (the hot path)."""
@@ -460,6 +537,9 @@ class Engine:
                 attribute["decayed_at"] = decayed_at
                 doc["_id"] = _fold_id(doc["_id"], decision.decayed, decayed_at)
             docs.append(doc)
+        if ctx.config.named_sources:
+            for doc in docs:
+                _label_source(doc, ctx.config.source)
         return docs
 
     def emit(self, stream: str, docs: list[dict[str, Any]], ctx: RunContext, result: CycleResult | None = None) -> list[SinkReport]:
@@ -477,16 +557,20 @@ class Engine:
                     result.failure_stored[report.sink] = result.failure_stored.get(report.sink, 0) + report.failure_stored
         return reports
 
-    def run_once(self, *, streams: Iterable[str] | None = None, dry_run: bool = False) -> list[CycleResult]:
-        """One cycle for each enabled stream (an interrupted one is resumed first)."""
-        results = []
+    def run_once(
+        self, *, streams: Iterable[str] | None = None, sources: Iterable[str] | None = None, dry_run: bool = False
+    ) -> list[CycleResult]:
+        """One cycle for each enabled stream of each source (an interrupted one is resumed first)."""
+        results: list[CycleResult] = []
         chosen = list(streams or ())
         for stream in chosen:
             self.streams.require(stream, "--stream")
-        for stream in chosen or self.config.streams.enabled():
-            if self.stop_requested:
-                break
-            results.append(self.run_cycle(stream, dry_run=dry_run))
+        for source in list(sources or ()) or list(self.sources):
+            view = self.source_config(source)
+            for stream in chosen or view.streams.enabled():
+                if self.stop_requested:
+                    return results
+                results.append(self.run_cycle(stream, source=source, dry_run=dry_run))
         return results
 
     def run_forever(self, *, on_error: Callable[[str, BaseException], None] | None = None) -> None:
@@ -495,21 +579,22 @@ class Engine:
         A failed cycle is logged and tried again at the stream's next turn;
         its cursor has not moved.
         """
-        streams = self.config.streams.enabled()
-        next_due = {stream: 0.0 for stream in streams}
+        streams = [(source, stream) for source, view in self.sources.items() for stream in view.streams.enabled()]
+        next_due = {key: 0.0 for key in streams}
         while not self.stop_requested:
-            for stream in streams:
-                if self.stop_requested or time.monotonic() < next_due[stream]:
+            for key in streams:
+                source, stream = key
+                if self.stop_requested or time.monotonic() < next_due[key]:
                     continue
-                interval = self.config.streams.settings(stream).interval.total_seconds()
+                interval = self.sources[source].streams.settings(stream).interval.total_seconds()
                 try:
-                    self.run_cycle(stream)
+                    self.run_cycle(stream, source=source)
                 except Exception as exc:
                     if on_error is not None:
-                        on_error(stream, exc)
+                        on_error(cycle_label(source, stream), exc)
                     else:
-                        log.error("%s poll failed, cursor kept; next try in %ss: %s", stream, interval, exc)
-                next_due[stream] = time.monotonic() + interval
+                        log.error("%s poll failed, cursor kept; next try in %ss: %s", cycle_label(source, stream), interval, exc)
+                next_due[key] = time.monotonic() + interval
             if streams:
                 delay = max(0.0, min(next_due.values()) - time.monotonic())
                 if not self.stop_requested:

@@ -5,8 +5,10 @@ one transaction, so a crash leaves either the old or the new state, never a
 mix. ``synchronous=FULL``: a confirmed cursor survives a power cut too.
 
 The layout's version is ``PRAGMA user_version`` (docs/contracts.md): a file
-without one holds version 1; :data:`MIGRATIONS` bring an older file up to
-:data:`SCHEMA_VERSION` in one transaction, and a newer file is refused.
+without one holds version 1; :data:`MIGRATIONS` (:mod:`misp_ti.state_schema`)
+bring an older file up to :data:`SCHEMA_VERSION` in one transaction, and a
+newer file is refused. Every per-stream row is keyed by ``(source, stream)``:
+``source`` is a ``[misp.<name>]`` table's name, ``default`` for ``[misp]``.
 Readers (``misp-ti status``) open the file read-only (:meth:`StateStore.open_readonly`)
 and never migrate it.
 """
@@ -24,54 +26,19 @@ from typing import Any
 import orjson
 
 from misp_ti.errors import MispTiError
+from misp_ti.state_schema import (
+    BASE_SCHEMA,
+    DEFAULT_SOURCE,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    legacy_views,
+    statements,
+)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS misp_ti_cursor (
-    stream TEXT PRIMARY KEY,
-    cursor TEXT NOT NULL,
-    updated_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS misp_ti_cycle (
-    stream TEXT PRIMARY KEY,
-    started_at INTEGER NOT NULL,
-    refetch INTEGER NOT NULL,
-    start_cursor TEXT,
-    checkpoint TEXT
-);
-CREATE TABLE IF NOT EXISTS misp_ti_schedule (
-    stream TEXT NOT NULL,
-    name TEXT NOT NULL,
-    last_at INTEGER NOT NULL,
-    PRIMARY KEY (stream, name)
-);
-CREATE TABLE IF NOT EXISTS misp_ti_kv (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
-
-#: The layout this code writes (``PRAGMA user_version``).
-SCHEMA_VERSION = 2
-
-#: ``version -> statements`` that bring a file from ``version - 1`` to ``version``.
-MIGRATIONS: dict[int, str] = {
-    # history for `misp-ti status` (#12): per stream, the last completed and
-    # the last failed cycle (one row each, replaced, so it never grows)
-    2: """
-CREATE TABLE IF NOT EXISTS misp_ti_cycle_log (
-    stream TEXT NOT NULL,
-    outcome TEXT NOT NULL CHECK (outcome IN ('completed', 'failed')),
-    finished_at INTEGER NOT NULL,
-    records INTEGER NOT NULL DEFAULT 0,
-    documents INTEGER NOT NULL DEFAULT 0,
-    pipeline_errors INTEGER NOT NULL DEFAULT 0,
-    dead_letters INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    failures_in_row INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (stream, outcome)
-);
-""",
-}
+__all__ = [
+    "DEFAULT_SOURCE", "MIGRATIONS", "SCHEMA_VERSION", "Cycle", "CycleOutcome", "SourceBinding",
+    "StateError", "StateStore", "StateVersionError",
+]
 
 
 class StateError(MispTiError):
@@ -98,6 +65,7 @@ class CycleOutcome:
     error: str | None = None
     #: for ``failed``: failed cycles since the last completed one
     failures_in_row: int = 0
+    source: str = DEFAULT_SOURCE
 
     def as_dict(self) -> dict[str, Any]:
         from misp_ti.timeutil import iso
@@ -123,6 +91,7 @@ class Cycle:
     refetch: bool
     start_cursor: dict[str, Any] | None
     checkpoint: dict[str, Any] | None
+    source: str = DEFAULT_SOURCE
 
     @property
     def resume_cursor(self) -> dict[str, Any] | None:
@@ -146,14 +115,23 @@ def _load(value: str | None) -> dict[str, Any] | None:
 
 
 _UPSERT_CURSOR = (
-    "INSERT INTO misp_ti_cursor (stream, cursor, updated_at) VALUES (?, ?, ?) "
-    "ON CONFLICT(stream) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at"
+    "INSERT INTO misp_ti_cursor (source, stream, cursor, updated_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT(source, stream) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at"
 )
 
 
-def _cursor_upsert(stream: str, cursor: Mapping[str, Any], when: datetime) -> tuple[str, tuple[Any, ...]]:
-    """The statement that stores ``stream``'s cursor as of ``when``."""
-    return (_UPSERT_CURSOR, (stream, _dump(cursor), _ts(when)))
+def _cursor_upsert(source: str, stream: str, cursor: Mapping[str, Any], when: datetime) -> tuple[str, tuple[Any, ...]]:
+    """The statement that stores ``(source, stream)``'s cursor as of ``when``."""
+    return (_UPSERT_CURSOR, (source, stream, _dump(cursor), _ts(when)))
+
+
+@dataclass(frozen=True, slots=True)
+class SourceBinding:
+    """The MISP a source's cursors belong to (``misp_ti_source``)."""
+
+    source: str
+    url: str  # without user-info, query or fragment
+    bound_at: datetime
 
 
 def _unusable(message: str) -> StateError:
@@ -164,27 +142,31 @@ def _unusable(message: str) -> StateError:
 
 def _outcome_statements(outcome: CycleOutcome) -> list[tuple[str, tuple[Any, ...]]]:
     insert = (
-        "INSERT OR REPLACE INTO misp_ti_cycle_log (stream, outcome, finished_at, records, documents, "
-        "pipeline_errors, dead_letters, error, failures_in_row) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
+        "INSERT OR REPLACE INTO misp_ti_cycle_log (source, stream, outcome, finished_at, records, documents, "
+        "pipeline_errors, dead_letters, error, failures_in_row) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
     )
+    key = (outcome.source, outcome.stream)
     row = (
-        outcome.stream, outcome.outcome, _ts(outcome.finished_at), outcome.records, outcome.documents,
+        outcome.source, outcome.stream, outcome.outcome, _ts(outcome.finished_at), outcome.records, outcome.documents,
         outcome.pipeline_errors, outcome.dead_letters, None if outcome.error is None else outcome.error[:1000],
     )
     if outcome.outcome == "failed":
-        previous = "(SELECT COALESCE(MAX(failures_in_row), 0) FROM misp_ti_cycle_log WHERE stream = ? AND outcome = 'failed')"
-        return [(insert + previous + " + 1)", (*row, outcome.stream))]
+        previous = (
+            "(SELECT COALESCE(MAX(failures_in_row), 0) FROM misp_ti_cycle_log "
+            "WHERE source = ? AND stream = ? AND outcome = 'failed')"
+        )
+        return [(insert + previous + " + 1)", (*row, *key))]
     return [
         (insert + "0)", row),
-        ("UPDATE misp_ti_cycle_log SET failures_in_row = 0 WHERE stream = ? AND outcome = 'failed'", (outcome.stream,)),
+        ("UPDATE misp_ti_cycle_log SET failures_in_row = 0 WHERE source = ? AND stream = ? AND outcome = 'failed'", key),
     ]
 
 
 class StateStore:
     """The engine's state in one SQLite file.
 
-    Every method names its ``stream``; the keys are keyword-friendly so that a
-    ``source`` (several MISP servers, #13) can lead them later.
+    Every method names its ``stream``, and its ``source`` (a keyword,
+    ``default`` when omitted: the single ``[misp]`` table).
     """
 
     def __init__(self, path: str | Path, *, readonly: bool = False):
@@ -197,7 +179,10 @@ class StateStore:
                 uri = f"{self.path.resolve().as_uri()}?mode=ro"
                 self._conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
                 self._conn.execute("PRAGMA busy_timeout = 2000")
-                self._check_version(self._version())
+                version = self._version()
+                self._check_version(version)
+                for statement in legacy_views(max(version, 1)):
+                    self._conn.execute(statement)
                 return
             if str(self.path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -248,15 +233,13 @@ class StateStore:
             try:
                 version = self._version()  # another writer may have migrated it meanwhile
                 self._check_version(version)
-                if version < 1:  # no version: today's tables (version 1), created when absent
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            self._conn.execute(statement)
+                if version < 1:  # no version: the first tables (version 1), created when absent
+                    for statement in statements(BASE_SCHEMA):
+                        self._conn.execute(statement)
                     version = 1
                 for step in range(version + 1, SCHEMA_VERSION + 1):
-                    for statement in MIGRATIONS[step].split(";"):
-                        if statement.strip():
-                            self._conn.execute(statement)
+                    for statement in statements(MIGRATIONS[step]):
+                        self._conn.execute(statement)
                 # PRAGMA takes no parameters; the value is our own integer
                 self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
                 self._conn.execute("COMMIT")
@@ -289,34 +272,46 @@ class StateStore:
 
     # cursors ---------------------------------------------------------------
 
-    def get_cursor(self, stream: str) -> dict[str, Any] | None:
-        row = self._conn.execute("SELECT cursor FROM misp_ti_cursor WHERE stream = ?", (stream,)).fetchone()
+    def get_cursor(self, stream: str, *, source: str = DEFAULT_SOURCE) -> dict[str, Any] | None:
+        row = self._conn.execute(
+            "SELECT cursor FROM misp_ti_cursor WHERE source = ? AND stream = ?", (source, stream)
+        ).fetchone()
         return _load(row[0]) if row else None
 
-    def set_cursor(self, stream: str, cursor: Mapping[str, Any], *, now: datetime) -> None:
-        self._write([_cursor_upsert(stream, cursor, now)])
+    def set_cursor(self, stream: str, cursor: Mapping[str, Any], *, now: datetime, source: str = DEFAULT_SOURCE) -> None:
+        self._write([_cursor_upsert(source, stream, cursor, now)])
+
+    def cursor_updated_at(self, stream: str, *, source: str = DEFAULT_SOURCE) -> datetime | None:
+        row = self._conn.execute(
+            "SELECT updated_at FROM misp_ti_cursor WHERE source = ? AND stream = ?", (source, stream)
+        ).fetchone()
+        return _dt(row[0]) if row else None
 
     # cycles ----------------------------------------------------------------
 
-    def in_progress(self, stream: str) -> Cycle | None:
+    def in_progress(self, stream: str, *, source: str = DEFAULT_SOURCE) -> Cycle | None:
         row = self._conn.execute(
-            "SELECT started_at, refetch, start_cursor, checkpoint FROM misp_ti_cycle WHERE stream = ?",
-            (stream,),
+            "SELECT started_at, refetch, start_cursor, checkpoint FROM misp_ti_cycle WHERE source = ? AND stream = ?",
+            (source, stream),
         ).fetchone()
         if row is None:
             return None
-        return Cycle(stream, _dt(row[0]), bool(row[1]), _load(row[2]), _load(row[3]))
+        return Cycle(stream, _dt(row[0]), bool(row[1]), _load(row[2]), _load(row[3]), source)
 
-    def begin_cycle(self, stream: str, *, now: datetime, refetch: bool, start_cursor: Mapping[str, Any] | None) -> Cycle:
+    def begin_cycle(
+        self, stream: str, *, now: datetime, refetch: bool, start_cursor: Mapping[str, Any] | None, source: str = DEFAULT_SOURCE
+    ) -> Cycle:
         self._write([(
-            "INSERT OR REPLACE INTO misp_ti_cycle (stream, started_at, refetch, start_cursor, checkpoint) "
-            "VALUES (?, ?, ?, ?, NULL)",
-            (stream, _ts(now), int(refetch), _dump(start_cursor)),
+            "INSERT OR REPLACE INTO misp_ti_cycle (source, stream, started_at, refetch, start_cursor, checkpoint) "
+            "VALUES (?, ?, ?, ?, ?, NULL)",
+            (source, stream, _ts(now), int(refetch), _dump(start_cursor)),
         )])
-        return Cycle(stream, now, refetch, dict(start_cursor) if start_cursor else None, None)
+        return Cycle(stream, now, refetch, dict(start_cursor) if start_cursor else None, None, source)
 
-    def save_checkpoint(self, stream: str, checkpoint: Mapping[str, Any]) -> None:
-        self._write([("UPDATE misp_ti_cycle SET checkpoint = ? WHERE stream = ?", (_dump(checkpoint), stream))])
+    def save_checkpoint(self, stream: str, checkpoint: Mapping[str, Any], *, source: str = DEFAULT_SOURCE) -> None:
+        self._write([(
+            "UPDATE misp_ti_cycle SET checkpoint = ? WHERE source = ? AND stream = ?", (_dump(checkpoint), source, stream)
+        )])
 
     def finish_cycle(
         self,
@@ -329,18 +324,20 @@ class StateStore:
     ) -> None:
         """Atomically: store the final cursor, record the cycle's start as the
         last run of ``schedule`` (see :meth:`last_run`), record ``outcome`` in
-        the history (:meth:`record_outcome`), close the cycle."""
+        the history (:meth:`record_outcome`), close the cycle. The source is
+        the cycle's."""
+        source = cycle.source
         statements: list[tuple[str, tuple[Any, ...]]] = []
         if outcome is not None:
             statements.extend(_outcome_statements(outcome))
         if cursor is not None:
-            statements.append(_cursor_upsert(stream, cursor, cycle.started_at))
+            statements.append(_cursor_upsert(source, stream, cursor, cycle.started_at))
         if schedule is not None:
             statements.append((
-                "INSERT OR REPLACE INTO misp_ti_schedule (stream, name, last_at) VALUES (?, ?, ?)",
-                (stream, schedule, _ts(cycle.started_at)),
+                "INSERT OR REPLACE INTO misp_ti_schedule (source, stream, name, last_at) VALUES (?, ?, ?, ?)",
+                (source, stream, schedule, _ts(cycle.started_at)),
             ))
-        statements.append(("DELETE FROM misp_ti_cycle WHERE stream = ?", (stream,)))
+        statements.append(("DELETE FROM misp_ti_cycle WHERE source = ? AND stream = ?", (source, stream)))
         self._write(statements)
 
     # history -----------------------------------------------------------------
@@ -352,37 +349,59 @@ class StateStore:
         """
         self._write(_outcome_statements(outcome))
 
-    def history(self, stream: str) -> dict[str, CycleOutcome]:
+    def history(self, stream: str, *, source: str = DEFAULT_SOURCE) -> dict[str, CycleOutcome]:
         """``{"completed": ..., "failed": ...}``, each present once it happened."""
         if self.readonly and not self._has_table("misp_ti_cycle_log"):
             return {}
         rows = self._conn.execute(
             "SELECT outcome, finished_at, records, documents, pipeline_errors, dead_letters, error, failures_in_row "
-            "FROM misp_ti_cycle_log WHERE stream = ?",
-            (stream,),
+            "FROM misp_ti_cycle_log WHERE source = ? AND stream = ?",
+            (source, stream),
         ).fetchall()
-        return {row[0]: CycleOutcome(stream, row[0], _dt(row[1]), *row[2:]) for row in rows}
-
-    def cursor_updated_at(self, stream: str) -> datetime | None:
-        row = self._conn.execute("SELECT updated_at FROM misp_ti_cursor WHERE stream = ?", (stream,)).fetchone()
-        return _dt(row[0]) if row else None
+        return {
+            outcome: CycleOutcome(stream, outcome, _dt(at), records, documents, errors, dead, error, in_row, source)
+            for outcome, at, records, documents, errors, dead, error, in_row in rows
+        }
 
     def _has_table(self, name: str) -> bool:
         row = self._conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
         return row is not None
 
+    # which MISP a source's cursors belong to -------------------------------
+
+    def binding(self, source: str = DEFAULT_SOURCE) -> SourceBinding | None:
+        """The URL ``source``'s cursors were read from, once a run recorded it."""
+        row = self._conn.execute("SELECT url, bound_at FROM misp_ti_source WHERE source = ?", (source,)).fetchone()
+        return SourceBinding(source, row[0], _dt(row[1])) if row else None
+
+    def bindings(self) -> list[SourceBinding]:
+        rows = self._conn.execute("SELECT source, url, bound_at FROM misp_ti_source ORDER BY source").fetchall()
+        return [SourceBinding(row[0], row[1], _dt(row[2])) for row in rows]
+
+    def bind(self, source: str, url: str, *, now: datetime) -> None:
+        """Record ``url`` (already stripped of secrets: ``public_url``) as ``source``'s MISP."""
+        self._write([("INSERT OR REPLACE INTO misp_ti_source (source, url, bound_at) VALUES (?, ?, ?)", (source, url, _ts(now)))])
+
+    def sources(self) -> list[str]:
+        """Every source that has a cursor, a cycle, a schedule or a binding."""
+        rows = self._conn.execute(
+            "SELECT source FROM misp_ti_cursor UNION SELECT source FROM misp_ti_cycle "
+            "UNION SELECT source FROM misp_ti_schedule UNION SELECT source FROM misp_ti_source ORDER BY 1"
+        ).fetchall()
+        return [row[0] for row in rows]
+
     # schedules and plugin data ---------------------------------------------
 
-    def last_run(self, stream: str, name: str) -> datetime | None:
+    def last_run(self, stream: str, name: str, *, source: str = DEFAULT_SOURCE) -> datetime | None:
         row = self._conn.execute(
-            "SELECT last_at FROM misp_ti_schedule WHERE stream = ? AND name = ?", (stream, name)
+            "SELECT last_at FROM misp_ti_schedule WHERE source = ? AND stream = ? AND name = ?", (source, stream, name)
         ).fetchone()
         return _dt(row[0]) if row else None
 
-    def set_last_run(self, stream: str, name: str, when: datetime) -> None:
+    def set_last_run(self, stream: str, name: str, when: datetime, *, source: str = DEFAULT_SOURCE) -> None:
         self._write([(
-            "INSERT OR REPLACE INTO misp_ti_schedule (stream, name, last_at) VALUES (?, ?, ?)",
-            (stream, name, _ts(when)),
+            "INSERT OR REPLACE INTO misp_ti_schedule (source, stream, name, last_at) VALUES (?, ?, ?, ?)",
+            (source, stream, name, _ts(when)),
         )])
 
     def get_value(self, key: str) -> Any:
@@ -392,13 +411,19 @@ class StateStore:
     def set_value(self, key: str, value: Any) -> None:
         self._write([("INSERT OR REPLACE INTO misp_ti_kv (key, value) VALUES (?, ?)", (key, orjson.dumps(value).decode()))])
 
-    def reset(self, stream: str) -> None:
-        """Forget the cursor, any in-progress cycle and schedules of ``stream``."""
-        self._write([
-            ("DELETE FROM misp_ti_cursor WHERE stream = ?", (stream,)),
-            ("DELETE FROM misp_ti_cycle WHERE stream = ?", (stream,)),
-            ("DELETE FROM misp_ti_schedule WHERE stream = ?", (stream,)),
-        ])
+    def reset(self, stream: str, *, source: str = DEFAULT_SOURCE) -> None:
+        """Forget the cursor, any in-progress cycle and schedules of ``(source, stream)``."""
+        self._write(_forget(source, stream))
+
+    def rewind(self, stream: str, cursor: Mapping[str, Any] | None, *, now: datetime, source: str = DEFAULT_SOURCE) -> None:
+        """``misp-ti reset``, in one transaction: drop ``(source, stream)``'s
+        in-progress cycle and set its cursor to ``cursor``; ``None``: no
+        cursor and no schedules, the next cycle reads the initial interval."""
+        statements = _forget(source, stream)
+        if cursor is not None:
+            statements = [s for s in statements if "misp_ti_schedule" not in s[0]]  # a refetch keeps its turn
+            statements.append(_cursor_upsert(source, stream, cursor, now))
+        self._write(statements)
 
     def has_history(self) -> bool:
         """Whether any stream has a cursor, a cycle in progress or a schedule."""
@@ -406,3 +431,10 @@ class StateStore:
             self._conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
             for table in ("misp_ti_cursor", "misp_ti_cycle", "misp_ti_schedule")
         )
+
+
+def _forget(source: str, stream: str) -> list[tuple[str, tuple[Any, ...]]]:
+    return [
+        (f"DELETE FROM {table} WHERE source = ? AND stream = ?", (source, stream))
+        for table in ("misp_ti_cursor", "misp_ti_cycle", "misp_ti_schedule")
+    ]

@@ -41,7 +41,7 @@ def test_counters_follow_engine_events_and_are_served() -> None:
         metrics.on_cycle_finished("threat_attributes", result, finished_at=NOW)
         metrics.on_cursor("threat_attributes", NOW - timedelta(minutes=10), NOW)
         after = scrape(server.url)
-    s = (("stream", "threat_attributes"),)
+    s = (("source", "default"), ("stream", "threat_attributes"))
     assert after[("misp_ti_cycles_total", (("outcome", "completed"), *s))] == 1
     assert after[("misp_ti_cycles_total", (("outcome", "failed"), *s))] == 1
     assert after[("misp_ti_records_total", s)] == 120
@@ -80,7 +80,7 @@ def test_a_health_check_that_raises_is_unusable_not_a_500() -> None:
 def test_two_engines_in_one_process_do_not_share_counters() -> None:
     a, b = Metrics(), Metrics()
     a.on_cycle_failed("threat")
-    labels = {"stream": "threat", "outcome": "failed"}
+    labels = {"source": "default", "stream": "threat", "outcome": "failed"}
     assert a.registry.get_sample_value("misp_ti_cycles_total", labels) == 1
     assert b.registry.get_sample_value("misp_ti_cycles_total", labels) is None
 

@@ -57,7 +57,8 @@ def test_a_stop_signal_ends_any_wait_within_two_seconds_cursor_intact(
     assert before is not None
 
     options, extra, waiting_line = WAITS[wait]
-    bad = misp_server(**options)
+    good.stop()  # the same MISP (the state is bound to its URL), now answering late or never well
+    bad = misp_server(port=good.port, **options)
     arrived = __import__("threading").Event()
     bad.on_request(lambda info: arrived.set())
     env = service_env(bad.url, misp_server.api_key, tmp_path, MISP_TI_MISP__MAX_RETRIES="5", **extra)
@@ -121,7 +122,8 @@ def test_status_after_a_failed_then_a_good_cycle(misp_server: MispServerFactory,
     missing = misp_ti(["status", "--json"], env_good)
     assert missing.returncode == 2 and json.loads(missing.stdout)["health"] == "unusable"
 
-    broken = misp_server(faults="503:1")
+    good.stop()  # the same MISP (the state is bound to its URL) fails for a while, then recovers
+    broken = misp_server(faults="503:1", port=good.port)
     env_bad = service_env(broken.url, misp_server.api_key, tmp_path, MISP_TI_MISP__MAX_RETRIES="0")
     failed = misp_ti(["once"], env_bad)
     assert failed.returncode == 1, failed.stderr
@@ -135,6 +137,8 @@ def test_status_after_a_failed_then_a_good_cycle(misp_server: MispServerFactory,
     assert misp_ti(["once"], env_bad).returncode == 1
     assert status(env_bad)[1]["streams"][STREAM]["last_failed"]["failures_in_row"] == 2
 
+    broken.stop()
+    misp_server(port=good.port)
     done = misp_ti(["once"], env_good)
     assert done.returncode == 0, done.stderr
     code, report = status(env_good)
@@ -194,15 +198,15 @@ def test_metrics_move_during_a_real_run(misp_server: MispServerFactory, tmp_path
             health = json.loads(answer.read())
         code, _ = service.stop(signal.SIGTERM)
     assert code == 0, service.stderr
-    completed = f'misp_ti_cycles_total{{outcome="completed",stream="{STREAM}"}}'
+    completed = f'misp_ti_cycles_total{{outcome="completed",source="default",stream="{STREAM}"}}'
     assert first[completed] >= 1 and second[completed] > first[completed]
     requests = 'misp_ti_misp_requests_total{status="200"}'
     assert second[requests] > first[requests] > 0
-    assert first[f'misp_ti_records_total{{stream="{STREAM}"}}'] > 0
-    assert first[f'misp_ti_documents_total{{stream="{STREAM}"}}'] > 0
+    assert first[f'misp_ti_records_total{{source="default",stream="{STREAM}"}}'] > 0
+    assert first[f'misp_ti_documents_total{{source="default",stream="{STREAM}"}}'] > 0
     assert first['misp_ti_sink_documents_total{result="delivered",sink="sqlite"}'] > 0
-    assert second[f'misp_ti_last_success_timestamp_seconds{{stream="{STREAM}"}}'] > 0
-    assert f'misp_ti_cursor_lag_seconds{{stream="{STREAM}"}}' in second
+    assert second[f'misp_ti_last_success_timestamp_seconds{{source="default",stream="{STREAM}"}}'] > 0
+    assert f'misp_ti_cursor_lag_seconds{{source="default",stream="{STREAM}"}}' in second
     assert second["misp_ti_misp_request_seconds_count"] > 0
     assert health["status"] == "healthy" and health["code"] == 0
 

@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 # where a command needs them: ``lookup --db`` against the embedded store then
 # starts without any of them (a tenth of the start-up time).
 
-COMMAND_MODULES = ("misp_ti.cli.lookup", "misp_ti.cli.transform", "misp_ti.cli.simulator", "misp_ti.cli.demo", "misp_ti.cli.status")
+COMMAND_MODULES = (
+    "misp_ti.cli.lookup", "misp_ti.cli.transform", "misp_ti.cli.simulator", "misp_ti.cli.demo", "misp_ti.cli.status", "misp_ti.cli.reset",
+)
 
 
 def _echo_warnings(caught: list[warnings.WarningMessage]) -> None:

@@ -31,11 +31,12 @@ ECS_INDICATOR_TYPES = frozenset({
 })
 
 
-def _reads_misp(engine: Any) -> list[str]:
-    """The enabled streams the default fetch reads from MISP."""
+def _reads_misp(engine: Any, view: Any = None) -> list[str]:
+    """The enabled streams (of ``view``, a source's config) the default fetch reads from MISP."""
     if engine.pm.get_plugin("misp_fetch") is None:
         return []
-    return [name for name in engine.config.streams.enabled() if engine.streams.require(name).scope is not None]
+    streams = (view or engine.config).streams
+    return [name for name in streams.enabled() if engine.streams.require(name).scope is not None]
 
 
 def problems(engine: Any) -> list[str]:
@@ -46,16 +47,21 @@ def problems(engine: Any) -> list[str]:
     found = []
     if not config.streams.enabled():
         found.append("streams: no stream is enabled (set streams.<name>.enabled = true; `misp-ti plugins` lists the streams)")
-    misp_streams = _reads_misp(engine)
-    if misp_streams:
-        key = config.misp.api_key
+    for source, view in getattr(engine, "sources", {"default": config}).items():
+        # each [misp.<name>] source is checked as the single [misp] is
+        table = f"misp.{source}" if config.named_sources else "misp"
+        variable = "MISP_TI_" + table.upper().replace(".", "__")
+        misp_streams = _reads_misp(engine, view)
+        if not misp_streams:
+            continue
+        key = view.misp.api_key
         if key is None or not key.get_secret_value():
             found.append(
-                f"misp.api_key: not set, and the enabled streams ({', '.join(misp_streams)}) read MISP with it "
-                "(set MISP_TI_MISP__API_KEY, misp.api_key or misp.api_key_file)"
+                f"{table}.api_key: not set, and the enabled streams ({', '.join(misp_streams)}) read MISP with it "
+                f"(set {variable}__API_KEY, {table}.api_key or {table}.api_key_file)"
             )
-        if config.misp.url == PLACEHOLDER_URL:
-            found.append(f"misp.url: still the placeholder {PLACEHOLDER_URL}; set your MISP's URL (misp.url or MISP_TI_MISP__URL)")
+        if view.misp.url == PLACEHOLDER_URL:
+            found.append(f"{table}.url: still the placeholder {PLACEHOLDER_URL}; set your MISP's URL ({table}.url or {variable}__URL)")
     known = sorted({*TYPE_RULES, *ECS_INDICATOR_TYPES})
     for name in config.expiry.by_type:
         if name not in TYPE_RULES and name not in ECS_INDICATOR_TYPES:

@@ -30,7 +30,8 @@ def command(obj: Obj, as_json: bool) -> None:
     try:
         with obj.engine() as engine:  # validates the config and plugins; opens no state
             inputs = StatusInputs(
-                engine.config, tuple(engine.config.streams.enabled()), engine.refetch_interval, REFETCH_SCHEDULE
+                engine.config, tuple(engine.config.streams.enabled()), engine.refetch_interval, REFETCH_SCHEDULE,
+                sources={name: tuple(view.streams.enabled()) for name, view in engine.sources.items()},
             )
     except MispTiError as exc:
         code, report = UNUSABLE, {"health": "unusable", "code": UNUSABLE, "reasons": [str(exc)]}

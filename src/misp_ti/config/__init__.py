@@ -719,6 +719,41 @@ class Config(BaseModel):
     )
 
     _plugin_settings: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+    #: The ``[misp.<name>]`` sources (:mod:`misp_ti.config.sources`); empty: one ``[misp]``.
+    _named: dict[str, Any] = PrivateAttr(default_factory=dict)
+    #: The source a :meth:`for_source` view is for.
+    _source: str = PrivateAttr("default")
+
+    # sources -----------------------------------------------------------------
+
+    @property
+    def named_sources(self) -> bool:
+        """Whether the MISP servers are ``[misp.<name>]`` tables (then documents
+        carry ``labels.misp_source``), rather than the single ``[misp]``."""
+        return bool(self._named)
+
+    @property
+    def source(self) -> str:
+        """The source this config is the view of (``default`` for a whole single-``[misp]`` config)."""
+        return self._source
+
+    def source_names(self) -> list[str]:
+        """The sources one engine polls, in the config's order."""
+        return list(self._named) if self._named else ["default"]
+
+    def for_source(self, name: str) -> Config:
+        """The config as one source sees it: ``misp`` and ``streams`` are that
+        source's (its ``[misp.<name>]`` table and its stream overrides)."""
+        if not self._named:
+            if name != "default":
+                raise ConfigError(f"--source {name}: unknown source; the config has one MISP, the source default")
+            return self
+        named = self._named.get(name)
+        if named is None:
+            raise ConfigError(f"--source {name}: unknown source; the config's sources: {', '.join(self._named)}")
+        view = self.model_copy(update={"misp": named.misp, "streams": named.streams})
+        view._source = name
+        return view
 
     def plugin_settings(self, name: str, model: type[M]) -> M:
         """The ``[plugin.<name>]`` table validated by the plugin's ``model``
@@ -743,25 +778,38 @@ class Config(BaseModel):
     def secrets(self) -> list[str]:
         """Every secret value in this config, for redaction filters."""
         values = [
-            self.misp.api_key,
             self.output.elasticsearch.api_key,
             self.output.elasticsearch.password,
         ]
+        sources = [named.misp for named in self._named.values()] or [self.misp]
+        values += [misp.api_key for misp in sources]
         found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
         # a password in a URL's user-info is a secret too
-        found += url_passwords(self.misp.url, self.misp.proxy)
+        for misp in sources:
+            found += url_passwords(misp.url, misp.proxy)
         return found
 
     def redacted(self) -> dict[str, Any]:
         """The config as plain data with secrets replaced by ``"**********"``."""
         data = self.model_dump(mode="json")
-        data["misp"]["api_key"] = "**********" if self.misp.api_key else None
-        data["misp"]["url"] = redact_url(self.misp.url)
-        data["misp"]["proxy"] = redact_url(self.misp.proxy) if self.misp.proxy else None
+        data["misp"] = _redacted_misp(self.misp)
+        if self._named:
+            data["misp"] = {
+                name: {**_redacted_misp(named.misp), "streams": named.streams.model_dump(mode="json")}
+                for name, named in self._named.items()
+            }
         es = data["output"]["elasticsearch"]
         es["api_key"] = "**********" if self.output.elasticsearch.api_key else None
         es["password"] = "**********" if self.output.elasticsearch.password else None
         return data
+
+
+def _redacted_misp(misp: MispSettings) -> dict[str, Any]:
+    data = misp.model_dump(mode="json")
+    data["api_key"] = "**********" if misp.api_key else None
+    data["url"] = redact_url(misp.url)
+    data["proxy"] = redact_url(misp.proxy) if misp.proxy else None
+    return data
 
 
 # ---------------------------------------------------------------------------
@@ -880,11 +928,18 @@ def _allowed_keys(loc: tuple[Any, ...], root: type[BaseModel]) -> list[str]:
 def build_config(data: dict[str, Any], *, source: str = "config", variables: dict[tuple[str, ...], str] | None = None) -> Config:
     """Validate ``data``; ``variables`` (from :func:`env_variables`) makes an
     error on a key an environment variable set name that variable."""
+    from misp_ti.config.sources import SourceErrors, split_sources, validate_sources
+
     variables = variables or {}
     try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        lines = [_describe_error(err, data) for err in exc.errors()]
+        data, tables = split_sources(data)
+        config = Config.model_validate(data)
+        if tables:
+            config._named = validate_sources(tables, data.get("misp", {}), data.get("streams", {}))
+            config.misp = next(iter(config._named.values())).misp  # for code that knows one MISP
+        return config
+    except (ValidationError, SourceErrors) as exc:
+        lines = exc.lines if isinstance(exc, SourceErrors) else [_describe_error(err, data) for err in exc.errors()]
         named = [name_variable(line, variables) for line in lines]
         if all(a != b for a, b in zip(lines, named, strict=True)):
             source = "environment override" + ("s" if len(named) > 1 else "")  # the file is not at fault

@@ -26,11 +26,13 @@ Cursor format (JSON, persisted by the engine):
   delivered. A resumed cycle (same ``ctx.now``) continues at ``t``; a
   checkpoint from another window is read as ``last_timestamp = t``.
 
-One :class:`~misp_ti.misp.client.MispClient` per engine, under
-:data:`CLIENT` in ``ctx.stash`` (:func:`client`), serves every MISP request
-(the decay-model's index reads too). A test injects one with a mock
-transport before the first cycle: ``engine.stash[misp_fetch.CLIENT] =
-MispClient(config.misp, transport=httpx.MockTransport(handler))``.
+One :class:`~misp_ti.misp.client.MispClient` per engine and MISP source
+(``ctx.config.source``, a ``[misp.<name>]`` table or ``default``), in
+``ctx.stash`` under :func:`client_key` (:data:`CLIENT` for ``default``),
+serves every MISP request of that source (the decay-model's index reads
+too). A test injects one with a mock transport before the first cycle:
+``engine.stash[misp_fetch.CLIENT] = MispClient(config.misp,
+transport=httpx.MockTransport(handler))``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from typing import Any
 
 from misp_ti import hookimpl
 from misp_ti.config import StreamSettings
+from misp_ti.config.sources import DEFAULT_SOURCE
 from misp_ti.errors import PluginError
 from misp_ti.misp.client import MispClient
 from misp_ti.misp.lenient import is_unparsed
@@ -49,7 +52,7 @@ from misp_ti.model import MISP_REQUEST_OBSERVER, Page, RunContext, StashKey
 from misp_ti.streams import BUILTIN_STREAMS, StreamSpec, one_record, split_event
 from misp_ti.timeutil import epoch_text
 
-__all__ = ["CLIENT", "MISP_TI_STREAMS", "client", "fetch", "plan_window", "read_stream", "request_body", "split_event"]
+__all__ = ["CLIENT", "MISP_TI_STREAMS", "client", "client_key", "fetch", "plan_window", "read_stream", "request_body", "split_event"]
 
 log = logging.getLogger("misp_ti.misp_fetch")
 
@@ -67,15 +70,30 @@ OFFSET_RUNS = True
 _PROBE_END = 4_102_444_800
 
 
-def client(ctx: RunContext) -> MispClient:
-    """The engine's MISP client, created from ``misp`` settings on first use.
+#: ``source -> key`` of the named sources' clients (keys compare by identity).
+_SOURCE_CLIENTS: dict[str, StashKey[MispClient]] = {}
 
-    A client injected under :data:`CLIENT` without an observer of its own is
-    given the engine's (:data:`~misp_ti.model.MISP_REQUEST_OBSERVER`), so its
-    requests are counted in the metrics like those of a client made here.
+
+def client_key(source: str) -> StashKey[MispClient]:
+    """Where the client of the MISP ``source`` lives in ``ctx.stash``."""
+    if source == DEFAULT_SOURCE:
+        return CLIENT
+    return _SOURCE_CLIENTS.setdefault(source, StashKey(f"misp_fetch.client[{source}]"))
+
+
+def client(ctx: RunContext) -> MispClient:
+    """The MISP client of the context's source, created from its ``misp`` settings on first use.
+
+    A client injected under :func:`client_key` (:data:`CLIENT` for the
+    ``default`` source) without an observer of its own is given the engine's
+    (:data:`~misp_ti.model.MISP_REQUEST_OBSERVER`), so its requests are
+    counted in the metrics like those of a client made here.
     """
     observer = ctx.stash.get(MISP_REQUEST_OBSERVER, None)
-    misp = ctx.stash.get_or_create(CLIENT, lambda: MispClient(ctx.config.misp, observer=observer))
+    misp = ctx.stash.get_or_create(
+        client_key(getattr(ctx.config, "source", DEFAULT_SOURCE)),
+        lambda: MispClient(ctx.config.misp, observer=observer),
+    )
     if misp.observer is None and observer is not None:
         misp.observer = observer
     return misp

@@ -38,10 +38,10 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.cycles = Counter("misp_ti_cycles", "Poll cycles by stream and outcome (completed, interrupted, failed).", ["stream", "outcome"], registry=r)
-        self.records = Counter("misp_ti_records", "MISP records read.", ["stream"], registry=r)
-        self.documents = Counter("misp_ti_documents", "Documents built (including pipeline errors).", ["stream"], registry=r)
-        self.pipeline_errors = Counter("misp_ti_pipeline_errors", "Records that became pipeline_error documents.", ["stream"], registry=r)
+        self.cycles = Counter("misp_ti_cycles", "Poll cycles by stream and outcome (completed, interrupted, failed).", ["source", "stream", "outcome"], registry=r)
+        self.records = Counter("misp_ti_records", "MISP records read.", ["source", "stream"], registry=r)
+        self.documents = Counter("misp_ti_documents", "Documents built (including pipeline errors).", ["source", "stream"], registry=r)
+        self.pipeline_errors = Counter("misp_ti_pipeline_errors", "Records that became pipeline_error documents.", ["source", "stream"], registry=r)
         self.sink_documents = Counter(
             "misp_ti_sink_documents",
             "Documents per sink by result: delivered, dead_lettered, failure_stored.",
@@ -53,31 +53,31 @@ class Metrics:
             "misp_ti_misp_request_seconds", "Time of one MISP HTTP request, answer body included.",
             buckets=LATENCY_BUCKETS, registry=r,
         )
-        self.cursor_lag = Gauge("misp_ti_cursor_lag_seconds", "Now minus the stream's cursor.", ["stream"], registry=r)
+        self.cursor_lag = Gauge("misp_ti_cursor_lag_seconds", "Now minus the stream's cursor.", ["source", "stream"], registry=r)
         self.last_success = Gauge(
-            "misp_ti_last_success_timestamp_seconds", "When the stream's last cycle completed (Unix time).", ["stream"], registry=r
+            "misp_ti_last_success_timestamp_seconds", "When the stream's last cycle completed (Unix time).", ["source", "stream"], registry=r
         )
-        self.failures_in_row = Gauge("misp_ti_failures_in_row", "Failed cycles since the last completed one.", ["stream"], registry=r)
+        self.failures_in_row = Gauge("misp_ti_failures_in_row", "Failed cycles since the last completed one.", ["source", "stream"], registry=r)
 
     # engine events -----------------------------------------------------------
 
-    def on_cycle_finished(self, stream: str, result: Any, *, finished_at: datetime) -> None:
-        """``result`` is an :class:`misp_ti.engine.CycleResult`."""
-        self.cycles.labels(stream, "completed" if result.completed else "interrupted").inc()
-        self.records.labels(stream).inc(result.records)
-        self.documents.labels(stream).inc(result.documents)
-        self.pipeline_errors.labels(stream).inc(result.pipeline_errors)
+    def on_cycle_finished(self, stream: str, result: Any, *, finished_at: datetime, source: str = "default") -> None:
+        """``result`` is an :class:`misp_ti.engine.CycleResult`; ``source``: its MISP (``[misp.<name>]``)."""
+        self.cycles.labels(source, stream, "completed" if result.completed else "interrupted").inc()
+        self.records.labels(source, stream).inc(result.records)
+        self.documents.labels(source, stream).inc(result.documents)
+        self.pipeline_errors.labels(source, stream).inc(result.pipeline_errors)
         for what in ("delivered", "dead_lettered", "failure_stored"):
             counts: Mapping[str, int] = getattr(result, what)
             for sink, count in counts.items():
                 self.sink_documents.labels(sink, what).inc(count)
         if result.completed:
-            self.last_success.labels(stream).set(finished_at.timestamp())
-            self.failures_in_row.labels(stream).set(0)
+            self.last_success.labels(source, stream).set(finished_at.timestamp())
+            self.failures_in_row.labels(source, stream).set(0)
 
-    def on_cycle_failed(self, stream: str) -> None:
-        self.cycles.labels(stream, "failed").inc()
-        self.failures_in_row.labels(stream).inc()
+    def on_cycle_failed(self, stream: str, *, source: str = "default") -> None:
+        self.cycles.labels(source, stream, "failed").inc()
+        self.failures_in_row.labels(source, stream).inc()
 
     def on_misp_request(self, status: int | str, seconds: float, *, retry: bool) -> None:
         self.misp_requests.labels(str(status)).inc()
@@ -85,9 +85,9 @@ class Metrics:
         if retry:
             self.misp_retries.inc()
 
-    def on_cursor(self, stream: str, cursor_at: datetime | None, now: datetime) -> None:
+    def on_cursor(self, stream: str, cursor_at: datetime | None, now: datetime, *, source: str = "default") -> None:
         if cursor_at is not None:
-            self.cursor_lag.labels(stream).set(max(0.0, (now - cursor_at).total_seconds()))
+            self.cursor_lag.labels(source, stream).set(max(0.0, (now - cursor_at).total_seconds()))
 
 
 Health = Callable[[], tuple[int, Mapping[str, Any]]]

@@ -37,6 +37,13 @@ class StatusInputs:
     streams: tuple[str, ...]
     refetch_interval: timedelta | None
     refetch_schedule: str = "refetch"
+    #: ``source -> its enabled streams`` with ``[misp.<name>]`` sources; ``None``: ``default`` and ``streams``.
+    sources: dict[str, tuple[str, ...]] | None = None
+
+    def cycles(self) -> list[tuple[str, str]]:
+        """Every ``(source, stream)`` to report on."""
+        sources = self.sources if self.sources is not None else {"default": self.streams}
+        return [(source, stream) for source, streams in sources.items() for stream in streams]
 
 
 def collect(inputs: StatusInputs, *, now: datetime) -> tuple[int, dict[str, Any]]:
@@ -52,9 +59,11 @@ def collect(inputs: StatusInputs, *, now: datetime) -> tuple[int, dict[str, Any]
     reasons: list[str] = []
     try:
         report["schema_version"] = state.schema_version
-        for stream in inputs.streams:
-            entry, why = _stream_status(state, inputs, stream, now=now)
-            report["streams"][stream] = entry
+        for source, stream in inputs.cycles():
+            # the single [misp] keeps its plain stream keys; named sources report as source/stream
+            label = stream if source == "default" else f"{source}/{stream}"
+            entry, why = _stream_status(state, inputs, stream, now=now, source=source, label=label)
+            report["streams"][label] = entry
             reasons.extend(why)
     except sqlite3.Error as exc:
         report.update(health="unusable", code=UNUSABLE, reasons=[f"state file {state_path} cannot be read: {exc}"])
@@ -68,14 +77,19 @@ def collect(inputs: StatusInputs, *, now: datetime) -> tuple[int, dict[str, Any]
     return code, report
 
 
-def _stream_status(state: StateStore, inputs: StatusInputs, stream: str, *, now: datetime) -> tuple[dict[str, Any], list[str]]:
-    interval = inputs.config.streams.settings(stream).interval
-    cursor = state.get_cursor(stream)
-    cursor_at = cursor_time(cursor, state.cursor_updated_at(stream))
-    history = state.history(stream)
+def _stream_status(
+    state: StateStore, inputs: StatusInputs, stream: str, *, now: datetime, source: str = "default", label: str = ""
+) -> tuple[dict[str, Any], list[str]]:
+    interval = inputs.config.for_source(source).streams.settings(stream).interval
+    cursor = state.get_cursor(stream, source=source)
+    cursor_at = cursor_time(cursor, state.cursor_updated_at(stream, source=source))
+    history = state.history(stream, source=source)
     completed, failed = history.get("completed"), history.get("failed")
-    running = state.in_progress(stream)
+    running = state.in_progress(stream, source=source)
+    bound = state.binding(source)
     entry: dict[str, Any] = {
+        "source": source,
+        "misp": bound.url if bound else None,
         "interval": f"{int(interval.total_seconds())}s",
         "cursor": iso(cursor_at) if cursor_at else None,
         "cursor_lag_seconds": int((now - cursor_at).total_seconds()) if cursor_at else None,
@@ -91,8 +105,9 @@ def _stream_status(state: StateStore, inputs: StatusInputs, stream: str, *, now:
             "checkpoint": running.checkpoint,
         }
     if inputs.refetch_interval is not None:
-        last = state.last_run(stream, inputs.refetch_schedule)
+        last = state.last_run(stream, inputs.refetch_schedule, source=source)
         entry["next_refetch"] = iso(last + inputs.refetch_interval) if last else "at the next cycle"
+    stream = label or stream
     why: list[str] = []
     if failed is not None and failed.failures_in_row > 0:
         why.append(f"{stream}: the last {failed.failures_in_row} cycle(s) failed, last at {iso(failed.finished_at)}: {failed.error}")
@@ -136,7 +151,8 @@ def render(report: dict[str, Any]) -> str:
     lines = [f"{report.get('health', '?')}: state {report.get('state')}"]
     lines += [f"  ! {reason}" for reason in report.get("reasons", ())]
     for stream, entry in report.get("streams", {}).items():
-        lines.append(f"{stream} (every {entry['interval']}): cursor at {entry['cursor'] or 'none yet'}")
+        where = f", from {entry['misp']}" if entry.get("source", "default") != "default" and entry.get("misp") else ""
+        lines.append(f"{stream} (every {entry['interval']}): cursor at {entry['cursor'] or 'none yet'}{where}")
         done = entry["last_completed"]
         if done:
             lines.append(
