@@ -93,6 +93,10 @@ def test_url_and_named_tables_together_is_an_error_naming_the_key() -> None:
         build_config({"misp": {"url": "https://a.example", "b": {"url": "https://b.example"}}})
     with pytest.raises(ConfigError, match=r"misp\.b\.page_size: bad value 0"):
         build_config({"misp": {"b": {"url": "https://b.example", "page_size": 0}}})
+    with pytest.raises(ConfigError, match=r"^misp\.streams: stream settings of every source go in \[streams\.<stream>\]"):
+        build_config({"misp": {"streams": {"threat": {"enabled": True}}}})
+    with pytest.raises(ConfigError, match=r"^misp\.Partner: a source name is lower-case"):
+        build_config({"misp": {"Partner": {"url": "https://b.example"}}})
 
 
 def test_a_named_source_is_set_from_the_environment(tmp_path: Path) -> None:

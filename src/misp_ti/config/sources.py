@@ -72,6 +72,12 @@ def split_sources(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[
     if not named:
         return data, {}
     for name in named:
+        if name == "streams":
+            # most likely meant as stream settings, which have their own places
+            raise ConfigError(
+                "misp.streams: stream settings of every source go in [streams.<stream>], "
+                "and those of one source in [misp.<name>.streams.<stream>]; 'streams' cannot name a source"
+            )
         if not _NAME.fullmatch(name):
             raise ConfigError(
                 f"misp.{name}: a source name is lower-case letters, digits and _ (starting with a letter), "
