@@ -180,3 +180,20 @@ def test_connect_never_prints_a_password_held_in_a_url(tmp_path: Path) -> None:
         tmp_path, text.replace("http://127.0.0.1", "http://elastic:pw-in-url-123@127.0.0.1"), "--connect"
     )
     assert refused_code == 2 and "pw-in-url-123" not in refused_out + refused_err
+
+
+def test_connect_checks_every_named_source(misp_server: MispServerFactory, tmp_path: Path) -> None:
+    sim = misp_server()
+    closed = f"http://127.0.0.1:{closed_port()}"
+    text = (
+        f'[misp]\nbackoff_initial = "0.01s"\n'
+        f'[misp.ours]\nurl = "{sim.url}"\napi_key = "{misp_server.api_key}"\n'
+        f'[misp.partner]\nurl = "{closed}"\napi_key = "{"p" * 40}"\n'
+    )
+    code, out, _ = check(tmp_path, text, "--connect")
+    assert code == 1, out
+    assert f"misp ours {sim.url}: version... OK (MISP 2.5.1)" in out
+    assert "misp ours: restSearch threat_attributes... OK" in out
+    assert f"misp partner {closed}: version... FAILED (" in out
+    assert "misp partner: restSearch threat_attributes... SKIPPED" in out
+    assert [r.path for r in sim.requests] == ["/servers/getVersion", "/decayingModel/index", "/attributes/restSearch"]

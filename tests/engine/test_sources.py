@@ -208,3 +208,18 @@ def test_the_single_misp_table_writes_no_source_label(misp_engine: Engine, tmp_p
     finally:
         store.close()
     assert docs and all("misp_source" not in doc.get("labels", {}) for doc in docs)
+
+
+def test_the_run_banner_names_every_source_with_its_streams(tmp_path: Path) -> None:
+    from misp_ti.service.runner import banner
+
+    config = two_source_config(tmp_path, "https://a.example", "https://b.example", threat={"enabled": True})
+    with Engine(config) as engine:
+        lines = banner(engine, None)
+    assert lines[0] == "misp-ti run: MISP sources ours, partner"
+    assert lines[1:5] == [
+        "  ours: https://a.example",
+        f"    streams: {STREAM} every 10m",
+        "  partner: https://b.example",
+        f"    streams: {STREAM} every 10m, threat every 10m",
+    ]

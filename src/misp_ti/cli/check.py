@@ -97,7 +97,8 @@ def _ask(name: str, question: Callable[[], str]) -> Check:
 
 def connect(engine: Any) -> Iterator[Check]:
     """Ask MISP, then each enabled sink, whether they work with this configuration."""
-    urls = [engine.config.misp.url, *engine.config.output.elasticsearch.hosts]
+    sources = getattr(engine, "sources", {"default": engine.config})
+    urls = [view.misp.url for view in sources.values()] + list(engine.config.output.elasticsearch.hosts)
     hidden = {url: _shown(url) for url in urls if _shown(url) != url}
     for check in _all_checks(engine):
         detail = check.detail
@@ -107,7 +108,8 @@ def connect(engine: Any) -> Iterator[Check]:
 
 
 def _all_checks(engine: Any) -> Iterator[Check]:
-    yield from _misp_checks(engine)
+    for source in getattr(engine, "sources", {"default": engine.config}):
+        yield from _misp_checks(engine, source)
     for sink in engine.config.output.sinks:
         check = _SINK_CHECKS.get(sink)
         if check is None:
@@ -133,28 +135,31 @@ def _shown(url: str) -> str:
 # MISP -----------------------------------------------------------------------
 
 
-def _misp_checks(engine: Any) -> Iterator[Check]:
+def _misp_checks(engine: Any, source: str) -> Iterator[Check]:
+    """The checks of one MISP source; named sources' lines say ``misp <name> <url>``."""
     from misp_ti.default_plugins.misp_fetch import client, request_body
 
-    streams = _reads_misp(engine)
+    ctx = engine.context(check=True, source=source)
+    view = ctx.config
+    label = f"misp {source}" if engine.config.named_sources else "misp"
+    streams = _reads_misp(engine, view)
     if not streams:
-        yield Check("misp", "skipped", "no enabled stream reads MISP")
+        yield Check(label, "skipped", "no enabled stream reads MISP")
         return
-    ctx = engine.context(check=True)
     misp = client(ctx)
-    where = f"misp {_shown(engine.config.misp.url)}"
+    where = f"{label} {_shown(view.misp.url)}"
     version = _ask(f"{where}: version", lambda: _version(misp))
     if version.failed and ("(403 on" in version.detail or "(401 on" in version.detail):
         yield Check(f"{where}: version", "ok", "MISP answered")
-        yield Check("misp: key accepted", "failed", version.detail)
+        yield Check(f"{label}: key accepted", "failed", version.detail)
     else:
         yield version
-        yield Check("misp: key accepted", "skipped", "MISP did not answer") if version.failed else Check("misp: key accepted", "ok")
+        yield Check(f"{label}: key accepted", "skipped", "MISP did not answer") if version.failed else Check(f"{label}: key accepted", "ok")
     if version.failed:
-        for name in ("misp: decaying models", *(f"misp: restSearch {s}" for s in streams)):
+        for name in (f"{label}: decaying models", *(f"{label}: restSearch {s}" for s in streams)):
             yield Check(name, "skipped", "MISP did not answer")
         return
-    models = _ask("misp: decaying models", lambda: _models(misp))
+    models = _ask(f"{label}: decaying models", lambda: _models(misp))
     expiry = engine.config.expiry
     if models.failed and (expiry.policy != "decay-model" or expiry.decay_models_path is not None):
         models = Check(models.name, "warning", f"{models.detail}; not needed: expiry.policy = {expiry.policy}"
@@ -162,8 +167,8 @@ def _misp_checks(engine: Any) -> Iterator[Check]:
     yield models
     for name in streams:
         spec = engine.streams.require(name)
-        body = {**request_body(spec, engine.config.streams.settings(name)), "limit": 1, "page": 1}
-        yield _ask(f"misp: restSearch {name}", lambda spec=spec, body=body: _search(misp, spec, body))
+        body = {**request_body(spec, view.streams.settings(name)), "limit": 1, "page": 1}
+        yield _ask(f"{label}: restSearch {name}", lambda spec=spec, body=body: _search(misp, spec, body))
 
 
 def _version(misp: Any) -> str:

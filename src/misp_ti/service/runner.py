@@ -61,10 +61,18 @@ def public_url(url: str) -> str:
 def banner(engine: Any, metrics_url: str | None) -> list[str]:
     """The start-up lines of ``run``: where it reads and writes, and when."""
     config: Config = engine.config
-    streams = config.streams.enabled()
-    lines = [
-        f"misp-ti run: MISP {public_url(config.misp.url)}",
-        "  streams: " + (", ".join(f"{s} every {_span(config.streams.settings(s).interval)}" for s in streams) or "none"),
+    sources: Mapping[str, Config] = getattr(engine, "sources", {"default": config})
+    def every(view: Config) -> str:
+        streams = view.streams.enabled()
+        return ", ".join(f"{s} every {_span(view.streams.settings(s).interval)}" for s in streams) or "none"
+
+    if config.named_sources:
+        lines = [f"misp-ti run: MISP sources {', '.join(sources)}"]
+        for name, view in sources.items():
+            lines += [f"  {name}: {public_url(view.misp.url)}", f"    streams: {every(view)}"]
+    else:
+        lines = [f"misp-ti run: MISP {public_url(config.misp.url)}", f"  streams: {every(config)}"]
+    lines += [
         "  sinks: " + ", ".join(config.output.sinks),
         f"  state: {config.state_path()}",
         f"  first poll: now ({iso(utcnow())})",
