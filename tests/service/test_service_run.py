@@ -222,7 +222,7 @@ def test_metrics_count_retries_and_error_statuses_during_a_real_run(misp_server:
     assert code == 0, service.stderr
     assert values['misp_ti_misp_requests_total{status="503"}'] >= 1
     assert values["misp_ti_misp_retries_total"] >= 1
-    assert values[f'misp_ti_cycles_total{{outcome="completed",stream="{STREAM}"}}'] == 1
+    assert values[f'misp_ti_cycles_total{{outcome="completed",source="default",stream="{STREAM}"}}'] == 1
 
 
 def test_a_remote_metrics_address_is_refused_unless_allowed(misp_server: MispServerFactory, tmp_path: Path) -> None:
