@@ -11,6 +11,7 @@ scenarios run against the full simulator in test_fetch_simulator.py.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,10 @@ class TableModel:
             if row["uuid"] == uuid:
                 row["timestamp"] = str(ts)
 
+    def remove(self, uuid: str) -> None:
+        """A hard delete of an object's or an event's rows: gone, nothing stamped."""
+        self.rows = [row for row in self.rows if row["uuid"] != uuid]
+
     def changed_since(self, since: int) -> bool:
         """The change probe as MISP answers it: is any row stamped at or after ``since``?"""
         self.requests += 1
@@ -69,11 +74,14 @@ class TableModel:
 
 
 def read_all(
-    model: TableModel, *, start: int = 0, end: int = 10_000, limit: int = 5, resume: int | None = None, probe: bool = False
+    model: TableModel, *, start: int = 0, end: int = 10_000, limit: int = 5, resume: int | None = None,
+    probe: bool = False, exact: int | None = None,
 ) -> list[tuple[str, int]]:
+    """``probe``: fast paging; ``exact``: offset runs re-scanned ``exact`` rows a request."""
     reader = WindowReader(
         scope="attributes", search=model.search, body={}, start=start, end=end, limit=limit, key=row_key,
         post_filtered=True, changed_since=model.changed_since if probe else None,
+        offset_runs=exact is not None, rescan_limit=exact,
     )
     return [row_key(r) for chunk in reader.chunks(resume) for r in chunk.rows]
 
@@ -204,6 +212,54 @@ def test_edit_during_an_offset_run_is_seen_by_the_probe_and_repaired(moved_to: i
     assert len(delivered) == len(set(delivered))
     assert latest(delivered)["c00"] == (moved_to if moved_to <= 10_000 else 500)
     assert model.probes == 1
+
+
+def test_exact_offset_run_is_verified_by_one_wide_rescan() -> None:
+    model = crowded_table()
+    limits: list[int] = []
+    model.before_request = lambda n, body: limits.append(body["limit"])
+    delivered = read_all(model, exact=50)
+    assert sorted(delivered) == sorted((r["uuid"], int(r["timestamp"])) for r in model.rows)
+    assert model.probes == 0
+    # the 32 rows in pages of 5 (7 requests, the short 7th shows the end), then
+    # the run's span once more in one request of 50 rows
+    assert limits == [5] * 7 + [50]
+
+
+@pytest.mark.parametrize("exact", [True, False], ids=["exact", "fast"])
+def test_hard_delete_during_an_offset_run(exact: bool) -> None:
+    model = crowded_table()
+
+    def delete(n: int, body: Mapping[str, Any]) -> None:
+        if n == 3:  # pages 1 and 2 (c00..c09) were read; c00 vanishes, c10 moves onto page 2
+            model.remove("c00")
+
+    model.before_request = delete
+    delivered = read_all(model, exact=50) if exact else read_all(model, probe=True)
+    survivors = {r["uuid"] for r in model.rows}
+    assert len(delivered) == len(set(delivered))
+    if exact:
+        assert survivors <= {u for u, _ in delivered}
+    else:  # nothing was stamped: the probe says "no change", c10 is skipped for good
+        assert survivors - {u for u, _ in delivered} == {"c10"}
+
+
+@pytest.mark.parametrize("size", [1, 40])
+def test_exact_rescan_pages_a_span_wider_than_its_limit(size: int) -> None:
+    """A span of more rows than ``rescan_limit`` is re-read page by page (never
+    narrower than the page size), each row delivered once."""
+    model = TableModel()
+    for i in range(100):
+        model.add(f"c{i:03d}", 500)
+    model.add("after", 600)
+    limits: list[int] = []
+    model.before_request = lambda n, body: limits.append(body["limit"])
+    delivered = read_all(model, exact=size)
+    assert sorted(delivered) == sorted((r["uuid"], int(r["timestamp"])) for r in model.rows)
+    # the run: 21 pages of 5 (the 21st holds "after" and ends the window);
+    # then its span, 101 rows, again in pages of max(size, page size)
+    wide = max(size, 5)
+    assert limits == [5] * 21 + [wide] * math.ceil(101 / wide)
 
 
 def test_after_a_probe_says_changed_the_window_is_read_without_runs() -> None:

@@ -36,29 +36,39 @@ at or after ``safe`` (the point below which everything is delivered).
    This repairs the one-row skips a modification can cause in offset mode.
 
    A re-scan costs as many requests as the episode, and finds nothing
-   unless MISP changed meanwhile. With a ``changed_since`` probe (what
-   ``misp_fetch`` passes) the reader first asks that, in one request: "does
-   MISP hold anything stamped at or after ``end - CLOCK_SKEW``?" Every
-   change MISP stamps gets its "now", at least the window end minus the
-   clock difference: an edit or soft delete (the row jumps out of place),
-   an added attribute, an event tag change (``misp_fetch`` asks by event
-   timestamp, which each of these moves). Only a "yes" (or an answer that
-   cannot tell) costs the re-scan; a window ending less than ``CLOCK_SKEW``
-   after a change still re-scans, and once the probe said "yes" the rest
-   of the window is read as without it. What MISP does not stamp is not seen: a
-   hard delete (an event deleted) during an offset episode can skip one
-   row per deleted row in this poll, as can a row synchronised in with an
-   old timestamp behind the read position (which keyset paging misses
-   anyway). Positional checks cannot replace the probe: a row removed
-   before the read position and the row it makes offset paging skip cancel
-   out in every position after them.
-
-   With the probe, offset mode is also chosen where a keyset step
+   unless MISP changed meanwhile. Offset runs (``offset_runs`` or a
+   probe) make it cheap: offset mode is also chosen where a keyset step
    would re-read more than a quarter of the page (the rows at ``m`` fill
    its tail: imported events keep their original, shared timestamps), and
    the run then goes on for :data:`OFFSET_RUN` pages before the keyset
-   moves again: the requests approach ``ceil(N / limit) + 1`` (issue 15),
-   while the checkpoint waits at the run's start.
+   moves again, while the checkpoint waits at the run's start. The run's
+   span is then verified in one of two ways (``misp.paging``):
+
+   * exact (the default, ``offset_runs=True``): re-scanned with
+     ``rescan_limit`` rows a request (:data:`RESCAN_LIMIT`, at least the
+     page size), i.e. one or two requests for a run of up to 64 pages. A
+     one-request re-scan is one SQL query in MISP (``__iteratedFetch``
+     splits a page only above PHP's ``memory_limit`` in MB x 50 rows,
+     app/Model/MispAttribute.php L3309, L3346-3348, 2.5.1), so nothing
+     removed meanwhile can make it skip a row.
+   * fast (``changed_since``, what ``misp_fetch`` passes for
+     ``misp.paging = "fast"``): one request asks "does MISP hold anything
+     stamped at or after ``end - CLOCK_SKEW``?" Every change MISP stamps
+     gets its "now": an edit or soft delete, an added attribute, an event
+     tag change, an attribute's hard delete (its *event* is stamped;
+     ``misp_fetch`` asks by event timestamp). Only a "yes" (or an answer
+     that cannot tell) costs the re-scan; once the probe said "yes" the
+     rest of the window is read without runs. Blind to what MISP does not
+     stamp: an object's or an event's hard delete during an offset episode
+     (see :mod:`misp_ti.simulator.deletes` for MISP's source) makes it skip
+     one row per deleted row read already, for good (the row's timestamp
+     is old). Positional checks cannot replace the probe: a row removed
+     before the read position and the row it makes offset paging skip
+     cancel out in every position after them.
+
+   Either way the requests approach ``ceil(N / limit) + 1`` (issue 15). A
+   row synchronised in with an old timestamp behind the read position is
+   missed by both (keyset paging misses it anyway).
 
 Checkpoints: after each page the safe point ``safe`` (every row of the
 window below it delivered) is reported; a resumed cycle restarts at
@@ -97,6 +107,10 @@ CLOCK_SKEW = 300
 OFFSET_RUN = 16
 OFFSET_RUN_MAX = 64
 OFFSET_RUN_ROWS = 20_000
+#: Rows per request of the re-scans of offset runs without a probe (exact
+#: paging, see :class:`WindowReader`): at least the page size, and never above
+#: the default page size, which the default answer-size bound is sized for.
+RESCAN_LIMIT = 1000
 
 
 def sql_page_full(scope: str, page: int, limit: int, result: SearchResult, *, old_counts: bool = False) -> bool:
@@ -178,7 +192,12 @@ class WindowReader:
     :param changed_since: one request answering whether MISP holds anything
         stamped at or after the given epoch second, whatever the filters;
         with it, offset-mode episodes are re-scanned only after a change,
-        and paging uses offset runs (see the module doc).
+        and paging uses offset runs (see the module doc). Fast, but blind
+        to what MISP does not stamp (an object's or an event's hard delete).
+    :param offset_runs: offset runs without a probe (exact paging): every
+        offset-mode span is re-scanned, ``rescan_limit`` rows per request,
+        so a run of many pages costs one or two more requests, not as many.
+    :param rescan_limit: rows per re-scan request (default ``limit``).
     """
 
     def __init__(
@@ -193,6 +212,8 @@ class WindowReader:
         key: Callable[[Mapping[str, Any]], tuple[str | None, int | None]],
         post_filtered: bool = False,
         changed_since: Callable[[int], bool] | None = None,
+        offset_runs: bool = False,
+        rescan_limit: int | None = None,
     ):
         self.scope = scope
         self.search = search
@@ -201,14 +222,16 @@ class WindowReader:
         self.key = key
         self.post_filtered = post_filtered
         self.changed_since = changed_since
-        self._quiet = changed_since is not None  # no probe has said "changed" yet
+        self.rescan_limit = max(limit, rescan_limit or limit)
+        # offset runs allowed: exact paging, or a probe that has not said "changed" yet
+        self._quiet = changed_since is not None or offset_runs
         self.stats = ReadStats()
         self._seen: dict[str, int] = {}
         self._warned_no_header = False
         self._old_counts = False
 
-    def _query(self, lo: int, hi: int, page: int) -> SearchResult:
-        body = {**self.body, "timestamp": [lo, hi], "limit": self.limit, "page": page}
+    def _query(self, lo: int, hi: int, page: int, limit: int | None = None) -> SearchResult:
+        body = {**self.body, "timestamp": [lo, hi], "limit": limit or self.limit, "page": page}
         result = self.search(body)
         self.stats.requests += 1
         self.stats.retries += result.attempts - 1
@@ -221,10 +244,11 @@ class WindowReader:
             )
         return result
 
-    def _full(self, page: int, result: SearchResult) -> bool:
-        if self.scope == "attributes" and (result.result_count or 0) > self.limit + 1:
+    def _full(self, page: int, result: SearchResult, limit: int | None = None) -> bool:
+        limit = limit or self.limit
+        if self.scope == "attributes" and (result.result_count or 0) > limit + 1:
             self._old_counts = True
-        return sql_page_full(self.scope, page, self.limit, result, old_counts=self._old_counts)
+        return sql_page_full(self.scope, page, limit, result, old_counts=self._old_counts)
 
     def _fresh(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
@@ -296,7 +320,8 @@ class WindowReader:
         """Whether to read ``page + 1`` although the keyset could move to ``newest``.
 
         Only with a change probe (then an episode costs one probe instead
-        of a re-scan). A keyset step re-reads the rows at ``newest``; when
+        of a re-scan) or with exact offset runs (a re-scan at
+        ``rescan_limit`` rows a request). A keyset step re-reads the rows at ``newest``; when
         they fill more than a quarter of the page, offset mode is cheaper.
         A run, once begun, goes on for :data:`OFFSET_RUN` pages (one probe
         pays for many pages) and ends on a page whose keyset step is cheap,
@@ -322,11 +347,11 @@ class WindowReader:
             found = 0
             page = 1
             while True:
-                result = self._query(lo, hi, page)
+                result = self._query(lo, hi, page, self.rescan_limit)
                 rows = self._fresh(result.items)
                 found += len(rows)
                 yield self._chunk(rows, safe)
-                if not self._full(page, result):
+                if not self._full(page, result, self.rescan_limit):
                     break
                 page += 1
             if not found:
