@@ -290,7 +290,7 @@ class WindowReader:
                     yield self._chunk(rows, safe)
                     rows = []
                     hi = self.end if not full else newest - 1
-                    yield from self._rescan(episode, hi, safe)
+                    yield from self._rescan(episode, hi, safe, page)
                     episode = None
                 if not full:
                     self._advance(self.end + 1)
@@ -306,15 +306,20 @@ class WindowReader:
             # would re-read most of it): offset mode
             if episode is None:
                 episode = lo
-            blind = 0 if rows else blind + 1
-            if blind >= MAX_BLIND_PAGES:
-                raise FetchError(
-                    f"MISP kept saying more {self.scope} follow at timestamp >= {lo} but sent "
-                    f"{MAX_BLIND_PAGES} pages in a row without a new row "
-                    f"(last: {len(result.items)} rows, X-Result-Count {result.result_count}); giving up"
-                )
+            blind = self._blind(blind, rows, lo, result)
             page += 1
             yield self._chunk(rows, safe)
+
+    def _blind(self, blind: int, rows: list[dict[str, Any]], lo: int, result: SearchResult) -> int:
+        """Counts pages said to be full that brought no new row; too many in a row fail the poll."""
+        blind = 0 if rows else blind + 1
+        if blind >= MAX_BLIND_PAGES:
+            raise FetchError(
+                f"MISP kept saying more {self.scope} follow at timestamp >= {lo} but sent "
+                f"{MAX_BLIND_PAGES} pages in a row without a new row "
+                f"(last: {len(result.items)} rows, X-Result-Count {result.result_count}); giving up"
+            )
+        return blind
 
     def _keep_offset(self, result: SearchResult, newest: int, page: int, in_offset: bool) -> bool:
         """Whether to read ``page + 1`` although the keyset could move to ``newest``.
@@ -334,7 +339,11 @@ class WindowReader:
         tail = sum(1 for row in result.items if self.key(row)[1] == newest)
         return tail * 4 > self.limit or (in_offset and page < OFFSET_RUN)
 
-    def _rescan(self, lo: int, hi: int, safe: int) -> Iterator[Chunk]:
+    def _rescan(self, lo: int, hi: int, safe: int, pages: int) -> Iterator[Chunk]:
+        """Reads ``[lo, hi]`` again (offset mode read it in ``pages`` pages); delivers unseen rows."""
+        # what MISP held then, plus room for rows added since: more is a server
+        # that says "more" forever
+        budget = -(-pages * self.limit // self.rescan_limit) + MAX_BLIND_PAGES
         if self.changed_since is not None and self._quiet:
             self.stats.probes += 1
             self.stats.requests += 1
@@ -353,6 +362,12 @@ class WindowReader:
                 yield self._chunk(rows, safe)
                 if not self._full(page, result, self.rescan_limit):
                     break
+                if page >= budget:
+                    raise FetchError(
+                        f"MISP kept saying more {self.scope} follow at timestamps {lo}..{hi} on page {page} of a "
+                        f"re-read of {pages} pages of {self.limit} (last: {len(result.items)} rows, "
+                        f"X-Result-Count {result.result_count}); giving up"
+                    )
                 page += 1
             if not found:
                 return
