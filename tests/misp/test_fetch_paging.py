@@ -331,3 +331,71 @@ def test_malformed_rows_are_delivered_and_do_not_steer_the_keyset() -> None:
     delivered = [r for chunk in reader.chunks() for r in chunk.rows]
     assert bad[0] in delivered and bad[1] in delivered
     assert sorted(r["uuid"] for r in delivered if r in good) == ["u0", "u1", "u2"]
+
+
+def test_old_count_semantics_stay_known_after_a_keyset_step() -> None:
+    """2.4.165-2.4.194 counts (``limit * (page - 1)`` + the page's rows) show
+    themselves only on page 2; once seen, the next query's pages are judged
+    with them too, and no needless page is asked for."""
+    model = TableModel(semantics="2.4.165", hidden=lambda r: 5 <= int(r["uuid"][1:]) <= 9)
+    for i in range(8):
+        model.add(f"u{i}", 100 + i // 3)
+    delivered = read_all(model)
+    assert sorted(u for u, _ in delivered) == [f"u{i}" for i in range(5)]
+    assert model.requests == 6
+
+
+def longest_run(bodies: list[Mapping[str, Any]]) -> int:
+    """The most consecutive page requests at one lower bound (the pages of one offset run)."""
+    best = streak = 0
+    previous = None
+    for body in bodies:
+        streak = streak + 1 if body["timestamp"][0] == previous else 1
+        previous = body["timestamp"][0]
+        best = max(best, streak)
+    return best
+
+
+@pytest.mark.parametrize(
+    ("run_rows", "pages", "requests"), [(paging.OFFSET_RUN_ROWS, paging.OFFSET_RUN_MAX, 125), (100, 20, 140), (8, 3, 241)]
+)
+def test_an_offset_run_ends_at_its_page_and_row_limits(
+    monkeypatch: pytest.MonkeyPatch, run_rows: int, pages: int, requests: int
+) -> None:
+    """Ten rows a second at page size 5: every page ends in a crowded tail, so an
+    offset run goes on until OFFSET_RUN_MAX pages or OFFSET_RUN_ROWS rows (a
+    checkpoint moves only between runs). A row budget under two pages allows
+    no run: only the one-second episodes (three pages at one bound) remain."""
+    monkeypatch.setattr(paging, "OFFSET_RUN_ROWS", run_rows)
+    model = TableModel()
+    for i in range(600):
+        model.add(f"u{i:03d}", 100 + i // 10)
+    bodies: list[Mapping[str, Any]] = []
+    model.before_request = lambda n, body: bodies.append(dict(body))
+    delivered = read_all(model, probe=True)
+    assert sorted(delivered) == sorted((r["uuid"], int(r["timestamp"])) for r in model.rows)
+    assert longest_run(bodies) == pages
+    assert model.requests == requests  # pages and probes, as measured for this table
+
+
+def test_no_offset_run_where_the_keyset_step_rereads_a_quarter_of_the_page_or_less() -> None:
+    """Two rows a second at page size 8: a keyset step re-reads two rows (a
+    quarter), cheaper than an episode to verify: the keyset moves every page."""
+    model = TableModel()
+    for i in range(80):
+        model.add(f"u{i:02d}", 100 + i // 2)
+    bodies: list[Mapping[str, Any]] = []
+    model.before_request = lambda n, body: bodies.append(dict(body))
+    delivered = read_all(model, limit=8, probe=True)
+    assert sorted(delivered) == sorted((r["uuid"], int(r["timestamp"])) for r in model.rows)
+    assert longest_run(bodies) == 1 and model.probes == 0
+
+
+def test_the_duplicate_memory_holds_only_rows_at_the_safe_point() -> None:
+    """Memory stays flat (module doc): delivered rows below the checkpoint are forgotten."""
+    model = TableModel()
+    for i in range(300):
+        model.add(f"u{i}", 100 + i)
+    reader = WindowReader(scope="attributes", search=model.search, body={}, start=0, end=10_000, limit=5, key=row_key)
+    sizes = [len(reader._seen) for _ in reader.chunks()]
+    assert len(sizes) > 50 and max(sizes) <= 5
