@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from misp_ti.errors import FetchError
 from misp_ti.misp import paging
 from misp_ti.misp.client import SearchResult
 from misp_ti.misp.paging import WindowReader, row_key, sql_page_full
@@ -266,7 +267,9 @@ def test_after_a_probe_says_changed_the_window_is_read_without_runs() -> None:
     model = TableModel()
     for second in range(4):  # four crowded seconds, each its own offset episode
         for i in range(12):
-            model.add(f"s{second}-{i:02d}", 500 + second)
+            model.add(f"s{second}-{i:02d}", 500 + 200 * second)
+        for i in range(90):  # one row a second: longer than an offset run (16 pages)
+            model.add(f"t{second}-{i:02d}", 501 + 200 * second + i)
     model.add("recent", 9_900)  # stamped within CLOCK_SKEW of the window end: every probe says "yes"
     delivered = read_all(model, probe=True)
     assert sorted(delivered) == sorted((r["uuid"], int(r["timestamp"])) for r in model.rows)
@@ -399,3 +402,40 @@ def test_the_duplicate_memory_holds_only_rows_at_the_safe_point() -> None:
     reader = WindowReader(scope="attributes", search=model.search, body={}, start=0, end=10_000, limit=5, key=row_key)
     sizes = [len(reader._seen) for _ in reader.chunks()]
     assert len(sizes) > 50 and max(sizes) <= 5
+
+
+@pytest.mark.parametrize("mode", ["fast", "exact", "plain"])
+def test_reader_stats_count_every_request_probes_and_rescans(mode: str) -> None:
+    model = crowded_table()
+    reader = WindowReader(
+        scope="attributes", search=model.search, body={}, start=0, end=10_000, limit=5, key=row_key,
+        changed_since=model.changed_since if mode == "fast" else None,
+        offset_runs=mode == "exact", rescan_limit=50 if mode == "exact" else None,
+    )
+    chunks = list(reader.chunks())
+    stats = chunks[-1].stats
+    assert stats["requests"] == model.requests and stats["probes"] == model.probes == (mode == "fast")
+    # plain: each of the three offset episodes is re-read; exact: one run, one re-read
+    assert stats["rescans"] == {"fast": 0, "exact": 1, "plain": 3}[mode]
+    assert stats["rows"] == 32 == sum(len(c.rows) for c in chunks)
+
+
+def test_a_rescan_that_never_ends_fails_the_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that calls every re-scan page full (the same rows again) is given up
+    once the re-read passes what the span held plus MAX_BLIND_PAGES pages."""
+    monkeypatch.setattr(paging, "MAX_BLIND_PAGES", 3)
+    model = crowded_table()
+    rescans: list[int] = []
+
+    def search(body: Mapping[str, Any]) -> SearchResult:
+        result = model.search(body)
+        if body["limit"] != 50:
+            return result
+        rescans.append(body["page"])
+        return SearchResult(model.rows[:10], 51, 0, 1)  # "full", forever
+
+    reader = WindowReader(scope="attributes", search=search, body={}, start=0, end=10_000, limit=5, key=row_key,
+                          offset_runs=True, rescan_limit=50)
+    with pytest.raises(FetchError, match="re-read of 7 pages of 5"):
+        list(reader.chunks())
+    assert rescans == [1, 2, 3, 4]  # ceil(7 pages x 5 rows / 50) + 3
