@@ -227,6 +227,7 @@ class WindowReader:
         self._quiet = changed_since is not None or offset_runs
         self.stats = ReadStats()
         self._seen: dict[str, int] = {}
+        self._new_keyed = 0  # rows with a key among the last _fresh() answer
         self._warned_no_header = False
         self._old_counts = False
 
@@ -252,6 +253,7 @@ class WindowReader:
 
     def _fresh(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
+        keyed = 0
         for row in rows:
             uuid, ts = self.key(row)
             if uuid is None or ts is None:
@@ -264,7 +266,11 @@ class WindowReader:
                 continue
             self._seen[uuid] = ts
             out.append(row)
+            keyed += 1
         self.stats.rows += len(out)
+        # only rows with a uuid and a timestamp are progress: a server that
+        # repeats a malformed row while saying "more" is not moving forward
+        self._new_keyed = keyed
         return out
 
     def _advance(self, safe: int) -> None:
@@ -312,7 +318,7 @@ class WindowReader:
 
     def _blind(self, blind: int, rows: list[dict[str, Any]], lo: int, result: SearchResult) -> int:
         """Counts pages said to be full that brought no new row; too many in a row fail the poll."""
-        blind = 0 if rows else blind + 1
+        blind = 0 if rows and self._new_keyed else blind + 1
         if blind >= MAX_BLIND_PAGES:
             raise FetchError(
                 f"MISP kept saying more {self.scope} follow at timestamp >= {lo} but sent "
@@ -358,7 +364,7 @@ class WindowReader:
             while True:
                 result = self._query(lo, hi, page, self.rescan_limit)
                 rows = self._fresh(result.items)
-                found += len(rows)
+                found += self._new_keyed
                 yield self._chunk(rows, safe)
                 if not self._full(page, result, self.rescan_limit):
                     break
