@@ -139,3 +139,18 @@ def test_garbage_never_moves_the_cursor_and_is_described(body: bytes, hdrs: dict
         assert "after 3 attempts" in message
         # says what it got: the header, the content type and the start of the body, or the misplaced value
         assert any(word in message for word in ("not JSON", "without", "header", "where an object belongs", "uuid", "timestamp"))
+
+
+def test_a_page_repeating_a_malformed_row_while_saying_more_is_given_up_soon() -> None:
+    # Found by the property above: a malformed row (no uuid) is passed on each
+    # time as it cannot be recognised, but it is no progress; before, such a
+    # page kept the reader going as far as X-Result-Count claimed.
+    rows = [{"uuid": f"00000000-0000-4000-8000-00000000000{i}", "timestamp": str(END - 10)} for i in range(4)]
+    page = orjson.dumps({"response": {"Attribute": [*rows, {"value": "no uuid"}]}})
+    sequence = [(200, {"X-Result-Count": "100000"}, page)]
+    with tempfile.TemporaryDirectory() as directory:
+        engine, error, served = run_against(sequence, Path(directory))
+        with engine:
+            assert engine.state.get_cursor("threat_attributes") is None
+    assert isinstance(error, FetchError) and "without a new row" in str(error)
+    assert len(served) <= 2 * 15 + 5, len(served)  # the guard (15 blind pages here), not 100000 / 5 pages

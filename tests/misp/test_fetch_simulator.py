@@ -22,7 +22,7 @@ from helpers.sample import T0
 from misp_ti.config import build_config
 from misp_ti.engine import Engine
 from misp_ti.errors import FetchError
-from misp_ti.misp.paging import CLOCK_SKEW
+from misp_ti.misp.paging import CLOCK_SKEW, RESCAN_LIMIT
 from misp_ti.simulator import FAULT_KINDS, Dataset, MispSimulator, RequestInfo
 from misp_ti.sinks.sqlite import decode_doc
 from misp_ti.testing.clock import ManualClock
@@ -75,13 +75,14 @@ def test_backfill_over_many_pages_then_incremental_polls(tmp_path: Path, dataset
         for body in bodies:
             assert body["returnFormat"] == "json" and body["includeDecayScore"] is True
             assert body["order"] == "Attribute.timestamp asc, Attribute.id asc"
-            assert body["deleted"] == [0, 1] and body["limit"] == PAGE and body["page"] >= 1
+            assert body["deleted"] == [0, 1] and body["limit"] in (PAGE, RESCAN_LIMIT) and body["page"] >= 1
             assert body["timestamp"][0] <= body["timestamp"][1] <= end  # re-scans end earlier
         assert bodies[0]["timestamp"] == [end - 5000 * 86400, end]
-        probes = [r.body for r in sim.requests if is_probe(r.body)]
-        assert probes  # the sample's crowded seconds need offset runs at this page size
-        assert all(p == {"returnFormat": "json", "event_timestamp": [end - CLOCK_SKEW, p["event_timestamp"][1]],
-                         "deleted": [0, 1], "limit": 1, "page": 1} for p in probes)
+        # misp.paging = "exact": the sample's crowded seconds need offset runs at
+        # this page size, each re-read in wide pages, and no change probe is sent
+        rescans = [b for b in bodies if b["limit"] == RESCAN_LIMIT]
+        assert rescans
+        assert not any(is_probe(r.body) for r in sim.requests)
 
         # incremental: a new attribute and an edit, ten minutes later
         clock.advance(timedelta(minutes=10))
@@ -96,12 +97,28 @@ def test_backfill_over_many_pages_then_incremental_polls(tmp_path: Path, dataset
         assert latest_view(tmp_path) == misp_state(sim, uuids | {added["uuid"]})
 
 
+def test_fast_paging_verifies_offset_runs_with_a_one_row_change_probe(tmp_path: Path, dataset: Dataset) -> None:
+    clock = ManualClock(start=T0)
+    uuids = {a["uuid"] for a in dataset.attributes()}
+    with MispSimulator(dataset, api_key=KEY, clock=clock) as sim:
+        with Engine(config(sim, tmp_path, misp={"paging": "fast"}), clock=clock) as engine:
+            [result] = engine.run_once()
+        assert result.completed and latest_view(tmp_path) == misp_state(sim, uuids)
+        end = int(T0.timestamp())
+        probes = [r.body for r in sim.requests if is_probe(r.body)]
+        assert probes  # the sample's crowded seconds need offset runs at this page size
+        assert all(p == {"returnFormat": "json", "event_timestamp": [end - CLOCK_SKEW, p["event_timestamp"][1]],
+                         "deleted": [0, 1], "limit": 1, "page": 1} for p in probes)
+        assert all(b["limit"] == PAGE for b in attribute_requests(sim))  # nothing changed: no re-scan
+
+
+@pytest.mark.parametrize("paging", ["exact", "fast"])
 @pytest.mark.parametrize("page_size", [7, 100, 1000])
-def test_backfill_requests_stay_near_the_minimum(tmp_path: Path, dataset: Dataset, page_size: int) -> None:
-    """Issue 15's target: at most 1.15 x (ceil(N / L) + 1) restSearch requests, probes included."""
+def test_backfill_requests_stay_near_the_minimum(tmp_path: Path, dataset: Dataset, page_size: int, paging: str) -> None:
+    """Issue 15's target: at most 1.15 x (ceil(N / L) + 1) restSearch requests, probes and re-scans included."""
     clock = ManualClock(start=T0)
     with MispSimulator(dataset, api_key=KEY, clock=clock) as sim:
-        with Engine(config(sim, tmp_path, misp={"page_size": page_size}), clock=clock) as engine:
+        with Engine(config(sim, tmp_path, misp={"page_size": page_size, "paging": paging}), clock=clock) as engine:
             [result] = engine.run_once()
         sent = sum(1 for r in sim.requests if r.path.endswith("/attributes/restSearch"))
         assert result.completed and result.records == 1708

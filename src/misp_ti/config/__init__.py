@@ -270,6 +270,10 @@ class MispSettings(_Section):
         description="A 429's `Retry-After`/`X-Rate-Limit-Reset` is honoured up to this long; a longer wait fails the poll (retried at the next interval).",
     )
     page_size: int = Field(1000, ge=1, le=100_000, description="Records per request (`limit`).")
+    paging: Literal["exact", "fast"] = Field(
+        "exact",
+        description="`exact`: every span MISP was paged through by offset is read again (wider pages), so no hard delete during a poll can skip a row; `fast`: one change probe replaces that re-read, blind to object and event hard deletes.",
+    )
     max_response_size: int = Field(
         256 * 1024 * 1024,
         ge=1024,

@@ -47,7 +47,7 @@ from misp_ti.config.sources import DEFAULT_SOURCE
 from misp_ti.errors import PluginError
 from misp_ti.misp.client import MispClient
 from misp_ti.misp.lenient import is_unparsed
-from misp_ti.misp.paging import WindowReader, row_key
+from misp_ti.misp.paging import RESCAN_LIMIT, WindowReader, row_key
 from misp_ti.model import MISP_REQUEST_OBSERVER, Page, RunContext, StashKey
 from misp_ti.streams import BUILTIN_STREAMS, StreamSpec, one_record, split_event
 from misp_ti.timeutil import epoch_text
@@ -63,8 +63,10 @@ CLIENT: StashKey[MispClient] = StashKey("misp_fetch.client")
 MISP_TI_STREAMS = BUILTIN_STREAMS
 
 
-#: Offset runs checked by one change probe instead of re-scans (issue 15;
-#: see :mod:`misp_ti.misp.paging`). Off, the reader re-scans every offset span.
+#: Offset runs (issue 15; see :mod:`misp_ti.misp.paging`), verified as
+#: ``misp.paging`` says: ``exact``, re-scanned at ``RESCAN_LIMIT`` rows a
+#: request; ``fast``, by one change probe. Off, the reader re-scans every
+#: offset span at the page size (what the real-MISP recordings hold).
 OFFSET_RUNS = True
 #: The far end of the change probe's timestamp range (2100-01-01).
 _PROBE_END = 4_102_444_800
@@ -121,8 +123,11 @@ def change_probe(misp: MispClient, scope: str, cancelled: Any = None) -> Callabl
     One restSearch of one row, without the stream's filters (a change can
     take a row out of them) and with deleted rows: for ``attributes`` by the
     event timestamp, which MISP moves on every edit, soft delete, added
-    attribute and event tag change; for ``events`` by the event timestamp.
-    An answer that cannot tell (no or an odd ``X-Result-Count``) is a "yes".
+    attribute, event tag change and attribute hard delete; for ``events``
+    by the event timestamp. An answer that cannot tell (no or an odd
+    ``X-Result-Count``) is a "yes". Blind to what MISP does not stamp: an
+    object's or an event's hard delete (:mod:`misp_ti.simulator.deletes`
+    cites MISP's source), hence ``misp.paging = "fast"`` only.
     """
     key = "event_timestamp" if scope == "attributes" else "timestamp"
 
@@ -169,16 +174,20 @@ def read_stream(stream: str, cursor: Mapping[str, Any] | None, ctx: RunContext) 
     start, end, resume = plan_window(stream, settings, cursor, ctx)
     misp = client(ctx)
     body = request_body(spec, settings)
+    limit = settings.page_size or ctx.config.misp.page_size
+    exact = ctx.config.misp.paging == "exact"
     reader = WindowReader(
         scope=scope,
         search=lambda b: misp.search(scope, b, cancelled=ctx.cancelled, path=path),
         body=body,
         start=start,
         end=end,
-        limit=settings.page_size or ctx.config.misp.page_size,
+        limit=limit,
         key=row_key,
         post_filtered=bool(settings.enforce_warninglist or body.get("excludeDecayed")),
-        changed_since=change_probe(misp, scope, ctx.cancelled) if OFFSET_RUNS else None,
+        changed_since=change_probe(misp, scope, ctx.cancelled) if OFFSET_RUNS and not exact else None,
+        offset_runs=OFFSET_RUNS and exact,
+        rescan_limit=max(limit, RESCAN_LIMIT) if OFFSET_RUNS and exact else None,
     )
     log.info(
         "%s: reading %s .. %s%s", stream, epoch_text(start), epoch_text(end),

@@ -36,29 +36,39 @@ at or after ``safe`` (the point below which everything is delivered).
    This repairs the one-row skips a modification can cause in offset mode.
 
    A re-scan costs as many requests as the episode, and finds nothing
-   unless MISP changed meanwhile. With a ``changed_since`` probe (what
-   ``misp_fetch`` passes) the reader first asks that, in one request: "does
-   MISP hold anything stamped at or after ``end - CLOCK_SKEW``?" Every
-   change MISP stamps gets its "now", at least the window end minus the
-   clock difference: an edit or soft delete (the row jumps out of place),
-   an added attribute, an event tag change (``misp_fetch`` asks by event
-   timestamp, which each of these moves). Only a "yes" (or an answer that
-   cannot tell) costs the re-scan; a window ending less than ``CLOCK_SKEW``
-   after a change still re-scans, and once the probe said "yes" the rest
-   of the window is read as without it. What MISP does not stamp is not seen: a
-   hard delete (an event deleted) during an offset episode can skip one
-   row per deleted row in this poll, as can a row synchronised in with an
-   old timestamp behind the read position (which keyset paging misses
-   anyway). Positional checks cannot replace the probe: a row removed
-   before the read position and the row it makes offset paging skip cancel
-   out in every position after them.
-
-   With the probe, offset mode is also chosen where a keyset step
+   unless MISP changed meanwhile. Offset runs (``offset_runs`` or a
+   probe) make it cheap: offset mode is also chosen where a keyset step
    would re-read more than a quarter of the page (the rows at ``m`` fill
    its tail: imported events keep their original, shared timestamps), and
    the run then goes on for :data:`OFFSET_RUN` pages before the keyset
-   moves again: the requests approach ``ceil(N / limit) + 1`` (issue 15),
-   while the checkpoint waits at the run's start.
+   moves again, while the checkpoint waits at the run's start. The run's
+   span is then verified in one of two ways (``misp.paging``):
+
+   * exact (the default, ``offset_runs=True``): re-scanned with
+     ``rescan_limit`` rows a request (:data:`RESCAN_LIMIT`, at least the
+     page size), i.e. one or two requests for a run of up to 64 pages. A
+     one-request re-scan is one SQL query in MISP (``__iteratedFetch``
+     splits a page only above PHP's ``memory_limit`` in MB x 50 rows,
+     app/Model/MispAttribute.php L3309, L3346-3348, 2.5.1), so nothing
+     removed meanwhile can make it skip a row.
+   * fast (``changed_since``, what ``misp_fetch`` passes for
+     ``misp.paging = "fast"``): one request asks "does MISP hold anything
+     stamped at or after ``end - CLOCK_SKEW``?" Every change MISP stamps
+     gets its "now": an edit or soft delete, an added attribute, an event
+     tag change, an attribute's hard delete (its *event* is stamped;
+     ``misp_fetch`` asks by event timestamp). Only a "yes" (or an answer
+     that cannot tell) costs the re-scan; once the probe said "yes" the
+     rest of the window is read without runs. Blind to what MISP does not
+     stamp: an object's or an event's hard delete during an offset episode
+     (see :mod:`misp_ti.simulator.deletes` for MISP's source) makes it skip
+     one row per deleted row read already, for good (the row's timestamp
+     is old). Positional checks cannot replace the probe: a row removed
+     before the read position and the row it makes offset paging skip
+     cancel out in every position after them.
+
+   Either way the requests approach ``ceil(N / limit) + 1`` (issue 15). A
+   row synchronised in with an old timestamp behind the read position is
+   missed by both (keyset paging misses it anyway).
 
 Checkpoints: after each page the safe point ``safe`` (every row of the
 window below it delivered) is reported; a resumed cycle restarts at
@@ -97,6 +107,10 @@ CLOCK_SKEW = 300
 OFFSET_RUN = 16
 OFFSET_RUN_MAX = 64
 OFFSET_RUN_ROWS = 20_000
+#: Rows per request of the re-scans of offset runs without a probe (exact
+#: paging, see :class:`WindowReader`): at least the page size, and never above
+#: the default page size, which the default answer-size bound is sized for.
+RESCAN_LIMIT = 1000
 
 
 def sql_page_full(scope: str, page: int, limit: int, result: SearchResult, *, old_counts: bool = False) -> bool:
@@ -197,7 +211,12 @@ class WindowReader:
     :param changed_since: one request answering whether MISP holds anything
         stamped at or after the given epoch second, whatever the filters;
         with it, offset-mode episodes are re-scanned only after a change,
-        and paging uses offset runs (see the module doc).
+        and paging uses offset runs (see the module doc). Fast, but blind
+        to what MISP does not stamp (an object's or an event's hard delete).
+    :param offset_runs: offset runs without a probe (exact paging): every
+        offset-mode span is re-scanned, ``rescan_limit`` rows per request,
+        so a run of many pages costs one or two more requests, not as many.
+    :param rescan_limit: rows per re-scan request (default ``limit``).
     """
 
     def __init__(
@@ -212,6 +231,8 @@ class WindowReader:
         key: Callable[[Mapping[str, Any]], tuple[str | None, int | None]],
         post_filtered: bool = False,
         changed_since: Callable[[int], bool] | None = None,
+        offset_runs: bool = False,
+        rescan_limit: int | None = None,
     ):
         self.scope = scope
         self.search = search
@@ -220,16 +241,19 @@ class WindowReader:
         self.key = key
         self.post_filtered = post_filtered
         self.changed_since = changed_since
-        self._quiet = changed_since is not None  # no probe has said "changed" yet
+        self.rescan_limit = max(limit, rescan_limit or limit)
+        # offset runs allowed: exact paging, or a probe that has not said "changed" yet
+        self._quiet = changed_since is not None or offset_runs
         self.stats = ReadStats()
         self._seen: dict[str, int] = {}
+        self._new_keyed = 0  # rows with a key among the last _fresh() answer
         self._warned_no_header = False
         self._old_counts = False
         #: Rows in the window, when MISP's counters tell (see :meth:`_count_window`).
         self.total: int | None = None
 
-    def _query(self, lo: int, hi: int, page: int) -> SearchResult:
-        body = {**self.body, "timestamp": [lo, hi], "limit": self.limit, "page": page}
+    def _query(self, lo: int, hi: int, page: int, limit: int | None = None) -> SearchResult:
+        body = {**self.body, "timestamp": [lo, hi], "limit": limit or self.limit, "page": page}
         result = self.search(body)
         self.stats.requests += 1
         self.stats.retries += result.attempts - 1
@@ -242,13 +266,15 @@ class WindowReader:
             )
         return result
 
-    def _full(self, page: int, result: SearchResult) -> bool:
-        if self.scope == "attributes" and (result.result_count or 0) > self.limit + 1:
+    def _full(self, page: int, result: SearchResult, limit: int | None = None) -> bool:
+        limit = limit or self.limit
+        if self.scope == "attributes" and (result.result_count or 0) > limit + 1:
             self._old_counts = True
-        return sql_page_full(self.scope, page, self.limit, result, old_counts=self._old_counts)
+        return sql_page_full(self.scope, page, limit, result, old_counts=self._old_counts)
 
     def _fresh(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
+        keyed = 0
         for row in rows:
             uuid, ts = self.key(row)
             if uuid is None or ts is None:
@@ -261,7 +287,11 @@ class WindowReader:
                 continue
             self._seen[uuid] = ts
             out.append(row)
+            keyed += 1
         self.stats.rows += len(out)
+        # only rows with a uuid and a timestamp are progress: a server that
+        # repeats a malformed row while saying "more" is not moving forward
+        self._new_keyed = keyed
         return out
 
     def _advance(self, safe: int) -> None:
@@ -300,7 +330,7 @@ class WindowReader:
                     yield self._chunk(rows, safe)
                     rows = []
                     hi = self.end if not full else newest - 1
-                    yield from self._rescan(episode, hi, safe)
+                    yield from self._rescan(episode, hi, safe, page)
                     episode = None
                 if not full:
                     self._advance(self.end + 1)
@@ -316,21 +346,27 @@ class WindowReader:
             # would re-read most of it): offset mode
             if episode is None:
                 episode = lo
-            blind = 0 if rows else blind + 1
-            if blind >= MAX_BLIND_PAGES:
-                raise FetchError(
-                    f"MISP kept saying more {self.scope} follow at timestamp >= {lo} but sent "
-                    f"{MAX_BLIND_PAGES} pages in a row without a new row "
-                    f"(last: {len(result.items)} rows, X-Result-Count {result.result_count}); giving up"
-                )
+            blind = self._blind(blind, rows, lo, result)
             page += 1
             yield self._chunk(rows, safe)
+
+    def _blind(self, blind: int, rows: list[dict[str, Any]], lo: int, result: SearchResult) -> int:
+        """Counts pages said to be full that brought no new row; too many in a row fail the poll."""
+        blind = 0 if rows and self._new_keyed else blind + 1
+        if blind >= MAX_BLIND_PAGES:
+            raise FetchError(
+                f"MISP kept saying more {self.scope} follow at timestamp >= {lo} but sent "
+                f"{MAX_BLIND_PAGES} pages in a row without a new row "
+                f"(last: {len(result.items)} rows, X-Result-Count {result.result_count}); giving up"
+            )
+        return blind
 
     def _keep_offset(self, result: SearchResult, newest: int, page: int, in_offset: bool) -> bool:
         """Whether to read ``page + 1`` although the keyset could move to ``newest``.
 
         Only with a change probe (then an episode costs one probe instead
-        of a re-scan). A keyset step re-reads the rows at ``newest``; when
+        of a re-scan) or with exact offset runs (a re-scan at
+        ``rescan_limit`` rows a request). A keyset step re-reads the rows at ``newest``; when
         they fill more than a quarter of the page, offset mode is cheaper.
         A run, once begun, goes on for :data:`OFFSET_RUN` pages (one probe
         pays for many pages) and ends on a page whose keyset step is cheap,
@@ -343,7 +379,11 @@ class WindowReader:
         tail = sum(1 for row in result.items if self.key(row)[1] == newest)
         return tail * 4 > self.limit or (in_offset and page < OFFSET_RUN)
 
-    def _rescan(self, lo: int, hi: int, safe: int) -> Iterator[Chunk]:
+    def _rescan(self, lo: int, hi: int, safe: int, pages: int) -> Iterator[Chunk]:
+        """Reads ``[lo, hi]`` again (offset mode read it in ``pages`` pages); delivers unseen rows."""
+        # what MISP held then, plus room for rows added since: more is a server
+        # that says "more" forever
+        budget = -(-pages * self.limit // self.rescan_limit) + MAX_BLIND_PAGES
         if self.changed_since is not None and self._quiet:
             self.stats.probes += 1
             self.stats.requests += 1
@@ -356,12 +396,18 @@ class WindowReader:
             found = 0
             page = 1
             while True:
-                result = self._query(lo, hi, page)
+                result = self._query(lo, hi, page, self.rescan_limit)
                 rows = self._fresh(result.items)
-                found += len(rows)
+                found += self._new_keyed
                 yield self._chunk(rows, safe)
-                if not self._full(page, result):
+                if not self._full(page, result, self.rescan_limit):
                     break
+                if page >= budget:
+                    raise FetchError(
+                        f"MISP kept saying more {self.scope} follow at timestamps {lo}..{hi} on page {page} of a "
+                        f"re-read of {pages} pages of {self.limit} (last: {len(result.items)} rows, "
+                        f"X-Result-Count {result.result_count}); giving up"
+                    )
                 page += 1
             if not found:
                 return

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from misp_ti.simulator import deletes
 from misp_ti.simulator.dataset import Dataset
 from misp_ti.simulator.decay import default_models, normalise_models
 from misp_ti.simulator.faults import FaultPlan
@@ -216,6 +217,18 @@ class MispSimulator:
         """Soft delete (``deleted: true``), timestamp bumped: visible to ``deleted: [0, 1]`` searches."""
         row = self.state.modify_attribute(uuid, {"deleted": True}, self.now())
         return self.attribute(row.attribute["uuid"])
+
+    def hard_delete_attribute(self, uuid: str) -> None:
+        """Hard delete: the row is gone; only the event's timestamp moves to now (see :mod:`.deletes`)."""
+        deletes.hard_delete_attribute(self.state, uuid, self.now())
+
+    def hard_delete_object(self, object_uuid: str) -> int:
+        """Hard delete of an object and its attributes; no timestamp moves. Returns the rows removed."""
+        return deletes.hard_delete_object(self.state, object_uuid)
+
+    def delete_event(self, event_uuid: str) -> int:
+        """Delete an event and all its attributes; nothing is stamped. Returns the rows removed."""
+        return deletes.delete_event(self.state, event_uuid)
 
     def add_sighting(self, uuid: str, timestamp: datetime | int | None = None) -> dict[str, Any]:
         """Record a sighting (default: now). It restarts decay; it does not change the attribute timestamp."""
