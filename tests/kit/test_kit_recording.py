@@ -117,6 +117,18 @@ def test_a_request_with_another_body_is_not_replayed(project):
     result.stdout.fnmatch_lines(["*CannotOverwriteExistingCassetteException*"])
 
 
+def test_recording_again_keeps_nothing_of_the_old_cassette(project):
+    project.runpytest("-p", "no:cacheprovider", "--misp-record", "-k", "test_search").assert_outcomes(passed=1)
+    [cassette] = _cassettes(project)
+    assert '"deleted":0' not in cassette.read_text().replace(" ", "")
+    # the test now also asks deleted = 0 (same answers): its re-recorded
+    # cassette holds those requests only, not the old ones beside them
+    project.makepyfile(test_misp=PROJECT.replace('"page": 1, **body}', '"page": 1, "deleted": 0, **body}'))
+    project.runpytest("-p", "no:cacheprovider", "--misp-record", "-k", "test_search").assert_outcomes(passed=1)
+    text = cassette.read_text().replace(" ", "")
+    assert text.count('"deleted":0') == 2 and text.count("uri:") == 2
+
+
 def test_body_matching_ignores_json_key_order():
     from types import SimpleNamespace
 

@@ -2,8 +2,8 @@
 
 * **Replay only by default**: a request with no recorded answer fails the test
   (vcrpy's ``record_mode="none"``), so no test reaches the network by accident.
-* ``pytest --misp-record`` re-records every cassette the selected tests use:
-  from the MISP at ``MISP_TI_TEST_MISP_URL`` (key in ``MISP_TI_TEST_MISP_KEY``) if set,
+* ``pytest --misp-record`` re-records every cassette the selected tests use,
+  each from scratch (nothing of the old recording is kept): from the MISP at ``MISP_TI_TEST_MISP_URL`` (key in ``MISP_TI_TEST_MISP_KEY``) if set,
   else from the simulator.
 * Requests match on **method, path and JSON body** (restSearch is a POST whose
   body says what is asked), not on host, so a cassette recorded from any
@@ -135,7 +135,16 @@ def misp_vcr(request: pytest.FixtureRequest, misp_vcr_config: dict[str, Any]) ->
         "decode_compressed_response": True,
     }
     options.update(misp_vcr_config)
-    recorder = vcr.VCR(**options)
+
+    class Recorder(vcr.VCR):  # type: ignore[misc]
+        def use_cassette(self, path: Any = None, **kwargs: Any) -> Any:
+            # vcrpy's "all" mode writes the old interactions back beside the
+            # new ones: a re-recorded cassette starts empty instead
+            if recording and path is not None:
+                Path(path).unlink(missing_ok=True)
+            return super().use_cassette(path, **kwargs)
+
+    recorder = Recorder(**options)
     recorder.register_matcher("json_body", json_body_matcher)
     return recorder
 
