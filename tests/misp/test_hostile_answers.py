@@ -195,7 +195,7 @@ def test_a_proxy_password_is_used_but_never_reaches_an_error_or_a_log(caplog: py
     seen: list[bytes] = []
 
     def answer(sock: socket.socket) -> None:
-        sock.sendall(head(503, Content_Length="0"))
+        sock.sendall(head(503, Content_Length="0", Connection="close"))
 
     with raw_server(answer, on_request=seen.append) as url:
         proxy = url.replace("http://", f"http://user:{password}@")
