@@ -223,3 +223,28 @@ def test_the_run_banner_names_every_source_with_its_streams(tmp_path: Path) -> N
         "  partner: https://b.example",
         f"    streams: {STREAM} every 10m, threat every 10m",
     ]
+
+
+def test_each_source_reads_and_keeps_its_own_decaying_models(misp_server: Any, misp_clock: Any, tmp_path: Path) -> None:
+    from misp_ti.expiry.decay_model import STATE_KEY
+
+    ours = misp_server(Dataset.synthetic(30, seed=3, newest=misp_clock.now(), span=timedelta(days=3)))
+    partner = misp_server(partner_dataset(misp_clock))
+    data = two_source_config(tmp_path, ours.url, partner.url).model_dump(mode="json")
+    config = build_config({
+        "misp": {
+            "ours": {"url": ours.url, "api_key": DEFAULT_API_KEY},
+            "partner": {"url": partner.url, "api_key": DEFAULT_API_KEY},
+        },
+        "streams": {STREAM: {"enabled": True, "initial_interval": "3650d"}},
+        "expiry": {"policy": "decay-model"},
+        "output": data["output"],
+        "plugins": {"entrypoints": False},
+    })
+    with Engine(config, clock=misp_clock) as engine:
+        assert all(r.completed for r in engine.run_once())
+        saved = {key: engine.state.get_value(key) for key in (STATE_KEY, f"{STATE_KEY}[ours]", f"{STATE_KEY}[partner]")}
+    # each MISP was asked for its own models, and each source's are kept apart
+    assert [[r.path for r in sim.requests].count("/decayingModel/index") for sim in (ours, partner)] == [1, 1], saved
+    assert saved[STATE_KEY] is None
+    assert saved[f"{STATE_KEY}[ours]"]["index"] and saved[f"{STATE_KEY}[partner]"]["index"]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from misp_ti import hookimpl
+from misp_ti.config.sources import DEFAULT_SOURCE
 from misp_ti.default_plugins import misp_fetch
 from misp_ti.expiry import duration_expiry, immediate_expiry
 from misp_ti.expiry.decay_model import (  # noqa: F401  (names tests and plugins import from here)
@@ -58,13 +59,21 @@ def _request_index(ctx: RunContext) -> list[Any]:
     return request_index(misp_fetch.client(ctx).get_json, ctx)
 
 
-def new_cache() -> ModelCache:
-    """The per-engine model cache, loading the index with :func:`load_index`."""
-    return ModelCache(load_index)
+def new_cache(source: str = DEFAULT_SOURCE) -> ModelCache:
+    """The model cache of one MISP source, loading the index with :func:`load_index`."""
+    return ModelCache(load_index, STATE_KEY if source == DEFAULT_SOURCE else f"{STATE_KEY}[{source}]")
 
 
-#: The engine's model cache in ``ctx.stash``.
+#: The engine's model cache in ``ctx.stash`` (of the ``default`` source; see :func:`cache_key`).
 CACHE: StashKey[ModelCache] = StashKey("expiry_decay_model.cache")
+_SOURCE_CACHES: dict[str, StashKey[ModelCache]] = {}
+
+
+def cache_key(source: str) -> StashKey[ModelCache]:
+    """Where the model cache of the MISP ``source`` lives: each server has its own models."""
+    if source == DEFAULT_SOURCE:
+        return CACHE
+    return _SOURCE_CACHES.setdefault(source, StashKey(f"expiry_decay_model.cache[{source}]"))
 
 
 @hookimpl
@@ -74,7 +83,8 @@ def compute_expiry(stream: str, record: dict[str, Any], doc: dict[str, Any], ctx
     decided = immediate_expiry(record, doc, ctx)
     if decided is not None:
         return decided
-    cache = ctx.stash.get_or_create(CACHE, new_cache)
+    source = getattr(ctx.config, "source", DEFAULT_SOURCE)
+    cache = ctx.stash.get_or_create(cache_key(source), lambda: new_cache(source))
     try:
         flip = predict(stream, record, ctx, cache)
     except Unpredictable as exc:

@@ -60,8 +60,9 @@ class ModelCache:
     """The decaying models of one engine: loaded once, reloaded on each refetch
     cycle and (at most once per cycle) when a score names an unknown model."""
 
-    def __init__(self, load_index: IndexLoader) -> None:
+    def __init__(self, load_index: IndexLoader, state_key: str = STATE_KEY) -> None:
         self.load_index = load_index
+        self.state_key = state_key  # one per MISP source: each server has its own models
         self.models: dict[str, DecayModel] | None = None
         self.loaded_for: datetime | None = None  # ``ctx.now`` of the cycle that last (re)loaded
         self.warned: set[str] = set()
@@ -94,15 +95,14 @@ class ModelCache:
             return self.models
         self.models = models
         if ctx.state is not None and not ctx.dry_run:
-            ctx.state.set_value(STATE_KEY, {"loaded_at": iso(ctx.now), "index": payload})
+            ctx.state.set_value(self.state_key, {"loaded_at": iso(ctx.now), "index": payload})
         log.info("decay-model: %d decaying model(s) loaded", len(models))
         return models
 
-    @staticmethod
-    def _from_state(ctx: RunContext) -> dict[str, DecayModel] | None:
+    def _from_state(self, ctx: RunContext) -> dict[str, DecayModel] | None:
         if ctx.state is None or ctx.config.expiry.decay_models_path is not None:
             return None
-        saved = ctx.state.get_value(STATE_KEY)
+        saved = ctx.state.get_value(self.state_key)
         if not isinstance(saved, Mapping):
             return None
         try:
