@@ -188,6 +188,8 @@ class StateStore:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
             self._conn.execute("PRAGMA busy_timeout = 10000")
+            if self._version() < 1:
+                self._refuse_foreign()  # before any setting is written into the file
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = FULL")
             # the same file as the embedded store by default: do not checkpoint
@@ -195,7 +197,7 @@ class StateStore:
             self._conn.execute("PRAGMA wal_autocheckpoint = 16384")
             self._migrate()
         except sqlite3.Error as exc:
-            raise StateError(f"state file {self.path} cannot be opened: {exc}") from None
+            raise _unusable(f"state file {self.path} cannot be opened: {exc}") from None
 
     @classmethod
     def open_readonly(cls, path: str | Path) -> StateStore:
@@ -246,6 +248,18 @@ class StateStore:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+
+    def _refuse_foreign(self) -> None:
+        """Another program's SQLite file is not taken over: misp-ti's tables are
+        created only in an empty file, a misp-ti state or an embedded store."""
+        tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        ours = {t for t in tables if t.startswith("misp_ti_")} | (tables & {"latest", "latest_value", "store_meta"})
+        if tables and not ours:
+            shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+            raise _unusable(
+                f"state file {self.path} is another program's SQLite database (tables: {shown}), "
+                "not a misp-ti state: point state.path at a new file"
+            )
 
     @property
     def schema_version(self) -> int:

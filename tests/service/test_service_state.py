@@ -158,3 +158,31 @@ def test_the_client_reports_every_request_to_its_observer() -> None:
     with pytest.raises(Exception, match="failed after"):
         broken.search("attributes", {})
     assert seen[2:4] == [("error", False), ("error", True)]
+
+
+def test_a_state_path_at_random_bytes_or_another_programs_database_is_refused_untouched(tmp_path: Path) -> None:
+    import sqlite3
+
+    from misp_ti.state import StateError, StateStore
+
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(bytes(range(256)) * 20)
+    with pytest.raises(StateError) as info:
+        StateStore(garbage)
+    assert info.value.exit_code == 2 and "garbage.db cannot be opened: file is not a database" in str(info.value)
+
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER)")
+    with pytest.raises(StateError) as info:
+        StateStore(foreign)
+    assert info.value.exit_code == 2
+    assert "another program's SQLite database (tables: invoices), not a misp-ti state" in str(info.value)
+    conn = sqlite3.connect(foreign)
+    try:  # left as it was: no misp_ti tables, not switched to WAL
+        assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master")] == ["invoices"]
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    finally:
+        conn.close()
+    # an empty file and an embedded store are taken as before
+    StateStore(tmp_path / "new.db").close()
