@@ -5,10 +5,21 @@
   the ``sqlite`` sink does; the file (after a WAL checkpoint) is divided by
   the number of attributes and compared with the plain JSON of the same
   documents (``x_json``: how many times the raw documents the store takes).
+  ``tables`` splits the file by table and index (SQLite's ``dbstat``).
 * lookups: ``misp-ti lookup - --json --db STORE`` reads values from stdin in
-  a separate process (start-up included); half of them are indicator values
-  of stored documents (made valid today), half are not in the store.
-  The known values are indicator values that at most 3 documents share.
+  a separate process (start-up included; best wall clock of three runs, with
+  the child's CPU time of that run); half of them are indicator values of
+  stored documents (made valid today), half are not in the store. Two
+  stores, two rows:
+
+  - ``distinct``: copy ``k >= 1`` of a base document gets indicator values
+    of its own (:func:`distinct_values`), so, as in a real instance, a
+    known value is one that at most 3 documents of the *whole* store hold.
+    This is the row the target is about.
+  - ``replicated``: the corpus as replicated (fresh uuids, same values), the
+    known values chosen as before this round (held by at most 3 of the first
+    ``2 * lookups`` documents), so each is held by every copy of its base
+    document (about 18 at 100k): many hits per value, megabytes of answer.
 
 ``rows(base, n)`` returns the table rows; ``python benchmarks/store_bench.py
 [--size 100k] [--lookups 10000]`` prints them.
@@ -16,12 +27,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 import random
+import resource
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
+from hashlib import blake2b
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +53,11 @@ def footprint(docs: list[dict[str, Any]], path: Path, *, batch: int = 1_000) -> 
     store = EmbeddedStore(path)
     store.provision()
     start = time.perf_counter()
+    cpu = time.process_time()
     for i in range(0, len(docs), batch):
         store.write(docs[i:i + batch], ingested=CORPUS_NOW, retention_cutoff=None)
     seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     store.close()
     size = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
@@ -53,41 +70,122 @@ def footprint(docs: list[dict[str, Any]], path: Path, *, batch: int = 1_000) -> 
         "json_bytes_per_attribute": round(raw / len(docs)),
         "x_json": round(size / raw, 2),
         "per_second": round(len(docs) / seconds),
+        "per_cpu_second": round(len(docs) / max(cpu, 1e-6)),
+        "tables": tables(path, len(docs)),
     }
 
 
-def lookups(docs: list[dict[str, Any]], path: Path, n: int, *, seed: int = 0) -> dict[str, Any]:
+def tables(path: Path, attributes: int) -> dict[str, float]:
+    """Bytes per attribute of each table and index of the store at ``path``."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC").fetchall()
+    finally:
+        conn.close()
+    return {name: round(size / attributes, 1) for name, size in rows}
+
+
+def _distinct(text: str, copy: int) -> str:
+    """A value of copy ``copy`` of the same kind as ``text`` (hash, address, name) but its own."""
+    if len(text) >= 16 and all(c in "0123456789abcdefABCDEF" for c in text):
+        return blake2b(f"{copy}:{text}".encode(), digest_size=64).hexdigest()[: len(text)]
+    try:
+        if "/" in text:
+            net = ipaddress.ip_network(text, strict=False)
+            moved = ipaddress.ip_address((int(net.network_address) + (copy << (net.max_prefixlen - net.prefixlen))) % (1 << net.max_prefixlen))
+            return str(ipaddress.ip_network((moved, net.prefixlen), strict=False))
+        address = ipaddress.ip_address(text)
+        return str(ipaddress.ip_address((int(address) + copy * 7919) % (1 << address.max_prefixlen)))
+    except ValueError:
+        pass
+    scheme, sep, rest = text.partition("://")
+    return f"{scheme}{sep}r{copy}.{rest}" if sep else f"r{copy}.{text}"
+
+
+def distinct_values(docs: list[dict[str, Any]], base_size: int) -> list[dict[str, Any]]:
+    """The documents with the indicator values of copy ``k >= 1`` (document
+    ``i`` is of copy ``i // base_size``) made its own: a hash becomes another
+    hash of its length, an address another address, a name or URL gains a
+    label ``r<k>.``; the document's size stays within a few bytes."""
+    from misp_ti.sinks.sqlite_keys import INDICATOR_META_KEYS
+
+    def rewrite(item: Any, copy: int) -> Any:
+        if isinstance(item, dict):
+            return {k: rewrite(v, copy) for k, v in item.items()}
+        if isinstance(item, list):
+            return [rewrite(v, copy) for v in item]
+        return _distinct(item, copy) if isinstance(item, str) else item
+
+    for i, doc in enumerate(docs):
+        copy = i // base_size
+        if not copy:
+            continue
+        indicator = doc.get("threat", {}).get("indicator")
+        if isinstance(indicator, dict):
+            for key, value in indicator.items():
+                if key not in INDICATOR_META_KEYS:
+                    indicator[key] = rewrite(value, copy)
+        attribute = doc.get("misp", {}).get("attribute")
+        if isinstance(attribute, dict) and isinstance(attribute.get("value"), str):
+            attribute["value"] = "|".join(_distinct(part, copy) for part in attribute["value"].split("|"))
+    return docs
+
+
+def _askable(value: str) -> bool:
+    return value == value.strip() and "\n" not in value and "\r" not in value
+
+
+def known_values(docs: list[dict[str, Any]], n: int, *, most_holders: int = 3, seed: int = 0) -> list[str]:
+    """``n`` values to ask: half indicator values at most ``most_holders``
+    documents of ``docs`` hold, half absent from the store, shuffled."""
     from misp_ti.sinks.sqlite import indicator_values
 
     rng = random.Random(seed)
     # what an enrichment script asks: indicator values, not the ports or
     # file names thousands of documents share
-    seen = Counter(v for doc in docs[: n * 2] for v in indicator_values(doc))
-    known = sorted(v for v, times in seen.items() if times <= 3 and v == v.strip() and "\n" not in v and "\r" not in v)
+    seen = Counter(v for doc in docs for v in indicator_values(doc))
+    known = sorted(v for v, times in seen.items() if times <= most_holders and _askable(v))
     values = rng.choices(known, k=n // 2) if known else []
     values += [f"absent-{i}.example" for i in range(n - len(values))]
     rng.shuffle(values)
-    command = [sys.executable, "-m", "misp_ti", "lookup", "-", "--json", "--db", str(path)]
+    return values
+
+
+def _run_child(command: list[str], data: bytes) -> tuple[subprocess.CompletedProcess[bytes], float, float]:
+    """The finished process, its wall clock and its CPU seconds (user + system)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(command, input=b"", capture_output=True, check=False)
-    startup = time.perf_counter() - start
-    start = time.perf_counter()
-    done = subprocess.run(command, input=("\n".join(values) + "\n").encode(), capture_output=True, check=False)
+    done = subprocess.run(command, input=data, capture_output=True, check=False)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return done, seconds, cpu
+
+
+def lookups(path: Path, values: list[str], label: str, *, repeat: int = 3) -> dict[str, Any]:
+    command = [sys.executable, "-m", "misp_ti", "lookup", "-", "--json", "--db", str(path)]
+    startup = min((_run_child(command, b"")[1:] for _ in range(repeat)), key=lambda r: r[0])
+    data = ("\n".join(values) + "\n").encode()
+    runs = [_run_child(command, data) for _ in range(repeat)]
+    done, seconds, cpu = min(runs, key=lambda r: r[1])
     if done.returncode not in (0, 1):
         raise RuntimeError(f"lookup exited {done.returncode}: {done.stderr.decode()[-300:]}")
     answers = [orjson.loads(line) for line in done.stdout.splitlines()]
     if [a["value"] for a in answers] != values:
         raise RuntimeError(f"lookup answered {len(answers)} lines for {len(values)} values, or out of order")
     return {
-        "measure": "lookup - (one process)",
+        "measure": f"lookup - (one process), {label}",
+        "store": label,
         "values": len(values),
         "values_found": sum(1 for a in answers if a["active"]),
         "hits": sum(len(a["hits"]) for a in answers),
-        "seconds": round(seconds, 2),
-        "startup_s": round(startup, 2),
+        "answer_mb": round(len(done.stdout) / 1e6, 1),
+        "seconds": round(seconds, 3),
+        "cpu_s": round(cpu, 3),
+        "startup_s": round(startup[0], 3),
+        "startup_cpu_s": round(startup[1], 3),
         "per_second": round(len(values) / seconds),
-        "per_second_after_startup": round(len(values) / max(seconds - startup, 1e-6)),
+        "per_cpu_second": round(len(values) / max(cpu, 1e-6)),
     }
 
 
@@ -101,11 +199,17 @@ def _valid_now(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def rows(base: list[bytes], n: int, *, lookup_values: int = 10_000) -> list[dict[str, Any]]:
+    """The footprint (of the replicated corpus), then the two lookup rows: distinct, replicated."""
     docs = _valid_now(_documents(base, n, 0))
     with tempfile.TemporaryDirectory(prefix="misp-ti-store-bench-") as tmp:
-        path = Path(tmp) / "store.db"
-        result = [footprint(docs, path)]
-        result.append(lookups(docs, path, lookup_values))
+        replicated = Path(tmp) / "replicated.db"
+        result = [footprint(docs, replicated)]
+        heavy = known_values(docs[: lookup_values * 2], lookup_values)
+        distinct_docs = distinct_values(docs, len(base))
+        distinct = Path(tmp) / "distinct.db"
+        footprint(distinct_docs, distinct)
+        result.append(lookups(distinct, known_values(distinct_docs, lookup_values), "distinct"))
+        result.append(lookups(replicated, heavy, "replicated"))
     return result
 
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 
 # Fields under threat.indicator that describe the indicator rather than hold a value of it.
-_META_KEYS = frozenset({
+INDICATOR_META_KEYS = frozenset({
     "type", "provider", "description", "marking", "confidence", "first_seen", "last_seen",
     "modified_at", "scanner_stats", "sightings", "reference", "name",
 })
@@ -35,7 +35,7 @@ def indicator_values(doc: dict[str, Any]) -> set[str]:
     found: set[str] = set()
     indicator = doc.get("threat", {}).get("indicator")
     if isinstance(indicator, dict):
-        stack: list[Any] = [v for k, v in indicator.items() if k not in _META_KEYS]
+        stack: list[Any] = [v for k, v in indicator.items() if k not in INDICATOR_META_KEYS]
         while stack:
             item = stack.pop()
             if isinstance(item, dict):
