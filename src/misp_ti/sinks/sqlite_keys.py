@@ -88,10 +88,14 @@ def hit_summary(doc: dict[str, Any]) -> dict[str, Any]:
 def canonical(value: str) -> str:
     """The key ``value`` is stored and looked up under (see the module docstring)."""
     # an argument that is not UTF-8 arrives with surrogate escapes SQLite cannot bind
-    text = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace").strip().lower()
+    if not value.isascii():
+        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    text = value.strip().lower()
     if not text:
         return text
-    if text[0].isdigit() or ":" in text:
+    # an address holds a dot (IPv4) or a colon (IPv6): a hash that starts
+    # with a digit is not worth an ipaddress attempt
+    if (text[0].isdigit() or ":" in text) and ("." in text or ":" in text):
         try:
             if "/" in text:
                 return str(ipaddress.ip_network(text, strict=False))
@@ -119,7 +123,11 @@ def lookup_keys(doc: dict[str, Any]) -> set[str]:
 
 def prefix_of(key: str) -> tuple[int, int] | None:
     """``(IP version, prefix length)`` when ``key`` is a canonical network."""
-    if "/" not in key:
+    address, slash, rest = key.partition("/")
+    # what ipaddress refuses anyway, refused without it (URLs and paths hold
+    # slashes too): one slash, and an IPv4 address starts with a digit, an
+    # IPv6 one holds a colon
+    if not slash or not address or "/" in rest or not (address[0].isdigit() or ":" in address):
         return None
     try:
         network = ipaddress.ip_network(key)
