@@ -10,22 +10,22 @@
   newest ingest wins (ties: the newer attribute timestamp). A row is
   *active* while ``decayed`` is false and ``decayed_at`` is in the future,
   which is what the Elasticsearch ``latest`` transform plus its retention on
-  ``decayed_at`` give. ``doc`` is the document's JSON and ``hit`` what a
-  lookup answer says of it (:func:`~misp_ti.sinks.sqlite_keys.hit_summary`,
-  kept so that ``lookup -`` never decompresses a document), each
-  zlib-compressed with a preset dictionary (:mod:`misp_ti.sinks.sqlite_dictionary`;
-  :func:`decode_doc` reads every version's body). Expired rows stay
-  (inactive) until they are both expired and not re-read for the retention
-  age, then they are deleted.
-* ``latest_value``: the canonical lookup keys of each latest row
-  (:mod:`misp_ti.sinks.sqlite_keys`), for ``misp-ti lookup``;
+  ``decayed_at`` give. ``doc`` is the document's JSON, zlib-compressed
+  with a preset dictionary (:mod:`misp_ti.sinks.sqlite_dictionary`;
+  :func:`decode_doc` reads every version's); ``hit`` is what a lookup answer
+  says of it (:func:`~misp_ti.sinks.sqlite_keys.hit_summary`), plain JSON
+  that ``lookup -`` writes as it is. Expired rows stay (inactive) until
+  they are both expired and not re-read for the retention age, then they
+  are deleted.
+* ``latest_value``: the canonical lookup keys of each latest row (by
+  ``latest.row``; :mod:`misp_ti.sinks.sqlite_keys`), for ``misp-ti lookup``;
   ``latest_prefix``: the prefix lengths of the networks among them.
 * ``store_meta``: ``schema_version`` (3). Version 1 kept every document in
   ``source`` too and lower-cased values in ``latest_value``; version 2
-  compressed ``doc`` without a dictionary, kept ``hit`` as plain JSON and
-  had no ``latest_prefix``. Opening an older store for writing migrates it
-  in one transaction (:mod:`misp_ti.sinks.sqlite_schema`); a read-only open
-  reads it as it is.
+  compressed ``doc`` without a dictionary, had no ``latest_prefix``, and its
+  rowid was implicit (``VACUUM`` may renumber those under ``latest_value``).
+  Opening an older store for writing migrates it in one transaction
+  (:mod:`misp_ti.sinks.sqlite_schema`); a read-only open reads it as it is.
 
 The queries (``lookup``, ``active``, ``counts``...) are in
 :mod:`misp_ti.sinks.sqlite_queries`.
@@ -57,7 +57,6 @@ from misp_ti.sinks.sqlite_schema import (
     decode_doc,
     describe_error,
     encode_doc,
-    encode_hit,
     migrate_from_1,
     migrate_from_2,
 )
@@ -240,7 +239,7 @@ class EmbeddedStore(StoreQueries):
                 dataset, uuid, doc["_id"], ingested_ms, iso_epoch_ms(doc.get("@timestamp")) or 0,
                 int(bool(attribute.get("decayed"))), iso_epoch_ms(attribute.get("decayed_at")) or 0,
                 doc.get("threat", {}).get("indicator", {}).get("type"), encode_doc(doc),
-                encode_hit(orjson.dumps(hit_summary(doc))), doc,
+                orjson.dumps(hit_summary(doc)), doc,
             )
             previous = candidates.get((dataset, uuid))
             if previous is None or row.version >= previous.version:

@@ -1,15 +1,15 @@
-"""The preset zlib dictionaries of the embedded store's bodies (schema 3).
+"""The preset zlib dictionary of the embedded store's documents (schema 3).
 
-A latest row's ``doc`` and ``hit`` are each compressed on their own, so
-without help every body pays again for the same keys (``"threat":
+Each latest row's ``doc`` is compressed on its own, so without help every
+document pays again for the same keys (``"threat":
 {"indicator":{"provider":"misp"``...). A preset dictionary
 (``zlib.compressobj(zdict=...)``) holds that shared text once, outside the
-file: a body then refers back into it. The text below is the key structure
+file: a document then refers back into it. The text below is the key structure
 of the documents ``misp_ti.ecs`` writes for both built-in streams and MISP's
 fixed vocabularies (categories, types, indicator types, common taxonomies),
 never values of one feed.
 
-**These bytes are part of the file format.** A schema 3 body can only be
+**These bytes are part of the file format.** A schema 3 document can only be
 read with exactly this dictionary, so it never changes while the schema
 version stays 3 (``tests/sinks/test_store_schema.py`` pins its digest).
 A better dictionary is a new schema version whose migration re-encodes the
@@ -84,13 +84,3 @@ _FRAGMENTS = (
 
 #: The dictionary of a latest row's ``doc`` (schema 3).
 DOC_DICTIONARY: bytes = ("".join(f'"{word}",' for word in _VOCABULARY) + "".join(_FRAGMENTS)).encode()
-
-#: The dictionary of a latest row's ``hit`` (schema 3): the
-#: :func:`~misp_ti.sinks.sqlite_keys.hit_summary` keys, in its order.
-HIT_DICTIONARY: bytes = (
-    b'"ipv6-addr","email-addr","url","ip-src","ip-dst","domain-name","hostname","filename","sha256","sha1","md5",'
-    b'{"dataset":"ti_misp.threat","source":"default","indicator_type":"file","misp_type":"","value":"",'
-    b'"uuid":"","event":"","decayed_at":"T00:00:00.000Z"}'
-    b'{"dataset":"ti_misp.threat_attributes","source":"default","indicator_type":"ipv4-addr","misp_type":"",'
-    b'"value":null,"uuid":"","event":"","decayed_at":"'
-)

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from misp_ti.sinks.sqlite_keys import canonical, containing_networks, hit_summary, prefix_of
-from misp_ti.sinks.sqlite_schema import decode_doc, hit_json
+from misp_ti.sinks.sqlite_schema import decode_doc
 from misp_ti.timeutil import epoch_ms
 
 
@@ -83,8 +83,7 @@ class StoreQueries:
         decode: Callable[[Any], Any]
         if summaries and self.version >= 2:
             # the stored hit is orjson.dumps(hit_summary(doc)): as a Fragment it serialises to the same bytes
-            column = "l.hit"
-            decode = (lambda body: orjson.Fragment(hit_json(body))) if raw else (lambda body: orjson.loads(hit_json(body)))
+            column, decode = "l.hit", orjson.Fragment if raw else orjson.loads
         else:
             column, decode = "l.doc", decode_doc
         found: dict[str, list[tuple[tuple[str, str], Any]]] = {}

@@ -1,12 +1,11 @@
 """The embedded store's file: schema, what a file is, migrations, body encoding.
 
-See :mod:`misp_ti.sinks.sqlite` for what the tables mean. A body (a latest
-row's ``doc`` or ``hit``) says how it is stored by its first byte: ``{`` is
-plain JSON (``doc`` of schema 1, ``hit`` of schema 2), anything else a zlib
-stream (``doc`` of schema 2: no dictionary; schema 3: ``doc`` and ``hit``
-with the preset dictionaries of :mod:`misp_ti.sinks.sqlite_dictionary`).
-One reader therefore reads every version, and a read-only open of an
-older store needs no migration.
+See :mod:`misp_ti.sinks.sqlite` for what the tables mean. A latest row's
+``doc`` says how it is stored by its first byte: ``{`` is plain JSON
+(schema 1), anything else a zlib stream (schema 2: no dictionary; schema 3:
+the preset dictionary of :mod:`misp_ti.sinks.sqlite_dictionary`). One
+reader therefore reads every version, and a read-only open of an older
+store needs no migration. ``hit`` is plain JSON (schema 2 and 3).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from typing import Any
 import orjson
 
 from misp_ti.errors import StoreError
-from misp_ti.sinks.sqlite_dictionary import DOC_DICTIONARY, HIT_DICTIONARY
+from misp_ti.sinks.sqlite_dictionary import DOC_DICTIONARY
 from misp_ti.sinks.sqlite_keys import hit_summary, lookup_keys, prefix_of
 
 SCHEMA_VERSION = 3
@@ -95,22 +94,14 @@ def describe_error(exc: sqlite3.Error) -> str | None:
     return None
 
 
-# zlib levels: a document at 6 is ~10 % smaller than at 1 for ~40 % more
-# compression time; a hit is a few hundred bytes, level 1 is as good
+# zlib level: a document at 6 is ~10 % smaller than at 1 for ~40 % more
+# compression time (and the same decompression time)
 DOC_LEVEL = 6
-HIT_LEVEL = 1
 
 
 def _pack(data: bytes, dictionary: bytes, level: int) -> bytes:
     packer = zlib.compressobj(level, zdict=dictionary)
     return packer.compress(data) + packer.flush()
-
-
-def _unpack(body: bytes, dictionary: bytes) -> bytes:
-    """A body's JSON text; the dictionary is used only by a stream that asks for it (schema 3)."""
-    if body[:1] == b"{":
-        return body
-    return zlib.decompressobj(zdict=dictionary).decompress(body)
 
 
 def encode_doc(doc: dict[str, Any]) -> bytes:
@@ -120,22 +111,17 @@ def encode_doc(doc: dict[str, Any]) -> bytes:
 
 def doc_json(body: bytes | str) -> bytes:
     """A latest row's ``doc`` as JSON text, whatever schema wrote it."""
-    return _unpack(body.encode() if isinstance(body, str) else body, DOC_DICTIONARY)
+    if isinstance(body, str):
+        body = body.encode()
+    if body[:1] == b"{":
+        return body
+    # the dictionary is used only by a stream that asks for it (schema 3, not 2)
+    return zlib.decompressobj(zdict=DOC_DICTIONARY).decompress(body)
 
 
 def decode_doc(body: bytes | str) -> dict[str, Any]:
     """A latest row's ``doc`` as a document, whatever schema wrote it."""
     return orjson.loads(doc_json(body))
-
-
-def encode_hit(hit_json: bytes) -> bytes:
-    """A latest row's ``hit``: ``orjson.dumps(hit_summary(doc))``, compressed with :data:`HIT_DICTIONARY`."""
-    return _pack(hit_json, HIT_DICTIONARY, HIT_LEVEL)
-
-
-def hit_json(body: bytes) -> bytes:
-    """A latest row's ``hit`` as the JSON text :func:`encode_hit` was given (schema 2: stored as is)."""
-    return _unpack(body, HIT_DICTIONARY)
 
 
 def create_private(path: Path) -> None:
@@ -205,7 +191,7 @@ def migrate_from_1(conn: sqlite3.Connection) -> None:
 
 def migrate_from_2(conn: sqlite3.Connection) -> None:
     """Schema 2 -> 3, inside the caller's transaction: ``latest`` rebuilt
-    with every body re-encoded with the dictionaries (the JSON text kept
+    with every ``doc`` re-encoded with the dictionary (its JSON text kept
     byte for byte) and its rowids declared as ``row`` (kept: ``latest_value``
     refers to them), and the network prefixes of the lookup keys recorded.
 
@@ -220,8 +206,7 @@ def migrate_from_2(conn: sqlite3.Connection) -> None:
         conn.executemany(
             f"INSERT INTO latest_v3 (row, {columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (*row[:9], _pack(doc_json(row[9]), DOC_DICTIONARY, DOC_LEVEL), None if row[10] is None else encode_hit(hit_json(row[10])))
-                for row in chunk
+                (*row[:9], _pack(doc_json(row[9]), DOC_DICTIONARY, DOC_LEVEL), row[10]) for row in chunk
             ],
         )
     conn.execute("DROP TABLE latest")
