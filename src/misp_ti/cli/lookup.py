@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,8 @@ def command(obj: Obj, value: str, as_json: bool, db: Path | None, stream: str | 
         sys.stdout.flush()
     except sqlite3.Error as exc:  # a store that breaks while it is read
         raise StoreError(path, describe_error(exc) or str(exc)) from None
+    except (zlib.error, orjson.JSONDecodeError) as exc:  # a stored body that is not what misp-ti wrote
+        raise StoreError(path, f"is corrupt (a stored document cannot be read: {exc})") from None
     finally:
         store.close()
     sys.exit(1 if missing else 0)
