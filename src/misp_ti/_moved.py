@@ -9,9 +9,7 @@ its new name (the same module object, so patching either name patches both).
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.machinery
-import importlib.util
 import sys
 import warnings
 from types import ModuleType
@@ -46,7 +44,11 @@ MOVED: dict[str, str] = {
 }
 
 
-class _Alias(importlib.abc.Loader):
+# plain classes, not importlib.abc's: importing importlib.abc pulls in
+# importlib.resources, tempfile and shutil, a tenth of `misp-ti lookup`'s
+# start-up; the import system only asks for these methods
+
+class _Alias:
     def __init__(self, target: str) -> None:
         self.target = target
 
@@ -57,7 +59,7 @@ class _Alias(importlib.abc.Loader):
         """The target module is already executed."""
 
 
-class _MovedFinder(importlib.abc.MetaPathFinder):
+class _MovedFinder:
     def find_spec(self, fullname: str, path: object = None, target: object = None) -> importlib.machinery.ModuleSpec | None:
         new = MOVED.get(fullname)
         if new is None:
@@ -67,7 +69,7 @@ class _MovedFinder(importlib.abc.MetaPathFinder):
             DeprecationWarning,
             stacklevel=2,
         )
-        return importlib.util.spec_from_loader(fullname, _Alias(new))
+        return importlib.machinery.ModuleSpec(fullname, _Alias(new))
 
 
 def install() -> None:
