@@ -13,6 +13,10 @@ import importlib.machinery
 import sys
 import warnings
 from types import ModuleType
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from importlib.abc import Loader
 
 #: old dotted path -> new dotted path
 MOVED: dict[str, str] = {
@@ -69,7 +73,7 @@ class _MovedFinder:
             DeprecationWarning,
             stacklevel=2,
         )
-        return importlib.machinery.ModuleSpec(fullname, _Alias(new))
+        return importlib.machinery.ModuleSpec(fullname, cast("Loader", _Alias(new)))
 
 
 def install() -> None:

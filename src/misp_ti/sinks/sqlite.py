@@ -221,7 +221,7 @@ class EmbeddedStore(StoreQueries):
         from misp_ti.ecs import is_pipeline_error
 
         ingested_ms = epoch_ms(ingested)
-        source_rows = []
+        source_rows: list[tuple[Any, ...]] = []
         candidates: dict[tuple[str, str], _LatestRow] = {}
         count = 0
         for doc in docs:
