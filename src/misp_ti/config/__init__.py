@@ -25,7 +25,7 @@ import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -43,6 +43,7 @@ from pydantic import (
 
 from misp_ti.config.renamed import Renamed, read_old_spellings
 from misp_ti.errors import ConfigError
+from misp_ti.redact import redact_url, url_passwords
 
 ENV_PREFIX = "MISP_TI_"
 M = TypeVar("M", bound=BaseModel)
@@ -138,36 +139,6 @@ def check_url(value: str, *, schemes: tuple[str, ...] = ("http", "https")) -> st
     if parts.query or parts.fragment:
         raise ValueError("a base URL takes no ?query or #fragment")
     return value
-
-
-_USERINFO_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@\s:]*):(?P<password>[^@/\s]*)@")
-REDACTED = "**********"
-
-
-def redact_url(text: str) -> str:
-    """``text`` with the password of every ``scheme://user:password@`` in it replaced."""
-    return _USERINFO_RE.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
-
-
-def url_password(url: str | None) -> str | None:
-    """The password in ``url``'s user-info, if any (a secret, like an API key)."""
-    if not url:
-        return None
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return None
-    return password or None
-
-
-def url_passwords(*urls: str | None) -> list[str]:
-    """The passwords in ``urls``, as written and percent-decoded (both may reach a message)."""
-    found = []
-    for url in urls:
-        password = url_password(url)
-        if password:
-            found += [password, unquote(password)]
-    return found
 
 
 def _backoff_order(section: str, initial: timedelta, longest: timedelta) -> None:
