@@ -245,6 +245,12 @@ class MispSettings(_Section):
         "exact",
         description="`exact`: every span MISP was paged through by offset is read again (wider pages), so no hard delete during a poll can skip a row; `fast`: one change probe replaces that re-read, blind to object and event hard deletes.",
     )
+    rescan_page_size: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        description="Records per request of `exact` paging's re-reads (at least `page_size`): lower it with `page_size` when MISP times out on large pages.",
+    )
     max_response_size: int = Field(
         256 * 1024 * 1024,
         ge=1024,

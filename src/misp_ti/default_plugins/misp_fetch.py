@@ -46,7 +46,7 @@ from misp_ti.config import StreamSettings
 from misp_ti.errors import PluginError
 from misp_ti.misp.client import MispClient
 from misp_ti.misp.lenient import is_unparsed
-from misp_ti.misp.paging import RESCAN_LIMIT, WindowReader, row_key
+from misp_ti.misp.paging import WindowReader, row_key
 from misp_ti.model import MISP_REQUEST_OBSERVER, Page, RunContext, StashKey
 from misp_ti.streams import BUILTIN_STREAMS, StreamSpec, one_record, split_event
 from misp_ti.timeutil import epoch_text
@@ -63,7 +63,7 @@ MISP_TI_STREAMS = BUILTIN_STREAMS
 
 
 #: Offset runs (issue 15; see :mod:`misp_ti.misp.paging`), verified as
-#: ``misp.paging`` says: ``exact``, re-scanned at ``RESCAN_LIMIT`` rows a
+#: ``misp.paging`` says: ``exact``, re-scanned at ``misp.rescan_page_size`` rows a
 #: request; ``fast``, by one change probe. Off, the reader re-scans every
 #: offset span at the page size (what the real-MISP recordings hold).
 OFFSET_RUNS = True
@@ -180,7 +180,7 @@ def read_stream(stream: str, cursor: Mapping[str, Any] | None, ctx: RunContext) 
         post_filtered=bool(settings.enforce_warninglist or body.get("excludeDecayed")),
         changed_since=change_probe(misp, scope, ctx.cancelled) if OFFSET_RUNS and not exact else None,
         offset_runs=OFFSET_RUNS and exact,
-        rescan_limit=max(limit, RESCAN_LIMIT) if OFFSET_RUNS and exact else None,
+        rescan_limit=max(limit, ctx.config.misp.rescan_page_size) if OFFSET_RUNS and exact else None,
     )
     log.info(
         "%s: reading %s .. %s%s", stream, epoch_text(start), epoch_text(end),
