@@ -335,7 +335,7 @@ class Engine:
         """Refuse a source whose cursors the state records for another MISP
         URL (compared without user-info, query or fragment); record the URL of
         a source seen for the first time. ``misp-ti reset`` rebinds."""
-        from misp_ti.service.runner import public_url
+        from misp_ti.redact import public_url
 
         for source, view in self.sources.items():
             url = public_url(view.misp.url)
@@ -539,7 +539,7 @@ class Engine:
             docs.append(doc)
         if ctx.config.named_sources:
             for doc in docs:
-                _label_source(doc, ctx.config.source)
+                _label_source(doc, ctx.source)
         return docs
 
     def emit(self, stream: str, docs: list[dict[str, Any]], ctx: RunContext, result: CycleResult | None = None) -> list[SinkReport]:

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 import orjson
 
-REDACTED = "**********"
+from misp_ti.redact import REDACTED
 
 
 class RedactSecrets(logging.Filter):

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
+from misp_ti.state_schema import DEFAULT_SOURCE
+
 if TYPE_CHECKING:
     from misp_ti.config import Config, ExpirySettings
     from misp_ti.state import StateStore
@@ -46,10 +48,22 @@ class StashKey(Generic[T]):
     engine, ``ctx.derive`` for one context.
     """
 
-    __slots__ = ("name",)
+    __slots__ = ("name", "_sources")
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self._sources: dict[str, StashKey[T]] = {}
+
+    def for_source(self, source: str) -> StashKey[T]:
+        """This key for the MISP ``source`` (``ctx.source``): each ``[misp.<name>]``
+        source has its own value (client, model cache), the ``default`` source
+        the key itself. The same source always gives the same key."""
+        if source == DEFAULT_SOURCE:
+            return self
+        key = self._sources.get(source)
+        if key is None:
+            key = self._sources.setdefault(source, StashKey(f"{self.name}[{source}]"))
+        return key
 
     def __repr__(self) -> str:
         return f"StashKey({self.name!r})"
@@ -247,6 +261,11 @@ class RunContext:
     @property
     def policy(self) -> str:
         return self.config.expiry.policy
+
+    @property
+    def source(self) -> str:
+        """The MISP source of this context's cycle (``default`` for the single ``[misp]``)."""
+        return self.config.source
 
     @property
     def sinks(self) -> tuple[str, ...]:

@@ -440,3 +440,17 @@ def test_prefetch_stops_reading_when_closed_early() -> None:
     assert first.cursor == {"offset": 1}
     assert not prefetch._thread.is_alive()
     assert len(produced) <= 3  # one in hand, at most one queued and one blocked
+
+
+def test_a_stash_key_has_one_key_per_source_and_is_itself_for_default() -> None:
+    from misp_ti.model import Stash, StashKey
+
+    key: StashKey[list[str]] = StashKey("test.client")
+    partner = key.for_source("partner")
+    assert key.for_source("default") is key
+    assert partner is key.for_source("partner") and partner is not key
+    assert key.for_source("other") not in (key, partner)
+    assert partner.name == "test.client[partner]"
+    stash = Stash()
+    stash[key], stash[partner] = ["default's"], ["partner's"]
+    assert stash[key.for_source("partner")] == ["partner's"] and stash[key] == ["default's"]

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from helpers.sample import T0
-from misp_ti.config import build_config
+from misp_ti.config import MispSettings, build_config
 from misp_ti.engine import Engine
 from misp_ti.errors import FetchError
 from misp_ti.misp.paging import CLOCK_SKEW, RESCAN_LIMIT
@@ -222,6 +222,31 @@ def test_soft_deletes_reach_the_store(tmp_path: Path, dataset: Dataset) -> None:
     with sqlite3.connect(tmp_path / STORE_FILE) as conn:
         body, decayed = conn.execute("SELECT doc, decayed FROM latest WHERE uuid = ?", (victim,)).fetchone()
     assert decode_doc(body)["misp"]["attribute"]["deleted"] is True and decayed == 1  # expiry.expire_deleted: gone from the active view
+
+
+def test_rescan_page_size_bounds_the_re_reads_and_a_failed_wide_re_read_names_it(tmp_path: Path, dataset: Dataset) -> None:
+    """``misp.rescan_page_size`` is the widest request exact paging sends (a MISP
+    that times out above ``page_size`` is not asked more), and a wide re-read
+    that fails says which setting to lower."""
+    clock = ManualClock(start=T0)
+    uuids = {a["uuid"] for a in dataset.attributes()}
+    with MispSimulator(dataset, api_key=KEY, clock=clock) as sim:
+        with Engine(config(sim, tmp_path / "narrow", misp={"rescan_page_size": PAGE}), clock=clock) as engine:
+            [result] = engine.run_once()
+        assert result.completed and latest_view(tmp_path / "narrow") == misp_state(sim, uuids)
+        assert {b["limit"] for b in attribute_requests(sim)} == {PAGE}
+
+    with MispSimulator(dataset, api_key=KEY, clock=clock) as sim:
+        with Engine(config(sim, tmp_path / "wide"), clock=clock) as engine:
+            engine.run_once()
+        searches = [r.body for r in sim.requests if r.path.endswith("/attributes/restSearch")]
+        first_wide = next(i for i, body in enumerate(searches, 1) if body["limit"] == RESCAN_LIMIT)
+    with MispSimulator(dataset, api_key=KEY, clock=clock, faults=f"503@{first_wide}") as sim:
+        with Engine(config(sim, tmp_path / "failing", misp={"max_retries": 0}), clock=clock) as engine:
+            with pytest.raises(FetchError, match=r"at 1000 attributes a request: lower misp.rescan_page_size"):
+                engine.run_once()
+            assert engine.state.get_cursor("threat_attributes") is None
+    assert MispSettings().rescan_page_size == RESCAN_LIMIT  # the documented default
 
 
 @pytest.mark.parametrize("kind", FAULT_KINDS)

@@ -20,6 +20,7 @@ from typing import Any
 
 from misp_ti.config import env_variables, name_variable
 from misp_ti.errors import MispTiError
+from misp_ti.redact import public_url
 
 #: ``misp.url``'s default: a config that still holds it has not said where MISP is.
 PLACEHOLDER_URL = "https://misp.example.org"
@@ -99,7 +100,7 @@ def connect(engine: Any) -> Iterator[Check]:
     """Ask MISP, then each enabled sink, whether they work with this configuration."""
     sources = getattr(engine, "sources", {"default": engine.config})
     urls = [view.misp.url for view in sources.values()] + list(engine.config.output.elasticsearch.hosts)
-    hidden = {url: _shown(url) for url in urls if _shown(url) != url}
+    hidden = {url: public_url(url) for url in urls if public_url(url) != url}
     for check in _all_checks(engine):
         detail = check.detail
         for url, shown in hidden.items():  # error messages quote the URL as configured
@@ -118,20 +119,6 @@ def _all_checks(engine: Any) -> Iterator[Check]:
             yield from check(engine)
 
 
-def _shown(url: str) -> str:
-    """``url`` without a user or password in it (``https://user:pw@host`` -> ``https://host``)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 # MISP -----------------------------------------------------------------------
 
 
@@ -147,7 +134,7 @@ def _misp_checks(engine: Any, source: str) -> Iterator[Check]:
         yield Check(label, "skipped", "no enabled stream reads MISP")
         return
     misp = client(ctx)
-    where = f"{label} {_shown(view.misp.url)}"
+    where = f"{label} {public_url(view.misp.url)}"
     version = _ask(f"{where}: version", lambda: _version(misp))
     if version.failed and ("(403 on" in version.detail or "(401 on" in version.detail):
         yield Check(f"{where}: version", "ok", "MISP answered")
@@ -241,7 +228,7 @@ def _elasticsearch_checks(engine: Any) -> Iterator[Check]:
     from misp_ti.sinks.elasticsearch.provision import request
 
     settings = engine.config.output.elasticsearch
-    where = f"elasticsearch {'cloud' if settings.cloud_id else ', '.join(_shown(h) for h in settings.hosts)}"
+    where = f"elasticsearch {'cloud' if settings.cloud_id else ', '.join(public_url(h) for h in settings.hosts)}"
 
     def version() -> str:
         client = make_client(settings)

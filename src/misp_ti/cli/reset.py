@@ -35,7 +35,8 @@ def command(obj: Obj, sources: tuple[str, ...], streams: tuple[str, ...], since:
     from misp_ti.config import format_duration
     from misp_ti.cycle_report import cursor_time
     from misp_ti.engine import cycle_label
-    from misp_ti.service.runner import public_url, state_lock
+    from misp_ti.redact import public_url
+    from misp_ti.service.runner import state_lock
     from misp_ti.timeutil import utcnow
 
     if since is not None and forget:

@@ -16,24 +16,18 @@ else as strings. An error in a value a variable set names the variable.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import stat
-import tomllib
 import warnings
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
-from urllib.parse import unquote, urlsplit
+from typing import Any, ClassVar, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
     PrivateAttr,
     SecretStr,
     ValidationError,
@@ -42,150 +36,64 @@ from pydantic import (
 )
 
 from misp_ti.config.renamed import Renamed, read_old_spellings
+from misp_ti.config.values import (
+    ENV_PREFIX,
+    MAX_DURATION,
+    Duration,
+    InsecureConfigWarning,
+    Interval,
+    PositiveDuration,
+    UnknownVariableWarning,
+    _backoff_order,
+    _one_source,
+    check_url,
+    format_duration,
+    parse_duration,
+)
 from misp_ti.errors import ConfigError
+from misp_ti.redact import redact_url, url_passwords
 
-ENV_PREFIX = "MISP_TI_"
-M = TypeVar("M", bound=BaseModel)
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(value: Any) -> timedelta:
-    """``"90d"``, ``"1h30m"``, ``"10m"`` -> timedelta. Units: s, m, h, d, w.
-
-    A bare integer is read as seconds. Anything else is an error (the
-    reference silently turned a bad value into 90d).
-    """
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as '90d', '10m' or '1h30m' (units s, m, h, d, w)")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return _bounded_duration(float(value))
-    if isinstance(value, str):
-        text = value.strip()
-        pos, total = 0, 0.0
-        for match in _DURATION_RE.finditer(text):
-            if match.start() != pos:
-                break
-            total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-            pos = match.end()
-        if text and pos == len(text):
-            return _bounded_duration(total)
-    raise ValueError("expected a duration such as '90d', '10m' or '1h30m' (units s, m, h, d, w)")
-
-
-#: The longest duration any key takes: a thousand years after any MISP timestamp is still a date.
-MAX_DURATION = timedelta(days=365_000)
-
-
-def _bounded_duration(seconds: float) -> timedelta:
-    if not seconds <= MAX_DURATION.total_seconds():  # also refuses NaN
-        raise ValueError("too long: at most 365000d (a thousand years), so that every expiry is a date")
-    return timedelta(seconds=seconds)
-
-
-def _positive(value: timedelta) -> timedelta:
-    if value <= timedelta(0):
-        raise ValueError("must be longer than 0s")
-    return value
-
-
-def _at_least_a_second(value: timedelta) -> timedelta:
-    if value < timedelta(seconds=1):
-        raise ValueError("must be at least 1s (a shorter interval hammers MISP)")
-    return value
-
-
-def format_duration(value: timedelta) -> str:
-    seconds = int(value.total_seconds())
-    if seconds != value.total_seconds():
-        return f"{value.total_seconds()}s"
-    for unit in ("w", "d", "h", "m"):
-        size = _UNIT_SECONDS[unit]
-        if seconds and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str),
-    Field(json_schema_extra={"format": "duration"}),
+__all__ = [
+    "Config",
+    "Duration",
+    "ENGINE_CONTROLLED_FILTERS",
+    "ENV_PREFIX",
+    "ElasticsearchSettings",
+    "ExpirySettings",
+    "InsecureConfigWarning",
+    "Interval",
+    "LogSettings",
+    "MAX_DURATION",
+    "MispSettings",
+    "NdjsonSettings",
+    "OTHER_PREFIXES",
+    "OTHER_VARIABLES",
+    "OutputSettings",
+    "PluginSettings",
+    "PositiveDuration",
+    "ServiceSettings",
+    "SqliteSettings",
+    "StateSettings",
+    "StreamSettings",
+    "Streams",
+    "THREAT_ONLY_CONTROLLED_FILTERS",
+    "UnknownVariableWarning",
+    "VerificationMode",
+    "build_config",
+    "check_url",
+    "env_overrides",
+    "env_variables",
+    "format_duration",
+    "is_loopback_host",
+    "load_config",
+    "merge_settings",
+    "name_variable",
+    "parse_duration",
+    "redact_url",
+    "url_passwords",
 ]
-#: A duration that must not be zero (a timeout).
-PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
-#: A polling interval: at least one second.
-Interval = Annotated[Duration, AfterValidator(_at_least_a_second)]
 
-
-def check_url(value: str, *, schemes: tuple[str, ...] = ("http", "https")) -> str:
-    """``value`` when it is a URL with one of ``schemes``, a host, and a port in 1-65535."""
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"not a usable URL ({exc})") from None
-    if parts.scheme.lower() not in schemes:
-        raise ValueError(f"expected an {' or '.join(s + '://' for s in schemes)} URL")
-    if not parts.hostname or any(c.isspace() for c in value):
-        raise ValueError("expected a URL with a host name, e.g. https://misp.example.org")
-    if port is not None and not 1 <= port <= 65535:
-        raise ValueError("the port must be between 1 and 65535")
-    if parts.query or parts.fragment:
-        raise ValueError("a base URL takes no ?query or #fragment")
-    return value
-
-
-_USERINFO_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@\s:]*):(?P<password>[^@/\s]*)@")
-REDACTED = "**********"
-
-
-def redact_url(text: str) -> str:
-    """``text`` with the password of every ``scheme://user:password@`` in it replaced."""
-    return _USERINFO_RE.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
-
-
-def url_password(url: str | None) -> str | None:
-    """The password in ``url``'s user-info, if any (a secret, like an API key)."""
-    if not url:
-        return None
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return None
-    return password or None
-
-
-def url_passwords(*urls: str | None) -> list[str]:
-    """The passwords in ``urls``, as written and percent-decoded (both may reach a message)."""
-    found = []
-    for url in urls:
-        password = url_password(url)
-        if password:
-            found += [password, unquote(password)]
-    return found
-
-
-def _backoff_order(section: str, initial: timedelta, longest: timedelta) -> None:
-    if longest < initial:
-        raise ConfigError(
-            f"{section}.backoff_max ({format_duration(longest)}) is shorter than "
-            f"{section}.backoff_initial ({format_duration(initial)}): backoff_max caps the doubling delay"
-        )
-
-
-def _one_source(section: str, key: str, value: Any, file: Path | None) -> None:
-    if value is not None and file is not None:
-        raise ConfigError(
-            f"{section}.{key} and {section}.{key}_file are both set (the file, the environment or the "
-            "config file): keep one, so that it is clear which secret is used"
-        )
-
-
+M = TypeVar("M", bound=BaseModel)
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -273,6 +181,12 @@ class MispSettings(_Section):
     paging: Literal["exact", "fast"] = Field(
         "exact",
         description="`exact`: every span MISP was paged through by offset is read again (wider pages), so no hard delete during a poll can skip a row; `fast`: one change probe replaces that re-read, blind to object and event hard deletes.",
+    )
+    rescan_page_size: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        description="Records per request of `exact` paging's re-reads (at least `page_size`): lower it with `page_size` when MISP times out on large pages.",
     )
     max_response_size: int = Field(
         256 * 1024 * 1024,
@@ -816,233 +730,15 @@ def _redacted_misp(misp: MispSettings) -> dict[str, Any]:
     return data
 
 
-# ---------------------------------------------------------------------------
-# loading
-
-
-def _env_value(raw: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        pass
-    if raw.lstrip()[:1] in ("{", "["):  # JSON, e.g. MISP_TI_STREAMS__THREAT__FILTERS='{"tags": ["tlp:clear"]}'
-        try:
-            return json.loads(raw)
-        except ValueError:
-            pass
-    return raw
-
-
-def env_variables(environ: dict[str, str] | os._Environ[str]) -> dict[tuple[str, ...], str]:
-    """Where each override of :func:`env_overrides` comes from: key path -> variable name."""
-    found: dict[tuple[str, ...], str] = {}
-    for name in environ:
-        if name.startswith(ENV_PREFIX) and "__" in name[len(ENV_PREFIX):]:
-            parts = tuple(p.lower() for p in name[len(ENV_PREFIX):].split("__"))
-            if all(parts):
-                found[parts] = name
-    return found
-
-
-def name_variable(line: str, variables: dict[tuple[str, ...], str]) -> str:
-    """``misp.page_size: bad value...`` -> ``MISP_TI_MISP__PAGE_SIZE (misp.page_size): ...``
-    when an environment variable set that key (or a table holding it)."""
-    key, sep, rest = line.partition(": ")
-    if not sep:
-        return line
-    parts = tuple(key.split("."))
-    for length in range(len(parts), 0, -1):
-        variable = variables.get(parts[:length])
-        if variable is not None:
-            return f"{variable} (environment, {key}): {rest}"
-    return line
-
-
-def env_overrides(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
-    """Nested dict built from ``MISP_TI_A__B__C=value`` variables."""
-    tree: dict[str, Any] = {}
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name[len(ENV_PREFIX):]:
-            continue
-        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
-        if not all(parts):
-            continue
-        node = tree
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                break
-        else:
-            # secrets are never parsed as TOML: a key that looks like a number stays text
-            node[parts[-1]] = raw if parts[-1] in {"api_key", "password"} else _env_value(raw)
-    return tree
-
-
-def merge_settings(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """``over`` laid over ``base``, table by table (a nested dict merges, any
-    other value replaces); neither argument is changed."""
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_settings(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _describe_error(err: Any, data: dict[str, Any], *, root: type[BaseModel] | None = None, prefix: tuple[str, ...] = ()) -> str:
-    """One line for one pydantic error; ``prefix`` is where ``root`` (default
-    :class:`Config`) sits in the whole configuration."""
-    key = ".".join(str(p) for p in (*prefix, *err["loc"]))
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        parent = err["loc"][:-1]
-        allowed = _allowed_keys(parent, root or Config)
-        hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
-        return f"{key}: unknown key{hint}"
-    if kind == "missing":
-        return f"{key}: required"
-    msg = err["msg"].removeprefix("Value error, ")
-    value = err.get("input")
-    if _is_secret_key(key):
-        shown = "(hidden)"
-    else:
-        shown = redact_url(repr(value))
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-    return f"{key}: bad value {shown}: {msg}"
-
-
-def _is_secret_key(key: str) -> bool:
-    return key.endswith("api_key") or key.endswith("password")
-
-
-def _allowed_keys(loc: tuple[Any, ...], root: type[BaseModel]) -> list[str]:
-    model: Any = root
-    for part in loc:
-        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
-        if field is None:
-            return []
-        model = field.annotation
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            return []
-    return sorted(model.model_fields)
-
-
-def build_config(data: dict[str, Any], *, source: str = "config", variables: dict[tuple[str, ...], str] | None = None) -> Config:
-    """Validate ``data``; ``variables`` (from :func:`env_variables`) makes an
-    error on a key an environment variable set name that variable."""
-    from misp_ti.config.sources import SourceErrors, split_sources, validate_sources
-
-    variables = variables or {}
-    try:
-        data, tables = split_sources(data)
-        config = Config.model_validate(data)
-        if tables:
-            config._named = validate_sources(tables, data.get("misp", {}), data.get("streams", {}))
-            config.misp = next(iter(config._named.values())).misp  # for code that knows one MISP
-        return config
-    except (ValidationError, SourceErrors) as exc:
-        lines = exc.lines if isinstance(exc, SourceErrors) else [_describe_error(err, data) for err in exc.errors()]
-        named = [name_variable(line, variables) for line in lines]
-        if all(a != b for a, b in zip(lines, named, strict=True)):
-            source = "environment override" + ("s" if len(named) > 1 else "")  # the file is not at fault
-        raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(named)) from None
-    except ConfigError as exc:
-        if not variables:
-            raise
-        raise ConfigError(name_variable(str(exc), variables)) from None
-
-
-def load_config(
-    path: str | Path | None = None,
-    *,
-    environ: dict[str, str] | os._Environ[str] | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> Config:
-    """Read ``path`` (TOML; none: defaults), apply env overrides, validate.
-
-    ``MISP_TI_CONFIG`` names the file when ``path`` is ``None``.
-    """
-    environ = os.environ if environ is None else environ
-    if path is None and environ.get("MISP_TI_CONFIG"):
-        path = environ["MISP_TI_CONFIG"]
-    data: dict[str, Any] = {}
-    source = "configuration"
-    if path is not None:
-        path = Path(path)
-        source = f"configuration {path}"
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"config file {path} is not UTF-8 text ({_not_utf8(exc)}): save it as UTF-8") from None
-        except OSError as exc:
-            raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
-        _warn_if_world_readable(path, data)
-    _warn_unknown_variables(environ)
-    data = merge_settings(data, env_overrides(environ))
-    if overrides:
-        data = merge_settings(data, overrides)
-    return build_config(data, source=source, variables=env_variables(environ))
-
-
-def _not_utf8(exc: UnicodeDecodeError) -> str:
-    where = f"byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r}"
-    return where + ("; it looks like UTF-16" if exc.object[:2] in (b"\xff\xfe", b"\xfe\xff") else "")
-
-
-def _contains_secret(data: dict[str, Any]) -> bool:
-    for key, value in data.items():
-        if isinstance(value, dict):
-            if _contains_secret(value):
-                return True
-        elif key in {"api_key", "password"} and value:
-            return True
-    return False
-
-
-class InsecureConfigWarning(UserWarning):
-    pass
-
-
-class UnknownVariableWarning(UserWarning):
-    """A ``MISP_TI_`` environment variable that no key or option reads (a typo, usually)."""
-
-
-#: ``MISP_TI_`` variables that are not ``<SECTION>__<KEY>`` overrides, and who reads them.
-OTHER_VARIABLES = {"MISP_TI_CONFIG": "the config file", "MISP_TI_SIMULATOR_API_KEY": "misp-ti simulator"}
-#: Prefixes of variables read elsewhere (the pytest kit's ``MISP_TI_TEST_*``).
-OTHER_PREFIXES = ("MISP_TI_TEST_",)
-
-
-def _warn_unknown_variables(environ: dict[str, str] | os._Environ[str]) -> None:
-    """Warn about ``MISP_TI_X`` variables that override nothing (a missing ``__`` between
-    section and key, or an empty level); the ``__`` ones are checked as keys, by name."""
-    for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX) or name in OTHER_VARIABLES or name.startswith(OTHER_PREFIXES):
-            continue
-        parts = name[len(ENV_PREFIX):].split("__")
-        if len(parts) < 2 or not all(parts):
-            warnings.warn(
-                f"environment variable {name} matches no configuration key and is ignored "
-                f"(overrides are spelled MISP_TI_<SECTION>__<KEY>, e.g. MISP_TI_MISP__URL)",
-                UnknownVariableWarning,
-                stacklevel=3,
-            )
-
-
-def _warn_if_world_readable(path: Path, data: dict[str, Any]) -> None:
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return
-    if mode & (stat.S_IRGRP | stat.S_IROTH) and _contains_secret(data):
-        warnings.warn(
-            f"{path} contains secrets and is readable by other users; run: chmod 600 {path}",
-            InsecureConfigWarning,
-            stacklevel=3,
-        )
+# loading lives in its own module; it needs Config, defined above
+from misp_ti.config.loading import (  # noqa: E402
+    OTHER_PREFIXES,
+    OTHER_VARIABLES,
+    _describe_error,  # noqa: F401 (Streams reads it; tests too)
+    build_config,
+    env_overrides,
+    env_variables,
+    load_config,
+    merge_settings,
+    name_variable,
+)

@@ -66,14 +66,11 @@ def new_cache(source: str = DEFAULT_SOURCE) -> ModelCache:
 
 #: The engine's model cache in ``ctx.stash`` (of the ``default`` source; see :func:`cache_key`).
 CACHE: StashKey[ModelCache] = StashKey("expiry_decay_model.cache")
-_SOURCE_CACHES: dict[str, StashKey[ModelCache]] = {}
 
 
 def cache_key(source: str) -> StashKey[ModelCache]:
     """Where the model cache of the MISP ``source`` lives: each server has its own models."""
-    if source == DEFAULT_SOURCE:
-        return CACHE
-    return _SOURCE_CACHES.setdefault(source, StashKey(f"expiry_decay_model.cache[{source}]"))
+    return CACHE.for_source(source)
 
 
 @hookimpl
@@ -83,7 +80,7 @@ def compute_expiry(stream: str, record: dict[str, Any], doc: dict[str, Any], ctx
     decided = immediate_expiry(record, doc, ctx)
     if decided is not None:
         return decided
-    source = getattr(ctx.config, "source", DEFAULT_SOURCE)
+    source = ctx.source
     cache = ctx.stash.get_or_create(cache_key(source), lambda: new_cache(source))
     try:
         flip = predict(stream, record, ctx, cache)

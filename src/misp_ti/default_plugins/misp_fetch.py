@@ -27,7 +27,7 @@ Cursor format (JSON, persisted by the engine):
   checkpoint from another window is read as ``last_timestamp = t``.
 
 One :class:`~misp_ti.misp.client.MispClient` per engine and MISP source
-(``ctx.config.source``, a ``[misp.<name>]`` table or ``default``), in
+(``ctx.source``, a ``[misp.<name>]`` table or ``default``), in
 ``ctx.stash`` under :func:`client_key` (:data:`CLIENT` for ``default``),
 serves every MISP request of that source (the decay-model's index reads
 too). A test injects one with a mock transport before the first cycle:
@@ -43,11 +43,10 @@ from typing import Any
 
 from misp_ti import hookimpl
 from misp_ti.config import StreamSettings
-from misp_ti.config.sources import DEFAULT_SOURCE
 from misp_ti.errors import PluginError
 from misp_ti.misp.client import MispClient
 from misp_ti.misp.lenient import is_unparsed
-from misp_ti.misp.paging import RESCAN_LIMIT, WindowReader, row_key
+from misp_ti.misp.paging import WindowReader, row_key
 from misp_ti.model import MISP_REQUEST_OBSERVER, Page, RunContext, StashKey
 from misp_ti.streams import BUILTIN_STREAMS, StreamSpec, one_record, split_event
 from misp_ti.timeutil import epoch_text
@@ -64,7 +63,7 @@ MISP_TI_STREAMS = BUILTIN_STREAMS
 
 
 #: Offset runs (issue 15; see :mod:`misp_ti.misp.paging`), verified as
-#: ``misp.paging`` says: ``exact``, re-scanned at ``RESCAN_LIMIT`` rows a
+#: ``misp.paging`` says: ``exact``, re-scanned at ``misp.rescan_page_size`` rows a
 #: request; ``fast``, by one change probe. Off, the reader re-scans every
 #: offset span at the page size (what the real-MISP recordings hold).
 OFFSET_RUNS = True
@@ -72,15 +71,9 @@ OFFSET_RUNS = True
 _PROBE_END = 4_102_444_800
 
 
-#: ``source -> key`` of the named sources' clients (keys compare by identity).
-_SOURCE_CLIENTS: dict[str, StashKey[MispClient]] = {}
-
-
 def client_key(source: str) -> StashKey[MispClient]:
     """Where the client of the MISP ``source`` lives in ``ctx.stash``."""
-    if source == DEFAULT_SOURCE:
-        return CLIENT
-    return _SOURCE_CLIENTS.setdefault(source, StashKey(f"misp_fetch.client[{source}]"))
+    return CLIENT.for_source(source)
 
 
 def client(ctx: RunContext) -> MispClient:
@@ -93,7 +86,7 @@ def client(ctx: RunContext) -> MispClient:
     """
     observer = ctx.stash.get(MISP_REQUEST_OBSERVER, None)
     misp = ctx.stash.get_or_create(
-        client_key(getattr(ctx.config, "source", DEFAULT_SOURCE)),
+        client_key(ctx.source),
         lambda: MispClient(ctx.config.misp, observer=observer),
     )
     if misp.observer is None and observer is not None:
@@ -187,7 +180,7 @@ def read_stream(stream: str, cursor: Mapping[str, Any] | None, ctx: RunContext) 
         post_filtered=bool(settings.enforce_warninglist or body.get("excludeDecayed")),
         changed_since=change_probe(misp, scope, ctx.cancelled) if OFFSET_RUNS and not exact else None,
         offset_runs=OFFSET_RUNS and exact,
-        rescan_limit=max(limit, RESCAN_LIMIT) if OFFSET_RUNS and exact else None,
+        rescan_limit=max(limit, ctx.config.misp.rescan_page_size) if OFFSET_RUNS and exact else None,
     )
     log.info(
         "%s: reading %s .. %s%s", stream, epoch_text(start), epoch_text(end),

@@ -45,8 +45,8 @@ at or after ``safe`` (the point below which everything is delivered).
    span is then verified in one of two ways (``misp.paging``):
 
    * exact (the default, ``offset_runs=True``): re-scanned with
-     ``rescan_limit`` rows a request (:data:`RESCAN_LIMIT`, at least the
-     page size), i.e. one or two requests for a run of up to 64 pages. A
+     ``rescan_limit`` rows a request (``misp.rescan_page_size``, default
+     :data:`RESCAN_LIMIT`, at least the page size), i.e. one or two requests for a run of up to 64 pages. A
      one-request re-scan is one SQL query in MISP (``__iteratedFetch``
      splits a page only above PHP's ``memory_limit`` in MB x 50 rows,
      app/Model/MispAttribute.php L3309, L3346-3348, 2.5.1), so nothing
@@ -108,8 +108,9 @@ OFFSET_RUN = 16
 OFFSET_RUN_MAX = 64
 OFFSET_RUN_ROWS = 20_000
 #: Rows per request of the re-scans of offset runs without a probe (exact
-#: paging, see :class:`WindowReader`): at least the page size, and never above
-#: the default page size, which the default answer-size bound is sized for.
+#: paging, see :class:`WindowReader`): the default of ``misp.rescan_page_size``
+#: (at least the page size), the default page size, which the default
+#: answer-size bound is sized for.
 RESCAN_LIMIT = 1000
 
 
@@ -396,7 +397,16 @@ class WindowReader:
             found = 0
             page = 1
             while True:
-                result = self._query(lo, hi, page, self.rescan_limit)
+                try:
+                    result = self._query(lo, hi, page, self.rescan_limit)
+                except FetchError as exc:
+                    if self.rescan_limit <= self.limit:
+                        raise
+                    # a MISP that times out on wide pages: say which setting makes them narrower
+                    raise FetchError(
+                        f"{exc} (re-reading timestamps {lo}..{hi} at {self.rescan_limit} {self.scope} a request: "
+                        f"lower misp.rescan_page_size, or set misp.paging = \"fast\")"
+                    ) from exc
                 rows = self._fresh(result.items)
                 found += self._new_keyed
                 yield self._chunk(rows, safe)

@@ -17,10 +17,10 @@ import sys
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from misp_ti.config import Config
 from misp_ti.errors import MispTiError
+from misp_ti.redact import public_url
 from misp_ti.service.lock import StateLock
 from misp_ti.timeutil import iso, utcnow
 
@@ -46,16 +46,6 @@ def install_signal_handlers(engine: Any) -> None:
     signal.signal(signal.SIGTERM, stop)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, hangup)
-
-
-def public_url(url: str) -> str:
-    """``url`` without user-info, query or fragment (never a secret)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def banner(engine: Any, metrics_url: str | None) -> list[str]:

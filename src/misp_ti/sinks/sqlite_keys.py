@@ -22,6 +22,8 @@ import ipaddress
 from collections.abc import Iterable
 from typing import Any
 
+from misp_ti.state_schema import DEFAULT_SOURCE
+
 # Fields under threat.indicator that describe the indicator rather than hold a value of it.
 INDICATOR_META_KEYS = frozenset({
     "type", "provider", "description", "marking", "confidence", "first_seen", "last_seen",
@@ -58,7 +60,6 @@ def indicator_values(doc: dict[str, Any]) -> set[str]:
 #: Where a document says which MISP source (``[misp.<name>]``) it came from;
 #: a document without it came from the single ``[misp]`` table, ``default``.
 SOURCE_FIELD = ("labels", "misp_source")
-DEFAULT_SOURCE = "default"
 
 
 def hit_source(doc: dict[str, Any]) -> str:

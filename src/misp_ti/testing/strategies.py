@@ -19,7 +19,7 @@ MISP, proxy or hand-written feed may send, for robustness tests.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hypothesis import strategies as st
 
@@ -440,12 +440,26 @@ def event_search_responses(*, max_size: int = 3, **event_kwargs: Any) -> Strateg
     )
 
 
-# malformed variants live in their own module (imported last: they build on the above)
-from misp_ti.testing.malformed import (  # noqa: E402
-    malformed_attributes,
-    malformed_bodies,
-    malformed_responses,
-)
+#: The malformed variants live in :mod:`misp_ti.testing.malformed`, which builds
+#: on this module: they are looked up on first use, so either module may be
+#: imported first.
+_MALFORMED = ("malformed_attributes", "malformed_bodies", "malformed_responses")
+
+if TYPE_CHECKING:
+    from misp_ti.testing.malformed import (
+        malformed_attributes,
+        malformed_bodies,
+        malformed_responses,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MALFORMED:
+        from misp_ti.testing import malformed
+
+        return getattr(malformed, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "COMPOSITE_TYPES",
