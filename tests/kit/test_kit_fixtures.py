@@ -6,6 +6,13 @@ from __future__ import annotations
 
 import json
 
+# pytester's in-process runs forget the modules they imported, but a package
+# kept from before keeps its attribute: an inner test's ``from
+# misp_ti.default_plugins import misp_fetch`` would then get an earlier run's
+# module (another CLIENT key) while the engine imports a fresh one. Imported
+# here, every run shares this one (see docs/testing-your-plugin.md).
+import misp_ti.default_plugins.misp_fetch  # noqa: F401
+
 pytest_plugins = ["pytester"]
 
 # One small event: two attributes, one of them in an object; timestamps in 2020.
