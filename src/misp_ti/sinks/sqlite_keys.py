@@ -69,6 +69,32 @@ def hit_source(doc: dict[str, Any]) -> str:
     return value if isinstance(value, str) and value else DEFAULT_SOURCE
 
 
+def shown_value(attribute: dict[str, Any], indicator: dict[str, Any]) -> str | None:
+    """The indicator's value as a person reads it: MISP's value where the
+    document keeps it, else the typed indicator fields in document order
+    (``198.51.100.7|443`` for an ``ip-dst|port``, a URL's original text; the
+    transform moves the value there), else ``threat.indicator.name``."""
+    value = attribute.get("value")
+    if isinstance(value, str) and value:
+        return value
+    parts: list[str] = []
+    stack: list[Any] = [v for k, v in reversed(indicator.items()) if k not in INDICATOR_META_KEYS]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            # a URL is its original text, not that plus the parts parsed from it
+            whole = item.get("original", item.get("full"))
+            stack.extend([whole] if isinstance(whole, str) else reversed(item.values()))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+        elif isinstance(item, str | int) and not isinstance(item, bool) and str(item) not in parts:
+            parts.append(str(item))
+    if parts:
+        return "|".join(parts)
+    name = indicator.get("name")
+    return name if isinstance(name, str) else None
+
+
 def hit_summary(doc: dict[str, Any]) -> dict[str, Any]:
     """What a lookup answer says of one matching document."""
     misp = doc.get("misp", {})
@@ -79,7 +105,7 @@ def hit_summary(doc: dict[str, Any]) -> dict[str, Any]:
         "source": hit_source(doc),
         "indicator_type": indicator.get("type"),
         "misp_type": attr.get("type"),
-        "value": attr.get("value", indicator.get("name")),
+        "value": shown_value(attr, indicator),
         "uuid": attr.get("uuid"),
         "event": event.get("info", event.get("uuid")),
         "decayed_at": attr.get("decayed_at"),
