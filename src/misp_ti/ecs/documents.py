@@ -184,7 +184,9 @@ def _object(obj: dict, name: str) -> dict:
     return misp_object
 
 
-def _event_fields(event: dict, misp_event: dict, indicator: dict, doc: dict, *, dates: tuple[str, ...]) -> None:
+def _event_fields(event: dict, misp_event: dict, *, dates: tuple[str, ...]) -> tuple[int | None, Any]:
+    """Convert ``misp_event``'s dates and numbers in place; the event's
+    ``threat.indicator.scanner_stats`` and creator e-mail (``None`` when absent)."""
     for key in dates:
         if key in misp_event:
             misp_event[key] = iso_seconds(strict_epoch_seconds(misp_event[key], f"Event.{key}"))
@@ -192,11 +194,58 @@ def _event_fields(event: dict, misp_event: dict, indicator: dict, doc: dict, *, 
         if key in misp_event:
             misp_event[key] = to_long(misp_event[key], f"Event.{key}")
     analysis = event.get("analysis")
-    if analysis is not None:
-        indicator["scanner_stats"] = to_long(analysis, "Event.analysis")
-    email = event.get("event_creator_email")
+    return (None if analysis is None else to_long(analysis, "Event.analysis")), event.get("event_creator_email")
+
+
+def _apply_event_fields(doc: dict, indicator: dict, scanner_stats: int | None, email: Any) -> None:
+    if scanner_stats is not None:
+        indicator["scanner_stats"] = scanner_stats
     if email is not None:
         doc["user"] = {"email": email, "roles": ["reporting_user"]}
+
+
+#: An attributes-stream event's share of its documents: ``misp.event``,
+#: ``scanner_stats``, the creator's e-mail and ``organization.id``.
+EventPart = tuple[dict, int | None, Any, Any]
+#: Value types for which equal values behave alike in every step of
+#: :func:`_event_part` (``1 == True`` and ``0.0 == -0.0``, so the types
+#: are part of the key and floats are left out).
+_PLAIN_VALUE_TYPES = frozenset((str, int, bool, type(None)))
+_STR = frozenset((str,))
+#: event key -> its part; the attributes of an event share its ``Event``
+_EVENT_PARTS: dict[tuple[object, ...], EventPart] = {}
+
+
+def _event_part(event: dict) -> EventPart:
+    """What ``event`` gives each of its attributes' documents (raises :class:`Malformed`)."""
+    misp_event = _copy(event, _EVENT_MOVED_ATTRIBUTES_STREAM)
+    scanner_stats, email = _event_fields(event, misp_event, dates=_EVENT_DATES)
+    return misp_event, scanner_stats, email, event.get("org_id")
+
+
+def _shared_event_part(event: dict) -> EventPart:
+    """:func:`_event_part`, worked out once per distinct event.
+
+    The key is the event's keys, values and value types: two events with
+    equal keys holds the same fields with equal values of the same exact
+    types (strings, integers, booleans, ``None``), so they give the same
+    part. An event with another kind of value is worked out each time. The
+    cached ``misp.event`` holds only such scalars: a shallow copy of it is a
+    document's own.
+    """
+    values = tuple(event.values())
+    if not (_PLAIN_VALUE_TYPES.issuperset(map(type, values)) and _STR.issuperset(map(type, event))):
+        return _event_part(event)
+    types = tuple(map(type, values))
+    key = (tuple(event), values, types)
+    part = _EVENT_PARTS.get(key)
+    if part is None:
+        part = _event_part(event)
+        if len(_EVENT_PARTS) >= 4096:
+            _EVENT_PARTS.clear()
+        _EVENT_PARTS[key] = part
+    misp_event, scanner_stats, email, org_id = part
+    return misp_event.copy(), scanner_stats, email, org_id
 
 
 def _require_dict(value: object, name: str) -> dict:
@@ -226,9 +275,11 @@ def _tags_key(tags: Any) -> str:
 #: and its TLP markings (``None``: no ``Tag`` list, so no ``marking``).
 TagSummary = tuple[tuple[str, ...], tuple[str, ...] | None]
 _NO_TAGS: TagSummary = ((), None)
-#: tag names of a list -> its summary; the attributes of an event share their
-#: (inherited) tag list, so a feed holds few distinct ones
-_TAG_LISTS: dict[tuple[str, ...], TagSummary] = {}
+#: a list's tag names, joined with ``\x1f`` -> (those names, its summary);
+#: the attributes of an event share their (inherited) tag list, so a feed
+#: holds few distinct ones. The names are compared on a hit: a name may hold
+#: ``\x1f`` itself.
+_TAG_LISTS: dict[str, tuple[list[str], TagSummary]] = {}
 
 
 def _tag_summary(tags: object) -> tuple[str, TagSummary | None]:
@@ -243,23 +294,25 @@ def _tag_summary(tags: object) -> tuple[str, TagSummary | None]:
     if type(tags) is not list:
         return "", None
     try:
-        names = tuple([tag["name"] for tag in tags if type(tag) is dict])
+        names = [tag["name"] for tag in tags if type(tag) is dict]
         key = "\x1f".join(names)  # a name that is not a string raises TypeError here
     except (TypeError, KeyError):
         return _tags_key(tags), None
     if len(names) != len(tags):  # an entry that is not a plain object: _tags refuses the list
         return _tags_key(tags), None
-    summary = _TAG_LISTS.get(names)
-    if summary is None:
-        clean: list[str] = []
-        tlp: list[str] = []
-        try:
-            _tags(tags, clean, tlp)
-        except Malformed:  # e.g. a Tag that is a mapping but not an object
-            return key, None
-        if len(_TAG_LISTS) >= 4096:
-            _TAG_LISTS.clear()
-        summary = _TAG_LISTS[names] = (tuple(dict.fromkeys(clean)), tuple(tlp))
+    cached = _TAG_LISTS.get(key)
+    if cached is not None and cached[0] == names:
+        return key, cached[1]
+    clean: list[str] = []
+    tlp: list[str] = []
+    try:
+        _tags(tags, clean, tlp)
+    except Malformed:  # e.g. a Tag that is a mapping but not an object
+        return key, None
+    if len(_TAG_LISTS) >= 4096:
+        _TAG_LISTS.clear()
+    summary: TagSummary = (tuple(dict.fromkeys(clean)), tuple(tlp))
+    _TAG_LISTS[key] = (names, summary)
     return key, summary
 
 
@@ -304,15 +357,14 @@ def attribute_document(record: Any, opts: Options) -> dict:
     # retag (which may leave the attribute timestamp alone) is a new document,
     # not a replay the sinks would ignore
     doc = _base(
-        _doc_id(opts.dataset, uuid, seconds, _context_key(event), tags_key),
+        # what _doc_id makes of these parts, without its generic join
+        blake2b(f"{opts.dataset}\0{uuid}\0{seconds}\0{_context_key(event)}\0{tags_key}".encode(), digest_size=16).hexdigest(),
         iso_seconds(seconds), opts, record,
     )
     misp: dict[str, Any] = {"attribute": misp_attr}
     if event is not None:
-        event = _require_dict(event, "Event")
-        misp_event = _copy(event, _EVENT_MOVED_ATTRIBUTES_STREAM)
-        _event_fields(event, misp_event, indicator, doc, dates=_EVENT_DATES)
-        org_id = event.get("org_id")
+        misp_event, scanner_stats, email, org_id = _shared_event_part(_require_dict(event, "Event"))
+        _apply_event_fields(doc, indicator, scanner_stats, email)
         if org_id is not None:
             doc["organization"] = {"id": org_id}
         misp["event"] = misp_event
@@ -381,7 +433,7 @@ def event_record_document(record: Any, opts: Options) -> dict:
             misp_context["distribution"] = to_long(misp_context["distribution"], "Event.Attribute.distribution")
         misp["context"] = {"attribute": misp_context}
     misp_event = _copy(event, _EVENT_MOVED_THREAT_STREAM)
-    _event_fields(event, misp_event, indicator, doc, dates=_EVENT_DATES[1:])
+    _apply_event_fields(doc, indicator, *_event_fields(event, misp_event, dates=_EVENT_DATES[1:]))
     misp["event"] = misp_event
     if obj is not None:
         misp["object"] = _object(obj, "Event.Object")

@@ -39,6 +39,8 @@ def record_attribute(record: Any) -> Mapping[str, Any]:
     ``Event.Object.Attribute`` (then primary, even with an ``Event.Attribute``
     beside it). Anything else is an empty mapping.
     """
+    if type(record) is dict and "timestamp" in record:  # an attribute (the answer below, sooner)
+        return record
     if not isinstance(record, Mapping):
         return {}
     event = record.get("Event")
