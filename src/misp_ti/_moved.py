@@ -9,7 +9,6 @@ its new name (the same module object, so patching either name patches both).
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
@@ -46,7 +45,9 @@ MOVED: dict[str, str] = {
 }
 
 
-class _Alias(importlib.abc.Loader):
+# a loader and a meta path finder by protocol: importlib.abc would load
+# importlib.resources (and tempfile) with every start of the package
+class _Alias:
     def __init__(self, target: str) -> None:
         self.target = target
 
@@ -57,7 +58,7 @@ class _Alias(importlib.abc.Loader):
         """The target module is already executed."""
 
 
-class _MovedFinder(importlib.abc.MetaPathFinder):
+class _MovedFinder:
     def find_spec(self, fullname: str, path: object = None, target: object = None) -> importlib.machinery.ModuleSpec | None:
         new = MOVED.get(fullname)
         if new is None:

@@ -207,13 +207,26 @@ def _apply_event_fields(doc: dict, indicator: dict, scanner_stats: int | None, e
 #: An attributes-stream event's share of its documents: ``misp.event``,
 #: ``scanner_stats``, the creator's e-mail and ``organization.id``.
 EventPart = tuple[dict, int | None, Any, Any]
-#: Value types for which equal values behave alike in every step of
-#: :func:`_event_part` (``1 == True`` and ``0.0 == -0.0``, so the types
-#: are part of the key and floats are left out).
+#: Value types for which equal values behave alike in every step of the
+#: transform (``1 == True`` and ``0.0 == -0.0``, so the types are part of
+#: the key and floats are left out).
 _PLAIN_VALUE_TYPES = frozenset((str, int, bool, type(None)))
 _STR = frozenset((str,))
-#: event key -> its part; the attributes of an event share its ``Event``
+#: the attributes of an event share its ``Event``, those of an object its
+#: ``Object``: their parts, by :func:`_scalar_key`
 _EVENT_PARTS: dict[tuple[object, ...], EventPart] = {}
+_OBJECT_PARTS: dict[tuple[object, ...], dict] = {}
+
+
+def _scalar_key(source: dict) -> tuple[object, ...] | None:
+    """A key that two dicts share only when they hold the same string keys
+    with equal values of the same exact types (strings, integers, booleans,
+    ``None``), in the same order: then every step of the transform treats
+    them alike. ``None`` for a dict holding any other kind of value."""
+    values = tuple(source.values())
+    if not (_PLAIN_VALUE_TYPES.issuperset(map(type, values)) and _STR.issuperset(map(type, source))):
+        return None
+    return tuple(source), values, tuple(map(type, values))
 
 
 def _event_part(event: dict) -> EventPart:
@@ -224,20 +237,13 @@ def _event_part(event: dict) -> EventPart:
 
 
 def _shared_event_part(event: dict) -> EventPart:
-    """:func:`_event_part`, worked out once per distinct event.
-
-    The key is the event's keys, values and value types: two events with
-    equal keys holds the same fields with equal values of the same exact
-    types (strings, integers, booleans, ``None``), so they give the same
-    part. An event with another kind of value is worked out each time. The
-    cached ``misp.event`` holds only such scalars: a shallow copy of it is a
-    document's own.
-    """
-    values = tuple(event.values())
-    if not (_PLAIN_VALUE_TYPES.issuperset(map(type, values)) and _STR.issuperset(map(type, event))):
+    """:func:`_event_part`, worked out once per distinct event (see
+    :func:`_scalar_key`; an event with other values is worked out each time).
+    The cached ``misp.event`` holds only scalars: a shallow copy of it is a
+    document's own."""
+    key = _scalar_key(event)
+    if key is None:
         return _event_part(event)
-    types = tuple(map(type, values))
-    key = (tuple(event), values, types)
     part = _EVENT_PARTS.get(key)
     if part is None:
         part = _event_part(event)
@@ -246,6 +252,21 @@ def _shared_event_part(event: dict) -> EventPart:
         _EVENT_PARTS[key] = part
     misp_event, scanner_stats, email, org_id = part
     return misp_event.copy(), scanner_stats, email, org_id
+
+
+def _shared_object(obj: dict, name: str) -> dict:
+    """:func:`_object`, worked out once per distinct object, like :func:`_shared_event_part`
+    (an ``Object`` with its ``Attribute`` list is worked out each time)."""
+    key = _scalar_key(obj)
+    if key is None:
+        return _object(obj, name)
+    misp_object = _OBJECT_PARTS.get(key)
+    if misp_object is None:
+        misp_object = _object(obj, name)
+        if len(_OBJECT_PARTS) >= 4096:
+            _OBJECT_PARTS.clear()
+        _OBJECT_PARTS[key] = misp_object
+    return misp_object.copy()
 
 
 def _require_dict(value: object, name: str) -> dict:
@@ -370,7 +391,7 @@ def attribute_document(record: Any, opts: Options) -> dict:
         misp["event"] = misp_event
     obj = attribute.get("Object")
     if obj is not None:
-        misp_object = _object(_require_dict(obj, "Object"), "Object")
+        misp_object = _shared_object(_require_dict(obj, "Object"), "Object")
         members = obj.get("Attribute")
         if members is not None:
             if type(members) is not list:

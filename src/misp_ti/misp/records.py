@@ -27,6 +27,9 @@ from typing import Any
 
 from misp_ti.timeutil import from_epoch, parse_iso
 
+#: The two restSearch answers (scopes) the client validates, and where MISP
+#: serves each (here, not in the client, so stream specs need no HTTP stack).
+PATHS = {"attributes": "/attributes/restSearch", "events": "/events/restSearch"}
 #: The longest ``timestamp`` string paging accepts (epoch seconds until year 33658).
 MAX_TIMESTAMP_DIGITS = 12
 
