@@ -5,16 +5,22 @@ Two ways through it, with the same documents:
 
 * **per record, through the hooks** (:func:`misp_ti.dispatch.first_result_caller`):
   always right, for any set of plugins;
-* **the default pipeline**: when the only ``transform_doc`` is the default
-  :mod:`misp_ti.default_plugins.ecs_transform`, the only ``compute_expiry``
-  implementations are the default expiry plugins and the policy is
-  ``duration``, the page is run by calling what those hooks would call
-  (the stream's builder, :func:`misp_ti.expiry.duration_policy`) directly:
-  no keyword dictionaries, no chain walk, the stream's options resolved once.
-  A plugin that implements either hook, a wrapper, or hook monitoring
+* **page calls**: a hook implementation may offer, for one stream and
+  context, a plain callable giving exactly what it would answer for each
+  record of the page (:func:`page_call`), or say that it passes (answers
+  ``None``) for every record of that context (:data:`PASSES`). When, for
+  both hooks, the implementations asked before the answering one all pass
+  and the answering one offers a call, the page runs through the two calls:
+  no keyword dictionaries, no chain walk, per-page settings resolved once.
+  The default ``ecs_transform``, ``expiry`` and ``expiry_decay_model``
+  plugins offer them. An implementation without one (any third-party
+  plugin that does not opt in), a wrapper, or hook monitoring
   (``add_hookcall_monitoring``, ``enable_tracing``, checked before every
-  record) sends the records back through the hooks, so third-party plugins
-  see every call exactly as documented.
+  record) sends the records through the hooks, so plugins see every call
+  exactly as documented. A page call that answers ``None`` for a record
+  hands that record to the hooks.
+
+This module names no plugin: it reads what the implementations declare.
 """
 
 from __future__ import annotations
@@ -22,19 +28,17 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import pluggy
 
 from misp_ti.dispatch import PLAIN_DISPATCH, first_result_caller, unmonitored_manager
 from misp_ti.ecs import error_document, is_pipeline_error, options_for
-from misp_ti.ecs.documents import transform
 from misp_ti.errors import PluginError
 from misp_ti.model import Expiry, RunContext
 from misp_ti.timeutil import iso
 
-#: The policy the default pipeline runs (the other policies go through the hooks).
-DEFAULT_POLICY = "duration"
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fold_id(base: str, decayed: bool, decayed_at: str) -> str:
@@ -95,43 +99,59 @@ def through_hooks(pm: pluggy.PluginManager, stream: str, records: Iterable[Any],
         docs.append(doc)
 
 
-def _only(hook: Any, allowed: set[Callable[..., Any]]) -> pluggy.PluginManager | None:
-    """The manager behind ``hook`` when its calls are unmonitored, none of its
-    implementations is a wrapper and each is one of ``allowed``."""
+#: What a page-call factory returns when its implementation passes for every record.
+PASSES: Any = type("Passes", (), {"__repr__": lambda self: "PASSES"})()
+_PAGE_CALL = "misp_ti_page_call"
+
+
+def page_call(factory: Callable[..., Any]) -> Callable[[F], F]:
+    """Mark a ``transform_doc`` or ``compute_expiry`` implementation as
+    offering a page call: ``factory(stream=..., ctx=...)`` returns a callable
+    (``record -> doc`` for ``transform_doc``, ``(record, doc) -> Expiry``
+    for ``compute_expiry``) answering exactly what the implementation would,
+    :data:`PASSES` when it answers ``None`` for every record of that
+    context, or ``None`` when it cannot tell (then the hooks are called)."""
+
+    def mark(function: F) -> F:
+        setattr(function, _PAGE_CALL, factory)
+        return function
+
+    return mark
+
+
+def _page_call_of(hook: Any, stream: str, ctx: RunContext) -> tuple[pluggy.PluginManager, Callable[..., Any]] | None:
+    """(manager, the answering implementation's page call), when the hook's
+    implementations in call order pass until one answers with a page call."""
     manager = unmonitored_manager(hook)
     impls = hook.get_hookimpls()
-    if manager is None or not impls or any(impl.hookwrapper or impl.wrapper or impl.function not in allowed for impl in impls):
+    if manager is None or any(impl.hookwrapper or impl.wrapper for impl in impls):
         return None
-    return manager
+    for impl in reversed(impls):  # pluggy's call order: the last registered first
+        factory = getattr(impl.function, _PAGE_CALL, None)
+        call = None if factory is None else factory(stream=stream, ctx=ctx)
+        if call is not PASSES:
+            return None if call is None else (manager, call)
+    return None  # nobody answers: the hooks raise the PluginError that says so
 
 
-def _default_pipeline(pm: pluggy.PluginManager, stream: str, ctx: RunContext) -> tuple[pluggy.PluginManager, Callable[..., dict[str, Any]]] | None:
-    """(manager, the stream's builder) when the default pipeline gives what the hooks would."""
-    from misp_ti.default_plugins import ecs_transform, expiry, expiry_decay_model
-
-    spec = ctx.streams.get(stream)
-    if spec is None or ctx.policy != DEFAULT_POLICY:
+def page_calls(pm: pluggy.PluginManager, stream: str, ctx: RunContext) -> tuple[pluggy.PluginManager, Callable[..., Any], Callable[..., Any]] | None:
+    """(manager, transform call, expiry call) when the page can skip the hooks."""
+    transform = _page_call_of(pm.hook.transform_doc, stream, ctx)
+    expire = _page_call_of(pm.hook.compute_expiry, stream, ctx) if transform is not None else None
+    if transform is None or expire is None:
         return None
-    manager = _only(pm.hook.transform_doc, {ecs_transform.transform_doc})
-    # with the duration policy the decay-model plugin answers None: expiry's rule decides
-    if manager is None or _only(pm.hook.compute_expiry, {expiry.compute_expiry, expiry_decay_model.compute_expiry}) is None:
-        return None
-    if expiry.compute_expiry not in {impl.function for impl in pm.hook.compute_expiry.get_hookimpls()}:
-        return None
-    return manager, spec.build
+    return transform[0], transform[1], expire[1]
 
 
 def process_records(pm: pluggy.PluginManager, stream: str, records: Iterable[Any], ctx: RunContext) -> list[dict[str, Any]]:
     """The documents of ``records`` (one each, in order), expiry folded in."""
-    from misp_ti.expiry import duration_policy
-
     docs: list[dict[str, Any]] = []
     fold = _Folder()
-    pipeline = _default_pipeline(pm, stream, ctx)
-    if pipeline is None:
+    calls = page_calls(pm, stream, ctx)
+    if calls is None:
         through_hooks(pm, stream, records, ctx, docs, fold)
         return docs
-    manager, build = pipeline
+    manager, transform_call, expire_call = calls
     opts = options_for(stream, ctx)
     pending = iter(records)
     for record in pending:
@@ -140,19 +160,23 @@ def process_records(pm: pluggy.PluginManager, stream: str, records: Iterable[Any
             through_hooks(pm, stream, pending, ctx, docs, fold)
             break
         try:
-            doc = transform(record, opts, build)
-            if doc is None:
-                raise _no_transform(stream)
+            doc = transform_call(record)
         except PluginError:
             raise
         except Exception as exc:  # as through_hooks
             docs.append(error_document(record, exc, opts))
             continue
+        if doc is None:
+            through_hooks(pm, stream, [record], ctx, docs, fold)
+            continue
         if not is_pipeline_error(doc):
             try:
-                decision = duration_policy(record, doc, ctx)
+                decision = expire_call(record, doc)
             except Exception as exc:
                 docs.append(error_document(record, exc, opts))
+                continue
+            if decision is None:
+                through_hooks(pm, stream, [record], ctx, docs, fold)
                 continue
             fold(doc, decision)
         docs.append(doc)
