@@ -14,6 +14,10 @@ import importlib.util
 import sys
 import warnings
 from types import ModuleType
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    import importlib.abc
 
 #: old dotted path -> new dotted path
 MOVED: dict[str, str] = {
@@ -68,7 +72,7 @@ class _MovedFinder:
             DeprecationWarning,
             stacklevel=2,
         )
-        return importlib.util.spec_from_loader(fullname, _Alias(new))
+        return importlib.util.spec_from_loader(fullname, cast("importlib.abc.Loader", _Alias(new)))
 
 
 def install() -> None:
