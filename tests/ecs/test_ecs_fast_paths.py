@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from misp_ti.ecs import documents
+from misp_ti.ecs import tags as tag_module
 from misp_ti.ecs.documents import transform
 from misp_ti.ecs.options import Options
 from misp_ti.timeutil import iso
@@ -42,7 +43,7 @@ def record(tags: Any) -> dict[str, Any]:
 def plain(rec: dict[str, Any], opts: Options, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """The document as before the summary: id part from ``_tags_key``, tags from ``_finish_tags``."""
     with monkeypatch.context() as m:
-        m.setattr(documents, "_tag_summary", lambda tags: (documents._tags_key(tags), None))
+        m.setattr(documents, "_tag_summary", lambda tag_list: (tag_module._tags_key(tag_list), None))
         return transform(rec, opts)
 
 
