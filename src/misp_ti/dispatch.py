@@ -9,20 +9,20 @@ import pluggy
 from pluggy import _callers
 
 #: pluggy's own dispatch; a manager whose hook calls go anywhere else is monitored.
-_PLAIN_DISPATCH = getattr(_callers, "_multicall", None)
+PLAIN_DISPATCH = getattr(_callers, "_multicall", None)
 
 
-def _unmonitored_manager(hook: Any) -> pluggy.PluginManager | None:
+def unmonitored_manager(hook: Any) -> pluggy.PluginManager | None:
     """The manager behind ``hook`` when its calls go straight to pluggy's
     dispatch; ``None`` when anything may watch them (``add_hookcall_monitoring``,
     ``enable_tracing``, a subclass overriding ``_hookexec``) or when this
     pluggy is built differently: then only the real hook call is right."""
     manager = getattr(getattr(hook, "_hookexec", None), "__self__", None)
     if (
-        _PLAIN_DISPATCH is None
+        PLAIN_DISPATCH is None
         or not isinstance(manager, pluggy.PluginManager)
         or type(manager)._hookexec is not pluggy.PluginManager._hookexec
-        or getattr(manager, "_inner_hookexec", None) is not _PLAIN_DISPATCH
+        or getattr(manager, "_inner_hookexec", None) is not PLAIN_DISPATCH
     ):
         return None
     return manager
@@ -42,14 +42,14 @@ def first_result_caller(hook: Any) -> Callable[..., Any]:
     the next record. Resolved once per page, so plugins registered later
     are still seen.
     """
-    manager = _unmonitored_manager(hook)
+    manager = unmonitored_manager(hook)
     impls = list(reversed(hook.get_hookimpls()))
     if manager is None or any(impl.hookwrapper or impl.wrapper for impl in impls):
         return hook  # type: ignore[no-any-return,unused-ignore]
     chain = [(impl.function, tuple(impl.argnames)) for impl in impls]
 
     def call(**kwargs: Any) -> Any:
-        if manager._inner_hookexec is not _PLAIN_DISPATCH:
+        if manager._inner_hookexec is not PLAIN_DISPATCH:
             return hook(**kwargs)
         for function, names in chain:
             result = function(*[kwargs[name] for name in names])

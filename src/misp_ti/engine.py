@@ -32,8 +32,8 @@ import pluggy
 from misp_ti.config import Config
 from misp_ti.config.sources import DEFAULT_SOURCE
 from misp_ti.cycle_report import PipelineErrorLog, cursor_time
-from misp_ti.dispatch import first_result_caller
-from misp_ti.ecs import error_document, is_pipeline_error, options_for
+from misp_ti.dispatch import first_result_caller  # noqa: F401  (its old import place)
+from misp_ti.ecs import is_pipeline_error
 from misp_ti.errors import ConfigError, MispTiError, PluginError, SinkError
 from misp_ti.manager import (
     POLICIES_ATTR,
@@ -44,6 +44,7 @@ from misp_ti.manager import (
     validate_plugin_settings,
 )
 from misp_ti.model import MISP_REQUEST_OBSERVER, ExpiryPolicy, Page, RunContext, SinkReport, Stash
+from misp_ti.processing import process_records
 from misp_ti.state import Cycle, CycleOutcome, StateStore
 from misp_ti.timeutil import iso, utcnow
 
@@ -110,13 +111,6 @@ class CycleResult:
             "failure_stored": self.failure_stored,
             "seconds": round(self.seconds, 3),
         }
-
-
-def _fold_id(base: str, decayed: bool, decayed_at: str) -> str:
-    # The expiry decision is part of a document's identity: a refetch that
-    # moves decayed_at must produce a new document (a same-id create would be
-    # ignored as a replay), while a replay of the same cycle reproduces it.
-    return hashlib.blake2b(f"{base}\0{int(decayed)}\0{decayed_at}".encode(), digest_size=16).hexdigest()
 
 
 def _label_source(doc: dict[str, Any], source: str) -> None:
@@ -509,34 +503,8 @@ class Engine:
         self.progress.page_done(cycle_label(result.source, stream), records=len(page.records), docs=len(docs), errors=errors, stats=page.stats)
 
     def process(self, stream: str, records: Iterable[Any], ctx: RunContext) -> list[dict[str, Any]]:
-        """Transform and expire records (the hot path)."""
-        transform = first_result_caller(self.pm.hook.transform_doc)
-        expire = first_result_caller(self.pm.hook.compute_expiry)
-        docs = []
-        for record in records:
-            try:
-                doc = transform(stream=stream, record=record, ctx=ctx)
-                if doc is None:
-                    raise PluginError(f"no transform_doc plugin handles the stream {stream!r}")
-            except PluginError:
-                raise
-            except Exception as exc:  # a bad record never stops the stream
-                docs.append(error_document(record, exc, options_for(stream, ctx)))
-                continue
-            if not is_pipeline_error(doc):
-                try:
-                    decision = expire(stream=stream, record=record, doc=doc, ctx=ctx)
-                except Exception as exc:
-                    docs.append(error_document(record, exc, options_for(stream, ctx)))
-                    continue
-                if decision is None:
-                    raise PluginError(f"no compute_expiry plugin answers for the policy {ctx.policy!r}")
-                decayed_at = iso(decision.decayed_at)
-                attribute = doc.setdefault("misp", {}).setdefault("attribute", {})
-                attribute["decayed"] = decision.decayed
-                attribute["decayed_at"] = decayed_at
-                doc["_id"] = _fold_id(doc["_id"], decision.decayed, decayed_at)
-            docs.append(doc)
+        """Transform and expire records (the hot path: :mod:`misp_ti.processing`)."""
+        docs = process_records(self.pm, stream, records, ctx)
         if ctx.config.named_sources:
             for doc in docs:
                 _label_source(doc, ctx.source)

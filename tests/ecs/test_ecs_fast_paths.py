@@ -1,8 +1,10 @@
 """The transform's fast paths give the documents the plain paths give.
 
 ``attribute_document`` summarises a ``Tag`` list once and caches the summary
-by the tag names; ``timeutil.iso`` formats with ``isoformat``. Each is
-compared here with the straightforward code it replaced, on generated input.
+by the tag names, and works out the part of a document an ``Event`` or an
+``Object`` gives once per distinct one; ``timeutil.iso`` formats with
+``isoformat``. Each is compared here with the straightforward code it
+replaced, on generated input.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from misp_ti.ecs import documents
+from misp_ti.ecs import tags as tag_module
 from misp_ti.ecs.documents import transform
 from misp_ti.ecs.options import Options
 from misp_ti.timeutil import iso
@@ -40,7 +43,7 @@ def record(tags: Any) -> dict[str, Any]:
 def plain(rec: dict[str, Any], opts: Options, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """The document as before the summary: id part from ``_tags_key``, tags from ``_finish_tags``."""
     with monkeypatch.context() as m:
-        m.setattr(documents, "_tag_summary", lambda tags: (documents._tags_key(tags), None))
+        m.setattr(documents, "_tag_summary", lambda tag_list: (tag_module._tags_key(tag_list), None))
         return transform(rec, opts)
 
 
@@ -97,3 +100,62 @@ def test_iso_keeps_strftime_years_below_1000() -> None:
     # strftime writes year 5 as "5" on Linux; the fast path must not pad it
     value = datetime(5, 3, 4, 1, 2, 3, 456789, tzinfo=UTC)
     assert iso(value) == _strftime_iso(value)
+
+
+# the event and object parts: values that compare equal across types ("1",
+# 1, True, 1.0; 0.0 and -0.0), containers, None and bad values, so a cache
+# keyed too loosely would hand one record the part of another
+SCALARS = st.sampled_from(["1", 1, True, 1.0, "0", 0, False, 0.0, -0.0, None, "", "5", 5, "1617875000", 1617875000, "x"])
+VALUES = SCALARS | st.lists(SCALARS, max_size=2) | st.dictionaries(st.sampled_from(["a", "b"]), SCALARS, max_size=2)
+EVENT_KEYS = st.sampled_from(["distribution", "timestamp", "publish_timestamp", "analysis", "org_id", "event_creator_email", "info", "threat_level_id"])
+OBJECT_KEYS = st.sampled_from(["distribution", "timestamp", "meta-category", "name", "comment", "Attribute"])
+EVENTS = st.dictionaries(EVENT_KEYS, VALUES, max_size=4)
+OBJECTS = st.none() | st.dictionaries(OBJECT_KEYS, VALUES, max_size=3)
+
+
+def with_parts(event: dict[str, Any], obj: dict[str, Any] | None) -> dict[str, Any]:
+    rec = record([{"name": "tlp:red"}])
+    rec["Event"] = event
+    if obj is not None:
+        rec["Object"] = obj
+    return rec
+
+
+def unshared(rec: dict[str, Any], opts: Options, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The document with the event and object parts worked out for this record alone."""
+    with monkeypatch.context() as m:
+        m.setattr(documents, "_shared_event_part", documents._event_part)
+        m.setattr(documents, "_shared_object", documents._object)
+        return transform(rec, opts)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=st.lists(st.tuples(EVENTS, OBJECTS), min_size=1, max_size=4))
+def test_shared_event_and_object_parts_give_the_unshared_document(events: list[tuple[dict[str, Any], Any]]) -> None:
+    monkeypatch = pytest.MonkeyPatch()
+    opts = Options("threat_attributes", ingested="2024-06-01T00:00:00.000Z")
+    for event, obj in [*events, *events]:  # the second round hits what the first one cached
+        rec = with_parts(event, obj)
+        got, expected = transform(rec, opts), unshared(rec, opts, monkeypatch)
+        assert got == expected
+        assert repr(got) == repr(expected)  # 1 == True == 1.0: the types must match too
+
+
+def test_a_document_owns_its_event_and_object_parts() -> None:
+    opts = Options("threat_attributes", ingested="2024-06-01T00:00:00.000Z")
+    event = {"distribution": "3", "info": "shared", "timestamp": "1617875000"}
+    obj = {"name": "file", "distribution": "5"}
+    first = transform(with_parts(dict(event), dict(obj)), opts)
+    first["misp"]["event"]["info"] = "changed by a plugin"
+    first["misp"]["object"]["name"] = "changed too"
+    second = transform(with_parts(dict(event), dict(obj)), opts)
+    assert second["misp"]["event"] == {"distribution": 3, "info": "shared", "timestamp": "2021-04-08T09:43:20.000Z"}
+    assert second["misp"]["object"] == {"name": "file", "distribution": 5}
+
+
+def test_equal_values_of_other_types_are_other_events() -> None:
+    opts = Options("threat_attributes", ingested="2024-06-01T00:00:00.000Z")
+    as_text = transform(with_parts({"distribution": "1", "info": "1"}, None), opts)
+    as_bool = transform(with_parts({"distribution": True, "info": True}, None), opts)
+    assert as_text["misp"]["event"] == {"distribution": 1, "info": "1"}
+    assert as_bool["event"]["kind"] == "pipeline_error"  # a boolean is not an integer

@@ -97,25 +97,28 @@ def command(obj: Obj, stream: str, now: datetime | None, fmt: str) -> None:
         for number, batch in enumerate(_batches(sys.stdin.buffer), 1):
             if number % COLLECT_EVERY == 0:
                 gc.collect()
-            parsed: list[Any] = []
-            slots: list[dict[str, Any] | None] = []
-            for line in batch:
-                try:
-                    parsed.append(orjson.loads(line))
-                    slots.append(None)
-                except orjson.JSONDecodeError:
-                    slots.append(_not_json(line.rstrip(b"\r\n"), opts))
+            slots: list[dict[str, Any] | None] | None = None
+            try:
+                parsed = list(map(orjson.loads, batch))
+            except orjson.JSONDecodeError:  # some lines are not JSON: parse them one by one
+                parsed, slots = [], []
+                for line in batch:
+                    try:
+                        parsed.append(orjson.loads(line))
+                        slots.append(None)
+                    except orjson.JSONDecodeError:
+                        slots.append(_not_json(line.rstrip(b"\r\n"), opts))
             docs = engine.process(stream, parsed, ctx)
-            if len(docs) != len(slots):  # some lines were not JSON: their documents go in their places
+            if slots is not None:  # the documents of the lines that were not JSON go in their places
                 processed = iter(docs)
                 docs = [next(processed) if slot is None else slot for slot in slots]
-            errors += sum(1 for doc in docs if is_pipeline_error(doc))
+            errors += sum(map(is_pipeline_error, docs))
             if fmt == "bulk":
                 out.write(bulk.ndjson(bulk.actions(stream, docs, config, now=ctx.now)))
             else:
                 out.write(b"\n".join(map(orjson.dumps, docs)) + b"\n")
             records += len(batch)
-            documents += len(slots)
+            documents += len(docs)
         out.flush()
     except BrokenPipeError:  # e.g. `| head`: the reader has gone, stop quietly
         sys.stderr.close()

@@ -12,12 +12,23 @@ from typing import Any
 from misp_ti import hookimpl
 from misp_ti.ecs import options_for, transform
 from misp_ti.model import RunContext
+from misp_ti.processing import PASSES, page_call
 
 # options_for is re-exported: ``misp-ti transform`` imports it from here
 __all__ = ["options_for", "transform_doc", "transform_threat", "transform_threat_attributes"]
 
 
+def _page_transform(stream: str, ctx: RunContext) -> Any:
+    """:func:`transform_doc` for a page of ``stream`` in ``ctx`` (see :func:`misp_ti.processing.page_call`)."""
+    spec = ctx.streams.get(stream)
+    if spec is None:
+        return PASSES
+    opts, build = options_for(stream, ctx), spec.build
+    return lambda record: transform(record, opts, build)
+
+
 @hookimpl
+@page_call(_page_transform)
 def transform_doc(stream: str, record: dict[str, Any], ctx: RunContext) -> dict[str, Any] | None:
     spec = ctx.streams.get(stream)
     if spec is None:

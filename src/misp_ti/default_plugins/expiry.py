@@ -33,6 +33,7 @@ from misp_ti.expiry import (  # noqa: F401  (re-exported: the rules' old home)
 from misp_ti.expiry.decay_model import model_overrides  # noqa: F401
 from misp_ti.misp.records import record_attribute
 from misp_ti.model import Expiry, ExpiryPolicy, RunContext
+from misp_ti.processing import PASSES, page_call
 
 #: ``refetch`` re-reads everything daily unless ``expiry.refetch_interval`` says otherwise.
 REFETCH = ExpiryPolicy("refetch", refetch_every=timedelta(hours=24))
@@ -55,7 +56,17 @@ def attribute_of(record: Any, stream: str | None = None, ctx: RunContext | None 
     return record_attribute(record)
 
 
+def _page_expiry(stream: str, ctx: RunContext) -> Any:
+    """:func:`compute_expiry` for a page of ``stream`` in ``ctx`` (see :func:`misp_ti.processing.page_call`)."""
+    if ctx.policy not in _NAMES:
+        return PASSES
+    if ctx.policy == "duration":
+        return lambda record, doc: duration_policy(record, doc, ctx)
+    return lambda record, doc: compute_expiry(stream, record, doc, ctx)
+
+
 @hookimpl
+@page_call(_page_expiry)
 def compute_expiry(stream: str, record: dict[str, Any], doc: dict[str, Any], ctx: RunContext) -> Expiry | None:
     policy = ctx.policy
     if policy not in _NAMES:

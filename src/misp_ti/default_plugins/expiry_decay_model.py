@@ -33,6 +33,7 @@ from misp_ti.expiry.decay_model import (  # noqa: F401  (names tests and plugins
 )
 from misp_ti.misp.decay import Unpredictable
 from misp_ti.model import Expiry, ExpiryPolicy, RunContext, StashKey
+from misp_ti.processing import PASSES, page_call
 from misp_ti.timeutil import from_epoch
 
 NAME = "decay-model"
@@ -73,7 +74,15 @@ def cache_key(source: str) -> StashKey[ModelCache]:
     return CACHE.for_source(source)
 
 
+def _page_expiry(stream: str, ctx: RunContext) -> Any:
+    """:func:`compute_expiry` for a page of ``stream`` in ``ctx`` (see :func:`misp_ti.processing.page_call`)."""
+    if ctx.policy != NAME:
+        return PASSES
+    return lambda record, doc: compute_expiry(stream, record, doc, ctx)
+
+
 @hookimpl
+@page_call(_page_expiry)
 def compute_expiry(stream: str, record: dict[str, Any], doc: dict[str, Any], ctx: RunContext) -> Expiry | None:
     if ctx.policy != NAME:
         return None

@@ -39,17 +39,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from misp_ti import hookimpl
 from misp_ti.config import StreamSettings
 from misp_ti.errors import PluginError
-from misp_ti.misp.client import MispClient
 from misp_ti.misp.lenient import is_unparsed
 from misp_ti.misp.paging import WindowReader, row_key
 from misp_ti.model import MISP_REQUEST_OBSERVER, Page, RunContext, StashKey
 from misp_ti.streams import BUILTIN_STREAMS, StreamSpec, one_record, split_event
 from misp_ti.timeutil import epoch_text
+
+if TYPE_CHECKING:  # the client (and httpx) load when a cycle first talks to MISP, not with the plugin
+    from misp_ti.misp.client import MispClient
 
 __all__ = ["CLIENT", "MISP_TI_STREAMS", "client", "client_key", "fetch", "plan_window", "read_stream", "request_body", "split_event"]
 
@@ -84,6 +86,8 @@ def client(ctx: RunContext) -> MispClient:
     (:data:`~misp_ti.model.MISP_REQUEST_OBSERVER`), so its requests are
     counted in the metrics like those of a client made here.
     """
+    from misp_ti.misp.client import MispClient
+
     observer = ctx.stash.get(MISP_REQUEST_OBSERVER, None)
     misp = ctx.stash.get_or_create(
         client_key(ctx.source),

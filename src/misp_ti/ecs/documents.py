@@ -18,15 +18,20 @@ here: the engine asks ``compute_expiry`` and folds them into ``_id``.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from hashlib import blake2b
 from typing import Any
 
-import orjson
-
-from misp_ti.ecs.fields import ECS_VERSION
 from misp_ti.ecs.options import Options
+from misp_ti.ecs.pipeline_error import (  # noqa: F401  (the error API, importable from here as before)
+    _ECS,
+    PIPELINE_ERROR,
+    _doc_id,
+    dump_original,
+    error_document,
+    is_pipeline_error,
+)
+from misp_ti.ecs.tags import _apply_tags, _finish_tags, _tag_summary
 from misp_ti.ecs.types import TYPE_RULES
 from misp_ti.ecs.values import Malformed, iso_seconds, seen_iso, strict_epoch_seconds, to_long
 from misp_ti.misp.lenient import UNPARSED, UNPARSED_REASON
@@ -35,7 +40,6 @@ from misp_ti.misp.lenient import UNPARSED, UNPARSED_REASON
 MAX_VALUE_CHARS = 131_072
 
 _CONTAINERS = (dict, list)
-_ECS = {"version": ECS_VERSION}
 _CATEGORY = ("threat",)
 _TYPE = ("indicator",)
 
@@ -85,34 +89,6 @@ def _value(attribute: dict) -> str | None:
     raise Malformed(f"value: expected a string, got {type(value).__name__}")
 
 
-#: raw tag name -> (cleaned name, TLP marking or None); tag names repeat across a feed
-_TAG_CACHE: dict[str, tuple[str, str | None]] = {}
-
-
-def _tag_info(name: str) -> tuple[str, str | None]:
-    clean = name.replace("\\", "").replace('"', "") if "\\" in name or '"' in name else name
-    info = (clean, clean[4:].upper() if clean.startswith("tlp:") else None)
-    if len(_TAG_CACHE) >= 4096:
-        _TAG_CACHE.clear()
-    _TAG_CACHE[name] = info
-    return info
-
-
-def _tags(tags: object, out: list[str], tlp: list[str]) -> None:
-    """MISP ``Tag`` objects -> ``tags`` (``\\`` and ``"`` removed) and TLP markings."""
-    if type(tags) is not list:
-        raise Malformed(f"Tag: expected a list, got {type(tags).__name__}")
-    cache = _TAG_CACHE
-    for tag in tags:
-        name = tag.get("name") if type(tag) is dict else None
-        if type(name) is not str:
-            raise Malformed(f"Tag: expected objects with a string name, got {tag!r:.60}")
-        clean, marking = cache.get(name) or _tag_info(name)
-        out.append(clean)
-        if marking is not None:
-            tlp.append(marking)
-
-
 def _indicator(attribute: dict, value: str | None, misp_attr: dict) -> dict:
     """``threat.indicator`` for one attribute; puts ``value`` into ``misp_attr`` unless typed fields hold it."""
     misp_type = attribute.get("type")
@@ -157,22 +133,6 @@ def _base(doc_id: str, timestamp: str, opts: Options, record: Any) -> dict:
     }
 
 
-def _finish_tags(doc: dict, indicator: dict, tag_lists: tuple[object, ...]) -> None:
-    tags: list[str] = doc["tags"]
-    present = False
-    tlp: list[str] = []
-    for tag_list in tag_lists:
-        if tag_list is not None:
-            present = True
-            _tags(tag_list, tags, tlp)
-    if present:  # the reference writes marking.tlp (maybe []) whenever MISP sent tags
-        indicator["marking"] = {"tlp": tlp}
-    if tags:
-        doc["tags"] = list(dict.fromkeys(tags))  # de-duplicated, first occurrence kept
-    else:
-        del doc["tags"]
-
-
 def _object(obj: dict, name: str) -> dict:
     misp_object = _copy(obj, _OBJECT_MOVED)
     if obj.get("meta-category") is not None:
@@ -184,7 +144,9 @@ def _object(obj: dict, name: str) -> dict:
     return misp_object
 
 
-def _event_fields(event: dict, misp_event: dict, indicator: dict, doc: dict, *, dates: tuple[str, ...]) -> None:
+def _event_fields(event: dict, misp_event: dict, *, dates: tuple[str, ...]) -> tuple[int | None, Any]:
+    """Convert ``misp_event``'s dates and numbers in place; the event's
+    ``threat.indicator.scanner_stats`` and creator e-mail (``None`` when absent)."""
     for key in dates:
         if key in misp_event:
             misp_event[key] = iso_seconds(strict_epoch_seconds(misp_event[key], f"Event.{key}"))
@@ -192,11 +154,79 @@ def _event_fields(event: dict, misp_event: dict, indicator: dict, doc: dict, *, 
         if key in misp_event:
             misp_event[key] = to_long(misp_event[key], f"Event.{key}")
     analysis = event.get("analysis")
-    if analysis is not None:
-        indicator["scanner_stats"] = to_long(analysis, "Event.analysis")
-    email = event.get("event_creator_email")
+    return (None if analysis is None else to_long(analysis, "Event.analysis")), event.get("event_creator_email")
+
+
+def _apply_event_fields(doc: dict, indicator: dict, scanner_stats: int | None, email: Any) -> None:
+    if scanner_stats is not None:
+        indicator["scanner_stats"] = scanner_stats
     if email is not None:
         doc["user"] = {"email": email, "roles": ["reporting_user"]}
+
+
+#: An attributes-stream event's share of its documents: ``misp.event``,
+#: ``scanner_stats``, the creator's e-mail and ``organization.id``.
+EventPart = tuple[dict, int | None, Any, Any]
+#: Value types for which equal values behave alike in every step of the
+#: transform (``1 == True`` and ``0.0 == -0.0``, so the types are part of
+#: the key and floats are left out).
+_PLAIN_VALUE_TYPES = frozenset((str, int, bool, type(None)))
+_STR = frozenset((str,))
+#: the attributes of an event share its ``Event``, those of an object its
+#: ``Object``: their parts, by :func:`_scalar_key`
+_EVENT_PARTS: dict[tuple[object, ...], EventPart] = {}
+_OBJECT_PARTS: dict[tuple[object, ...], dict] = {}
+
+
+def _scalar_key(source: dict) -> tuple[object, ...] | None:
+    """A key that two dicts share only when they hold the same string keys
+    with equal values of the same exact types (strings, integers, booleans,
+    ``None``), in the same order: then every step of the transform treats
+    them alike. ``None`` for a dict holding any other kind of value."""
+    values = tuple(source.values())
+    if not (_PLAIN_VALUE_TYPES.issuperset(map(type, values)) and _STR.issuperset(map(type, source))):
+        return None
+    return tuple(source), values, tuple(map(type, values))
+
+
+def _event_part(event: dict) -> EventPart:
+    """What ``event`` gives each of its attributes' documents (raises :class:`Malformed`)."""
+    misp_event = _copy(event, _EVENT_MOVED_ATTRIBUTES_STREAM)
+    scanner_stats, email = _event_fields(event, misp_event, dates=_EVENT_DATES)
+    return misp_event, scanner_stats, email, event.get("org_id")
+
+
+def _shared_event_part(event: dict) -> EventPart:
+    """:func:`_event_part`, worked out once per distinct event (see
+    :func:`_scalar_key`; an event with other values is worked out each time).
+    The cached ``misp.event`` holds only scalars: a shallow copy of it is a
+    document's own."""
+    key = _scalar_key(event)
+    if key is None:
+        return _event_part(event)
+    part = _EVENT_PARTS.get(key)
+    if part is None:
+        part = _event_part(event)
+        if len(_EVENT_PARTS) >= 4096:
+            _EVENT_PARTS.clear()
+        _EVENT_PARTS[key] = part
+    misp_event, scanner_stats, email, org_id = part
+    return misp_event.copy(), scanner_stats, email, org_id
+
+
+def _shared_object(obj: dict, name: str) -> dict:
+    """:func:`_object`, worked out once per distinct object, like :func:`_shared_event_part`
+    (an ``Object`` with its ``Attribute`` list is worked out each time)."""
+    key = _scalar_key(obj)
+    if key is None:
+        return _object(obj, name)
+    misp_object = _OBJECT_PARTS.get(key)
+    if misp_object is None:
+        misp_object = _object(obj, name)
+        if len(_OBJECT_PARTS) >= 4096:
+            _OBJECT_PARTS.clear()
+        _OBJECT_PARTS[key] = misp_object
+    return misp_object.copy()
 
 
 def _require_dict(value: object, name: str) -> dict:
@@ -214,71 +244,6 @@ def _uuid(attribute: dict, name: str) -> str:
 
 def _context_key(event: Any) -> object:
     return event.get("timestamp") if isinstance(event, dict) else None
-
-
-def _tags_key(tags: Any) -> str:
-    if not isinstance(tags, list):
-        return ""
-    return "\x1f".join(str(t.get("name")) for t in tags if isinstance(t, dict))
-
-
-#: What a ``Tag`` list gives a document: its cleaned, de-duplicated names
-#: and its TLP markings (``None``: no ``Tag`` list, so no ``marking``).
-TagSummary = tuple[tuple[str, ...], tuple[str, ...] | None]
-_NO_TAGS: TagSummary = ((), None)
-#: tag names of a list -> its summary; the attributes of an event share their
-#: (inherited) tag list, so a feed holds few distinct ones
-_TAG_LISTS: dict[tuple[str, ...], TagSummary] = {}
-
-
-def _tag_summary(tags: object) -> tuple[str, TagSummary | None]:
-    """The id part and the summary of a ``Tag`` list, in one pass over it.
-
-    Never raises: for a list :func:`_tags` would reject the summary is
-    ``None`` and the caller asks :func:`_tags` later, so the error (and which
-    error wins when several fields are bad) stays what it was.
-    """
-    if tags is None:
-        return "", _NO_TAGS
-    if type(tags) is not list:
-        return "", None
-    try:
-        names = tuple([tag["name"] for tag in tags if type(tag) is dict])
-        key = "\x1f".join(names)  # a name that is not a string raises TypeError here
-    except (TypeError, KeyError):
-        return _tags_key(tags), None
-    if len(names) != len(tags):  # an entry that is not a plain object: _tags refuses the list
-        return _tags_key(tags), None
-    summary = _TAG_LISTS.get(names)
-    if summary is None:
-        clean: list[str] = []
-        tlp: list[str] = []
-        try:
-            _tags(tags, clean, tlp)
-        except Malformed:  # e.g. a Tag that is a mapping but not an object
-            return key, None
-        if len(_TAG_LISTS) >= 4096:
-            _TAG_LISTS.clear()
-        summary = _TAG_LISTS[names] = (tuple(dict.fromkeys(clean)), tuple(tlp))
-    return key, summary
-
-
-def _apply_tags(doc: dict, indicator: dict, summary: TagSummary) -> None:
-    """:func:`_finish_tags` of one ``Tag`` list, from its summary."""
-    clean, tlp = summary
-    if tlp is not None:  # the reference writes marking.tlp (maybe []) whenever MISP sent tags
-        indicator["marking"] = {"tlp": list(tlp)}
-    tags: list[str] = doc["tags"]
-    if tags:
-        doc["tags"] = list(dict.fromkeys([*tags, *clean]))
-    elif clean:
-        doc["tags"] = list(clean)
-    else:
-        del doc["tags"]
-
-
-def _doc_id(dataset: str, *parts: object) -> str:
-    return blake2b("\0".join((dataset, *map(str, parts))).encode(), digest_size=16).hexdigest()
 
 
 # ---------------------------------------------------------------------------
@@ -304,21 +269,20 @@ def attribute_document(record: Any, opts: Options) -> dict:
     # retag (which may leave the attribute timestamp alone) is a new document,
     # not a replay the sinks would ignore
     doc = _base(
-        _doc_id(opts.dataset, uuid, seconds, _context_key(event), tags_key),
+        # what _doc_id makes of these parts, without its generic join
+        blake2b(f"{opts.dataset}\0{uuid}\0{seconds}\0{_context_key(event)}\0{tags_key}".encode(), digest_size=16).hexdigest(),
         iso_seconds(seconds), opts, record,
     )
     misp: dict[str, Any] = {"attribute": misp_attr}
     if event is not None:
-        event = _require_dict(event, "Event")
-        misp_event = _copy(event, _EVENT_MOVED_ATTRIBUTES_STREAM)
-        _event_fields(event, misp_event, indicator, doc, dates=_EVENT_DATES)
-        org_id = event.get("org_id")
+        misp_event, scanner_stats, email, org_id = _shared_event_part(_require_dict(event, "Event"))
+        _apply_event_fields(doc, indicator, scanner_stats, email)
         if org_id is not None:
             doc["organization"] = {"id": org_id}
         misp["event"] = misp_event
     obj = attribute.get("Object")
     if obj is not None:
-        misp_object = _object(_require_dict(obj, "Object"), "Object")
+        misp_object = _shared_object(_require_dict(obj, "Object"), "Object")
         members = obj.get("Attribute")
         if members is not None:
             if type(members) is not list:
@@ -381,7 +345,7 @@ def event_record_document(record: Any, opts: Options) -> dict:
             misp_context["distribution"] = to_long(misp_context["distribution"], "Event.Attribute.distribution")
         misp["context"] = {"attribute": misp_context}
     misp_event = _copy(event, _EVENT_MOVED_THREAT_STREAM)
-    _event_fields(event, misp_event, indicator, doc, dates=_EVENT_DATES[1:])
+    _apply_event_fields(doc, indicator, *_event_fields(event, misp_event, dates=_EVENT_DATES[1:]))
     misp["event"] = misp_event
     if obj is not None:
         misp["object"] = _object(obj, "Event.Object")
@@ -396,54 +360,6 @@ def event_record_document(record: Any, opts: Options) -> dict:
     doc["misp"] = misp
     doc["threat"] = {"feed": {"name": "MISP"}, "indicator": indicator}
     return doc
-
-
-# ---------------------------------------------------------------------------
-# errors
-
-
-def dump_original(record: Any) -> str:
-    """The record as JSON text (``event.original``), whatever it holds."""
-    try:
-        return orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:  # lone surrogates, odd keys: stdlib json escapes what orjson refuses
-        try:
-            return json.dumps(record, ensure_ascii=True, separators=(",", ":"), default=repr)
-        except (TypeError, ValueError):
-            return repr(record)
-
-
-#: ``event.kind`` of the document standing for a record that became no indicator.
-PIPELINE_ERROR = "pipeline_error"
-
-
-def is_pipeline_error(doc: Mapping[str, Any]) -> bool:
-    """Whether ``doc`` stands for a record that could not become an indicator."""
-    event = doc.get("event")
-    return isinstance(event, dict) and event.get("kind") == PIPELINE_ERROR
-
-
-def error_document(record: Any, reason: str | BaseException, opts: Options, *, original: str | None = None) -> dict:
-    """The ``pipeline_error`` document of ``record``: the raw record in
-    ``event.original`` and the reason (an exception is named with its type).
-
-    ``original`` is the raw text when there is no parsed record (a line that
-    is not JSON). The id depends on the stream and the record only, so a
-    replayed record yields the same document.
-    """
-    if original is None:
-        original = dump_original(record)
-    message = reason if isinstance(reason, str) else f"{type(reason).__name__}: {reason}"
-    event = {"kind": PIPELINE_ERROR, "dataset": opts.dataset, "ingested": opts.ingested, "original": original}
-    return {
-        "_id": _doc_id(opts.dataset, "error", original),
-        "@timestamp": opts.ingested,
-        "ecs": dict(_ECS),
-        "event": event,
-        "data_stream": {"type": "logs", "dataset": opts.dataset, "namespace": opts.namespace},
-        "error": {"message": message[:1000]},
-        "tags": ["misp_ti-transform-error"],
-    }
 
 
 #: The built-in streams' builders (old name; a stream's builder is its

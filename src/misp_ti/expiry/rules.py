@@ -40,13 +40,13 @@ def _decay_vote(attribute: Mapping[str, Any]) -> bool:
     scores = attribute.get("decay_score")
     if not isinstance(scores, list) or not scores:
         return False
-    decayed = sum(1 for s in scores if isinstance(s, Mapping) and s.get("decayed") is True)
+    decayed = sum(1 for s in scores if (type(s) is dict or isinstance(s, Mapping)) and s.get("decayed") is True)
     return decayed * 2 >= len(scores)
 
 
 def flag(value: Any) -> bool | None:
     """A MISP boolean (``True``, ``1``, ``"1"``, ``"true"``...); ``None`` when it is none."""
-    if isinstance(value, bool):
+    if value is True or value is False:  # bool has no subclasses
         return value
     if value in (0, 1, "0", "1"):
         return str(value) == "1"
@@ -120,13 +120,25 @@ def reference_time(record: Any, doc: Mapping[str, Any]) -> datetime:
     return _reference(record_attribute(record), doc)
 
 
+#: ``timestamp`` text -> its time, for the common case below (the attributes
+#: of an event share a few timestamps; datetimes are immutable)
+_EPOCH_TIMES: dict[str, datetime] = {}
+
+
 def _reference(attribute: Mapping[str, Any], doc: Mapping[str, Any]) -> datetime:
     raw = attribute.get("timestamp")
     last_seen = attribute.get("last_seen")
-    if last_seen is None and type(raw) is str and raw.isascii() and raw.isdigit():
-        # what MISP nearly always sends: epoch seconds and no last_seen
-        # (the answer timestamp_datetime gives, without its general checks)
-        return from_epoch(scale_to_seconds(int(raw)))
+    if last_seen is None and type(raw) is str:
+        when = _EPOCH_TIMES.get(raw)
+        if when is not None:
+            return when
+        if raw.isascii() and raw.isdigit():
+            # what MISP nearly always sends: epoch seconds and no last_seen
+            # (the answer timestamp_datetime gives, without its general checks)
+            if len(_EPOCH_TIMES) >= 4096:
+                _EPOCH_TIMES.clear()
+            when = _EPOCH_TIMES[raw] = from_epoch(scale_to_seconds(int(raw)))
+            return when
     candidates = [timestamp_datetime(raw), timestamp_datetime(last_seen)]
     if candidates[0] is None:
         threat = doc.get("threat")

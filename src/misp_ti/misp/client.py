@@ -51,12 +51,10 @@ from misp_ti.config import MispSettings, is_loopback_host
 from misp_ti.errors import ConfigError, FetchError
 from misp_ti.misp import lenient
 from misp_ti.misp import transport as bounded
-from misp_ti.misp.records import record_timestamp  # noqa: F401  (its old home)
+from misp_ti.misp.records import PATHS, record_timestamp  # noqa: F401  (their old home)
 
 log = logging.getLogger("misp_ti.misp.client")
 
-#: The two restSearch answers (scopes) this client validates, and where MISP serves each.
-PATHS = {"attributes": "/attributes/restSearch", "events": "/events/restSearch"}
 _RETRY_STATUSES = {500, 502, 503, 504}
 #: How much of a non-200 answer is read (for its error message); the rest is dropped.
 _ERROR_BODY_LIMIT = 64 * 1024

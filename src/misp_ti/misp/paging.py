@@ -85,11 +85,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from misp_ti.errors import FetchError
-from misp_ti.misp.client import SearchResult
 from misp_ti.misp.records import record_timestamp
+
+if TYPE_CHECKING:  # the client and its HTTP stack are not needed to page
+    from misp_ti.misp.client import SearchResult
 
 log = logging.getLogger("misp_ti.misp_fetch")
 
@@ -200,7 +202,7 @@ class Chunk:
     stats: dict[str, int] = field(default_factory=dict)
 
 
-Search = Callable[[Mapping[str, Any]], SearchResult]
+Search = Callable[[Mapping[str, Any]], "SearchResult"]
 
 
 class WindowReader:

@@ -27,6 +27,9 @@ from typing import Any
 
 from misp_ti.timeutil import from_epoch, parse_iso
 
+#: The two restSearch answers (scopes) the client validates, and where MISP
+#: serves each (here, not in the client, so stream specs need no HTTP stack).
+PATHS = {"attributes": "/attributes/restSearch", "events": "/events/restSearch"}
 #: The longest ``timestamp`` string paging accepts (epoch seconds until year 33658).
 MAX_TIMESTAMP_DIGITS = 12
 
@@ -39,6 +42,8 @@ def record_attribute(record: Any) -> Mapping[str, Any]:
     ``Event.Object.Attribute`` (then primary, even with an ``Event.Attribute``
     beside it). Anything else is an empty mapping.
     """
+    if type(record) is dict and "timestamp" in record:  # an attribute (the answer below, sooner)
+        return record
     if not isinstance(record, Mapping):
         return {}
     event = record.get("Event")

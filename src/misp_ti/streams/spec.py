@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from misp_ti.config import StreamSettings
 from misp_ti.errors import ConfigError, PluginError
-from misp_ti.misp.client import PATHS
+from misp_ti.misp.records import PATHS
 
 if TYPE_CHECKING:
     from misp_ti.ecs.options import Options
